@@ -1,0 +1,264 @@
+"""Catalogue, features, model versions and ranked recommendations."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+def vector_to_bytes(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+
+
+def vector_from_bytes(blob: bytes | memoryview) -> np.ndarray:
+    return np.frombuffer(bytes(blob), dtype=np.float32)
+
+
+class Category(models.TextChoices):
+    DRESSES = "dresses", "Dresses"
+    SKIRTS = "skirts", "Skirts"
+
+
+class Split(models.TextChoices):
+    TRAIN = "train", "Train"
+    TEST = "test", "Test"
+
+
+class Product(models.Model):
+    title = models.CharField(max_length=200)
+    category = models.CharField(max_length=20, choices=Category.choices, default=Category.DRESSES)
+    price = models.DecimalField(max_digits=8, decimal_places=2, default=0)
+    description = models.TextField(blank=True)
+    s2s_product_id = models.PositiveBigIntegerField(
+        "Street2Shop product id", unique=True, null=True, blank=True
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["category", "id"])]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def get_absolute_url(self) -> str:
+        from django.urls import reverse
+
+        return reverse("product-detail", args=[self.pk])
+
+
+class ProductImage(models.Model):
+    """A shop photo of a product, stored whole."""
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="images")
+    image = models.ImageField(upload_to="products/")
+    s2s_photo_id = models.PositiveBigIntegerField("Street2Shop photo id", null=True, blank=True)
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["product_id", "position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["product", "s2s_photo_id"], name="unique_product_photo"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.product} #{self.position}"
+
+
+class StreetPhoto(models.Model):
+    """One garment boxed in a street photo; a photo with several boxes gives several rows."""
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="street_photos")
+    image = models.ImageField(upload_to="street/")
+    s2s_photo_id = models.PositiveBigIntegerField("Street2Shop photo id", null=True, blank=True)
+    bbox_left = models.PositiveIntegerField()
+    bbox_top = models.PositiveIntegerField()
+    bbox_width = models.PositiveIntegerField()
+    bbox_height = models.PositiveIntegerField()
+    split = models.CharField(max_length=5, choices=Split.choices, default=Split.TRAIN)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["s2s_photo_id", "product"], name="unique_street_photo_product"),
+            models.CheckConstraint(
+                condition=Q(bbox_width__gt=0) & Q(bbox_height__gt=0), name="street_photo_bbox_not_empty"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"street photo {self.s2s_photo_id or self.pk} of {self.product_id}"
+
+    @property
+    def bbox(self) -> tuple[int, int, int, int]:
+        return (self.bbox_left, self.bbox_top, self.bbox_width, self.bbox_height)
+
+
+class Feature(models.Model):
+    """A backbone vector of one image, tagged with the backbone and weights that made it."""
+
+    product_image = models.ForeignKey(
+        ProductImage, on_delete=models.CASCADE, null=True, blank=True, related_name="features"
+    )
+    street_photo = models.ForeignKey(
+        StreetPhoto, on_delete=models.CASCADE, null=True, blank=True, related_name="features"
+    )
+    weights_id = models.CharField(max_length=120, db_index=True)
+    vector = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["product_image", "weights_id"], name="unique_product_image_feature"),
+            models.UniqueConstraint(fields=["street_photo", "weights_id"], name="unique_street_photo_feature"),
+            models.CheckConstraint(
+                condition=(Q(product_image__isnull=False) & Q(street_photo__isnull=True))
+                | (Q(product_image__isnull=True) & Q(street_photo__isnull=False)),
+                name="feature_has_one_image",
+            ),
+        ]
+
+    def as_array(self) -> np.ndarray:
+        return vector_from_bytes(self.vector)
+
+
+class ModelVersion(models.Model):
+    """One training run of the siamese network and the artifact it produced."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        TRAINING = "training", "Training"
+        EVALUATING = "evaluating", "Evaluating"
+        EMBEDDING = "embedding", "Embedding"
+        READY = "ready", "Ready"
+        ACTIVE = "active", "Active"
+        FAILED = "failed", "Failed"
+
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
+    category = models.CharField(max_length=20, choices=Category.choices, default=Category.DRESSES)
+    weights_id = models.CharField(max_length=120, blank=True)
+    hyperparameters = models.JSONField(default=dict, blank=True)
+    dataset_counts = models.JSONField(default=dict, blank=True)
+    history = models.JSONField(default=list, blank=True, help_text="Per-epoch losses and validation metrics.")
+    metrics = models.JSONField(default=dict, blank=True)
+    progress = models.JSONField(default=dict, blank=True)
+    artifact_path = models.CharField(max_length=500, blank=True)
+    checksum = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+    gate_overridden = models.BooleanField(default=False)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        permissions = [
+            ("start_training", "Can start a training run"),
+            ("activate_version", "Can activate or roll back a model version"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["category"], condition=Q(status="active"), name="one_active_version_per_category"
+            ),
+            # Single flight enforced by the database, not by a check-then-insert race.
+            models.UniqueConstraint(
+                fields=["category"],
+                condition=Q(status__in=["queued", "training", "evaluating", "embedding"]),
+                name="one_running_version_per_category",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"v{self.pk} ({self.get_status_display()})"
+
+    @property
+    def is_running(self) -> bool:
+        return self.status in RUNNING_STATUSES
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+RUNNING_STATUSES = (
+    ModelVersion.Status.QUEUED,
+    ModelVersion.Status.TRAINING,
+    ModelVersion.Status.EVALUATING,
+    ModelVersion.Status.EMBEDDING,
+)
+
+
+class ProductEmbedding(models.Model):
+    """A product's siamese embedding under one model version."""
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="embeddings")
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="embeddings")
+    vector = models.BinaryField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["product", "version"], name="unique_product_embedding")]
+
+    def as_array(self) -> np.ndarray:
+        return vector_from_bytes(self.vector)
+
+
+class SimilarProduct(models.Model):
+    """A ranked recommendation row: `recommendation` is the `ranking`-th nearest to `product`."""
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="similar_rows")
+    recommendation = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+")
+    ranking = models.PositiveSmallIntegerField()
+    distance = models.FloatField()
+
+    class Meta:
+        ordering = ["ranking"]
+        constraints = [
+            models.UniqueConstraint(fields=["version", "product", "ranking"], name="unique_similar_ranking"),
+            models.UniqueConstraint(
+                fields=["version", "product", "recommendation"], name="unique_similar_recommendation"
+            ),
+        ]
+
+
+class SearchQuery(models.Model):
+    """A shopper's uploaded photo and the products found for it."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Searching"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    image = models.ImageField(upload_to="searches/%Y/%m/%d/")
+    bbox_left = models.PositiveIntegerField(null=True, blank=True)
+    bbox_top = models.PositiveIntegerField(null=True, blank=True)
+    bbox_width = models.PositiveIntegerField(null=True, blank=True)
+    bbox_height = models.PositiveIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    version = models.ForeignKey(ModelVersion, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    results = models.JSONField(default=list, blank=True, help_text="[{product_id, distance}] nearest first.")
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "search queries"
+
+    @property
+    def bbox(self) -> tuple[int, int, int, int] | None:
+        if self.bbox_width is None:
+            return None
+        return (self.bbox_left or 0, self.bbox_top or 0, self.bbox_width, self.bbox_height or 0)

@@ -1,0 +1,127 @@
+"""Reads: every query a page or service needs, in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from django.db.models import Exists, OuterRef, Prefetch, QuerySet
+
+from shop.models import (
+    Category,
+    Feature,
+    ModelVersion,
+    Product,
+    ProductEmbedding,
+    ProductImage,
+    SimilarProduct,
+    StreetPhoto,
+    vector_from_bytes,
+)
+
+
+def active_version(*, category: str = Category.DRESSES) -> ModelVersion | None:
+    return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE, category=category).first()
+
+
+def running_version() -> ModelVersion | None:
+    from shop.models import RUNNING_STATUSES
+
+    return ModelVersion.objects.filter(status__in=RUNNING_STATUSES).order_by("id").first()
+
+
+def current_weights_id() -> str | None:
+    """The backbone weights id of the newest stored feature (what the workers are using)."""
+    return Feature.objects.order_by("-id").values_list("weights_id", flat=True).first()
+
+
+def _with_images(queryset: QuerySet[Product]) -> QuerySet[Product]:
+    return queryset.prefetch_related(Prefetch("images", queryset=ProductImage.objects.order_by("position", "id")))
+
+
+def product_list(*, category: str | None = None) -> QuerySet[Product]:
+    queryset = Product.objects.all()
+    if category:
+        queryset = queryset.filter(category=category)
+    return _with_images(queryset.order_by("id"))
+
+
+def product_detail(*, product_id: int) -> Product:
+    return _with_images(Product.objects.all()).get(pk=product_id)
+
+
+def similar_products(*, product: Product, version: ModelVersion | None, k: int = 10) -> list[SimilarProduct]:
+    """The ranked similar-items rows of a product under a version, nearest first (2 queries)."""
+    if version is None:
+        return []
+    rows = (
+        SimilarProduct.objects.filter(version=version, product=product)
+        .select_related("recommendation")
+        .prefetch_related(
+            Prefetch("recommendation__images", queryset=ProductImage.objects.order_by("position", "id"))
+        )
+        .order_by("ranking")[:k]
+    )
+    return list(rows)
+
+
+def products_by_ids(*, ids: Sequence[int]) -> list[Product]:
+    """Products in the order of `ids`, skipping ones deleted since."""
+    found = {p.pk: p for p in _with_images(Product.objects.filter(pk__in=ids))}
+    return [found[i] for i in ids if i in found]
+
+
+def embedding_matrix(*, version: ModelVersion) -> tuple[np.ndarray, np.ndarray]:
+    """(product ids, float32 matrix) of every embedding stored for a version."""
+    rows = list(
+        ProductEmbedding.objects.filter(version=version, product__category=version.category)
+        .order_by("product_id")
+        .values_list("product_id", "vector")
+    )
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    matrix = np.stack([vector_from_bytes(r[1]) for r in rows])
+    return ids, matrix
+
+
+def image_features(
+    *, weights_id: str, product_image_ids: Sequence[int] | None = None, street_photo_ids: Sequence[int] | None = None
+) -> dict[int, np.ndarray]:
+    """Stored vectors of the given product images or street photos, keyed by their id."""
+    queryset = Feature.objects.filter(weights_id=weights_id)
+    if product_image_ids is not None:
+        queryset = queryset.filter(product_image_id__in=product_image_ids)
+        key = "product_image_id"
+    elif street_photo_ids is not None:
+        queryset = queryset.filter(street_photo_id__in=street_photo_ids)
+        key = "street_photo_id"
+    else:
+        raise ValueError("name product_image_ids or street_photo_ids")
+    return {row[0]: vector_from_bytes(row[1]) for row in queryset.values_list(key, "vector")}
+
+
+def indexing_progress(*, category: str = Category.DRESSES) -> dict[str, int]:
+    """How many images of a category have features under the current weights, and embeddings."""
+    weights_id = current_weights_id()
+    images = ProductImage.objects.filter(product__category=category)
+    street = StreetPhoto.objects.filter(product__category=category)
+    done_images = done_street = 0
+    if weights_id:
+        done_images = images.filter(
+            Exists(Feature.objects.filter(product_image=OuterRef("pk"), weights_id=weights_id))
+        ).count()
+        done_street = street.filter(
+            Exists(Feature.objects.filter(street_photo=OuterRef("pk"), weights_id=weights_id))
+        ).count()
+    version = active_version(category=category)
+    products = Product.objects.filter(category=category).count()
+    embedded = ProductEmbedding.objects.filter(version=version).count() if version else 0
+    return {
+        "shop_images": images.count(),
+        "shop_images_done": done_images,
+        "street_photos": street.count(),
+        "street_photos_done": done_street,
+        "products": products,
+        "products_embedded": embedded,
+    }

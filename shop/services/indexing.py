@@ -1,0 +1,206 @@
+"""Backbone features and siamese embeddings: computed in workers, stored with each image/product."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+
+from shop import runtime, selectors
+from shop.models import (
+    Category,
+    Feature,
+    ModelVersion,
+    Product,
+    ProductEmbedding,
+    ProductImage,
+    StreetPhoto,
+    vector_to_bytes,
+)
+from similarity.images import BadBox, ImageError, crop_box, open_image
+
+logger = logging.getLogger("shop")
+
+T = TypeVar("T")
+
+# How many ids one queued indexing task carries: big enough to batch VGG19 work,
+# small enough that a killed worker loses little.
+TASK_CHUNK = 32
+
+
+def chunked(items: Sequence[T], size: int) -> Iterable[list[T]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def queue_product_indexing(*, product_ids: Sequence[int]) -> None:
+    """Queue indexing of these products once the current transaction commits."""
+    from workers.tasks import index_products
+
+    ids = list(product_ids)
+    for chunk in chunked(ids, TASK_CHUNK):
+        transaction.on_commit(lambda chunk=chunk: index_products.delay(chunk))
+
+
+def queue_street_photo_indexing(*, street_photo_ids: Sequence[int]) -> None:
+    from workers.tasks import index_street_photos
+
+    ids = list(street_photo_ids)
+    for chunk in chunked(ids, TASK_CHUNK):
+        transaction.on_commit(lambda chunk=chunk: index_street_photos.delay(chunk))
+
+
+def queue_catalogue_indexing(*, category: str = Category.DRESSES) -> dict[str, int]:
+    """Queue every product and street photo of a category; tasks skip what is already done."""
+    product_ids = list(Product.objects.filter(category=category).order_by("id").values_list("id", flat=True))
+    street_ids = list(
+        StreetPhoto.objects.filter(product__category=category).order_by("id").values_list("id", flat=True)
+    )
+    queue_product_indexing(product_ids=product_ids)
+    queue_street_photo_indexing(street_photo_ids=street_ids)
+    return {"products": len(product_ids), "street_photos": len(street_ids)}
+
+
+def _extract_features(
+    items: Sequence[T], load: Callable[[T], object], *, label: Callable[[T], str]
+) -> tuple[list[T], np.ndarray | None]:
+    """Decode each item's image and run the backbone in batches; bad images are logged and skipped."""
+    backbone = runtime.get_backbone()
+    kept: list[T] = []
+    vectors: list[np.ndarray] = []
+    batch_items: list[T] = []
+    batch_images: list[object] = []
+
+    def flush() -> None:
+        if batch_images:
+            vectors.append(backbone.extract_images(batch_images, batch_size=settings.FEATURE_BATCH_SIZE))
+            kept.extend(batch_items)
+            batch_items.clear()
+            batch_images.clear()
+
+    for item in items:
+        try:
+            image = load(item)
+        except (ImageError, BadBox, OSError) as error:
+            logger.warning("skipping %s: %s", label(item), error)
+            continue
+        batch_items.append(item)
+        batch_images.append(image)
+        if len(batch_images) >= settings.FEATURE_BATCH_SIZE:
+            flush()
+    flush()
+    return kept, (np.concatenate(vectors) if vectors else None)
+
+
+def _open_field(field) -> object:
+    with field.open("rb") as handle:
+        return open_image(handle, max_pixels=settings.IMAGE_MAX_PIXELS)
+
+
+def compute_product_image_features(*, product_image_ids: Sequence[int]) -> int:
+    """Store backbone features for shop images that lack them under the current weights."""
+    weights_id = runtime.get_backbone().weights_id
+    todo = list(
+        ProductImage.objects.filter(pk__in=product_image_ids)
+        .exclude(features__weights_id=weights_id)
+        .order_by("id")
+    )
+    kept, vectors = _extract_features(todo, lambda pi: _open_field(pi.image), label=lambda pi: f"shop image {pi.pk}")
+    if vectors is None:
+        return 0
+    Feature.objects.bulk_create(
+        [Feature(product_image=pi, weights_id=weights_id, vector=vector_to_bytes(v)) for pi, v in zip(kept, vectors)],
+        ignore_conflicts=True,  # a redelivered task may race its first run
+    )
+    return len(kept)
+
+
+def compute_street_photo_features(*, street_photo_ids: Sequence[int]) -> int:
+    """Store backbone features of street crops (the boxed garment) that lack them."""
+    weights_id = runtime.get_backbone().weights_id
+    todo = list(
+        StreetPhoto.objects.filter(pk__in=street_photo_ids).exclude(features__weights_id=weights_id).order_by("id")
+    )
+
+    def load(photo: StreetPhoto) -> object:
+        return crop_box(_open_field(photo.image), photo.bbox)
+
+    kept, vectors = _extract_features(todo, load, label=lambda sp: f"street photo {sp.pk}")
+    if vectors is None:
+        return 0
+    Feature.objects.bulk_create(
+        [Feature(street_photo=sp, weights_id=weights_id, vector=vector_to_bytes(v)) for sp, v in zip(kept, vectors)],
+        ignore_conflicts=True,
+    )
+    return len(kept)
+
+
+def product_feature_matrix(
+    *, product_ids: Sequence[int], weights_id: str
+) -> tuple[list[int], list[np.ndarray]]:
+    """Per product, the stacked features of its shop images (products without any are left out)."""
+    pairs = ProductImage.objects.filter(product_id__in=product_ids).order_by("product_id", "position", "id")
+    image_to_product = dict(pairs.values_list("id", "product_id"))
+    features = selectors.image_features(weights_id=weights_id, product_image_ids=list(image_to_product))
+    grouped: dict[int, list[np.ndarray]] = {}
+    for image_id, product_id in image_to_product.items():
+        if image_id in features:
+            grouped.setdefault(product_id, []).append(features[image_id])
+    ids = sorted(grouped)
+    return ids, [np.stack(grouped[i]) for i in ids]
+
+
+def embed_products(*, version: ModelVersion, product_ids: Sequence[int]) -> int:
+    """Store each product's embedding under a version: the normalised mean over its shop images."""
+    from similarity.siamese import embed
+
+    tower = runtime.get_tower(version_id=version.pk, artifact_path=version.artifact_path, checksum=version.checksum)
+    ids, stacks = product_feature_matrix(product_ids=product_ids, weights_id=version.weights_id)
+    if not ids:
+        return 0
+    flat = np.concatenate(stacks)
+    embedded = embed(tower, flat)
+    rows = []
+    offset = 0
+    for product_id, stack in zip(ids, stacks):
+        mean = embedded[offset : offset + len(stack)].mean(axis=0)
+        offset += len(stack)
+        mean /= max(float(np.linalg.norm(mean)), 1e-12)
+        rows.append(ProductEmbedding(product_id=product_id, version=version, vector=vector_to_bytes(mean)))
+    ProductEmbedding.objects.bulk_create(
+        rows, update_conflicts=True, unique_fields=["product", "version"], update_fields=["vector"]
+    )
+    return len(rows)
+
+
+def index_products(*, product_ids: Sequence[int]) -> int:
+    """Features for the products' shop images, then their embedding under the active version."""
+    image_ids = list(ProductImage.objects.filter(product_id__in=product_ids).values_list("id", flat=True))
+    computed = compute_product_image_features(product_image_ids=image_ids)
+    weights_id = runtime.get_backbone().weights_id
+    categories = set(Product.objects.filter(pk__in=product_ids).values_list("category", flat=True))
+    for category in categories:
+        version = selectors.active_version(category=category)
+        if version is None:
+            continue
+        if version.weights_id != weights_id:
+            # Never mix vectors made by different backbones: this version needs a retrain.
+            logger.warning("active %s uses %s, workers use %s: not embedding", version, version.weights_id, weights_id)
+            continue
+        ids = list(Product.objects.filter(pk__in=product_ids, category=category).values_list("id", flat=True))
+        missing = list(
+            Product.objects.filter(pk__in=ids).exclude(embeddings__version=version).values_list("id", flat=True)
+        )
+        if missing and embed_products(version=version, product_ids=missing):
+            from workers.tasks import refresh_recommendations
+
+            refresh_recommendations.delay(version.pk)
+    return computed
+
+
+def index_street_photos(*, street_photo_ids: Sequence[int]) -> int:
+    return compute_street_photo_features(street_photo_ids=street_photo_ids)

@@ -1,0 +1,62 @@
+"""Thin views: validate, call a selector or service, render."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from django.conf import settings
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+
+from shop import selectors
+from shop.forms import SearchForm
+from shop.models import Category, Product, SearchQuery
+from shop.services.search import create_search_query
+
+PAGE_SIZE = 24
+
+
+def catalogue(request: HttpRequest) -> HttpResponse:
+    category = request.GET.get("category") or None
+    if category and category not in Category.values:
+        raise Http404("No such category")
+    page = Paginator(selectors.product_list(category=category), PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "shop/catalogue.html",
+        {"page": page, "category": category, "categories": Category.choices},
+    )
+
+
+def product_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    try:
+        product = selectors.product_detail(product_id=pk)
+    except Product.DoesNotExist:
+        raise Http404("No such product") from None
+    version = selectors.active_version(category=product.category)
+    similar = selectors.similar_products(product=product, version=version, k=settings.SIMILAR_ITEMS)
+    return render(request, "shop/product_detail.html", {"product": product, "similar": similar, "version": version})
+
+
+def search(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        form = SearchForm(request.POST, request.FILES)
+        if form.is_valid():
+            query = create_search_query(image=form.cleaned_data["image"], bbox=form.cleaned_data["bbox"])
+            return redirect("search-results", pk=query.pk)
+        return render(request, "shop/search.html", {"form": form}, status=400)
+    return render(request, "shop/search.html", {"form": SearchForm()})
+
+
+def search_results(request: HttpRequest, pk: UUID) -> HttpResponse:
+    query = get_object_or_404(SearchQuery, pk=pk)
+    ids = [row["product_id"] for row in query.results]
+    distances = {row["product_id"]: row["distance"] for row in query.results}
+    products = [(p, distances[p.pk]) for p in selectors.products_by_ids(ids=ids)]
+    return render(request, "shop/search_results.html", {"query": query, "products": products})
+
+
+def healthz(request: HttpRequest) -> HttpResponse:
+    Product.objects.exists()
+    return HttpResponse("ok", content_type="text/plain")
