@@ -33,15 +33,17 @@ class Product(models.Model):
     category = models.CharField(max_length=20, choices=Category.choices, default=Category.DRESSES)
     price = models.DecimalField(max_digits=8, decimal_places=2, default=0)
     description = models.TextField(blank=True)
-    s2s_product_id = models.PositiveBigIntegerField(
-        "Street2Shop product id", unique=True, null=True, blank=True
-    )
+    # Street2Shop ids repeat across categories (533 ids are both a dress and a skirt).
+    s2s_product_id = models.PositiveBigIntegerField("Street2Shop product id", null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["id"]
         indexes = [models.Index(fields=["category", "id"])]
+        constraints = [
+            models.UniqueConstraint(fields=["category", "s2s_product_id"], name="unique_category_s2s_product"),
+        ]
 
     def __str__(self) -> str:
         return self.title

@@ -43,7 +43,8 @@ def queue_product_indexing(*, product_ids: Sequence[int]) -> None:
 
     ids = list(product_ids)
     for chunk in chunked(ids, TASK_CHUNK):
-        transaction.on_commit(lambda chunk=chunk: index_products.delay(chunk))
+        # robust: a broker outage must not undo a stored product; index_catalogue catches up later.
+        transaction.on_commit(lambda chunk=chunk: index_products.delay(chunk), robust=True)
 
 
 def queue_street_photo_indexing(*, street_photo_ids: Sequence[int]) -> None:
@@ -51,7 +52,7 @@ def queue_street_photo_indexing(*, street_photo_ids: Sequence[int]) -> None:
 
     ids = list(street_photo_ids)
     for chunk in chunked(ids, TASK_CHUNK):
-        transaction.on_commit(lambda chunk=chunk: index_street_photos.delay(chunk))
+        transaction.on_commit(lambda chunk=chunk: index_street_photos.delay(chunk), robust=True)
 
 
 def queue_catalogue_indexing(*, category: str = Category.DRESSES) -> dict[str, int]:
