@@ -1,0 +1,731 @@
+"""Download Street2Shop photos from retailers' servers into a folder of ``<id:09d>.jpg`` files.
+
+Django-free on purpose: a management command or a task wraps ``download_photos``; this module only
+knows requests, files and ``similarity.images.open_image``.
+
+What a run guarantees:
+
+- Only bytes that decode as an image ever get a final name, written to a ``.<name>.part-*`` file,
+  fsynced and renamed with ``os.replace``; a killed run leaves at most ``.part`` files, which the
+  next run deletes. The bytes are stored as downloaded (never re-encoded), so a ``.jpg`` may hold a
+  PNG or WebP, as in the dataset's own ``photos.tar``.
+- A photo already in the folder is ``"exists"`` and not fetched. The check is cheap (a non-empty
+  file under the final name) because this module only renames validated files into place; pass
+  ``DownloadConfig(verify_existing=True)`` once for files that came from elsewhere.
+- One run per folder at a time (an ``flock`` on ``.download.lock``), which is what makes deleting
+  every ``.part`` file at start safe.
+- Unexpected errors (a full disk, a bug) end the run instead of being recorded 425,000 times; the
+  photos written so far stay, so running again resumes.
+"""
+
+from __future__ import annotations
+
+import csv
+import email.utils
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+from urllib.parse import urlsplit
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+
+from similarity.images import (
+    ALLOWED_FORMATS,
+    EmptyImage,
+    ImageError,
+    ImageTooLarge,
+    NotAnImage,
+    TruncatedImage,
+    UnsupportedFormat,
+    open_image,
+)
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows has no flock; the folder then goes unlocked.
+    fcntl = None  # type: ignore[assignment]
+
+OUTCOMES = (
+    "ok",
+    "exists",
+    "http_error",
+    "timeout",
+    "connection_error",
+    "too_large",
+    "not_an_image",
+    "truncated",
+    "too_many_redirects",
+    "invalid_url",
+)
+SUCCESS_OUTCOMES = frozenset({"ok", "exists"})
+PART_MARKER = ".part-"
+LOCK_NAME = ".download.lock"
+USER_AGENT = (
+    "fashion-similarity/0.1 (Street2Shop research photo downloader; "
+    "+https://github.com/fashion-similarity/fashion-similarity)"
+)
+# No AVIF or GIF: open_image refuses them, so asking for them would only waste bandwidth.
+ACCEPT = "image/webp,image/jpeg,image/png;q=0.9,image/*;q=0.5,*/*;q=0.1"
+_CHUNK_SIZE = 64 * 1024
+
+
+class DownloadDirBusy(RuntimeError):
+    """Another run is downloading into the same folder."""
+
+
+@dataclass(frozen=True)
+class DownloadJob:
+    """One photo to fetch."""
+
+    photo_id: int
+    url: str
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.photo_id, bool)
+            or not isinstance(self.photo_id, int)
+            or self.photo_id < 0
+        ):
+            raise ValueError(f"photo_id must be a non-negative int, got {self.photo_id!r}")
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """What happened to one job; ``attempts`` counts requests (a redirect chain is one)."""
+
+    photo_id: int
+    url: str
+    outcome: str
+    http_status: int | None
+    attempts: int
+    bytes: int
+    error: str
+    elapsed: float
+
+    @property
+    def succeeded(self) -> bool:
+        """True when the photo is on disk after this run."""
+        return self.outcome in SUCCESS_OUTCOMES
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    """Limits and politeness for one run; ``sleep`` and ``random`` are injectable for tests."""
+
+    connect_timeout: float = 5.0
+    read_timeout: float = 20.0
+    # read_timeout bounds each socket read only; a server dripping a byte a second would hold a
+    # worker for hours without a cap on the whole attempt.
+    total_timeout: float = 120.0
+    retries: int = 3
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    max_redirects: int = 5
+    max_bytes: int = 15 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    allowed_formats: frozenset[str] = ALLOWED_FORMATS
+    workers: int = 8
+    per_host: int = 2
+    # After this many jobs in a row on one host end in timeout/connection_error, the host's
+    # remaining jobs are skipped: a dead retailer would otherwise cost ~25 s per URL for
+    # thousands of URLs. None disables it.
+    host_failure_limit: int | None = 25
+    verify_existing: bool = False
+    user_agent: str = USER_AGENT
+    sleep: Callable[[float], None] = time.sleep
+    random: Callable[[], float] = random.random
+
+    def __post_init__(self) -> None:
+        if self.workers < 1 or self.per_host < 1:
+            raise ValueError("workers and per_host must be at least 1")
+        if self.retries < 0 or self.max_redirects < 0 or self.max_bytes < 1 or self.max_pixels < 1:
+            raise ValueError(
+                "retries and max_redirects must be >= 0; max_bytes and max_pixels >= 1"
+            )
+
+
+@dataclass(frozen=True)
+class PhotoList:
+    """The parsed ``photos.txt``: id → URL, plus the 1-based numbers of lines that were skipped."""
+
+    urls: dict[int, str]
+    bad_lines: list[int] = field(default_factory=list)
+
+    def jobs(self, ids: Iterable[int] | None = None) -> list[DownloadJob]:
+        """Jobs for the given ids (all when None), in id order; an unknown id is a KeyError."""
+        wanted = sorted(self.urls) if ids is None else sorted(set(ids))
+        missing = [photo_id for photo_id in wanted if photo_id not in self.urls]
+        if missing:
+            raise KeyError(f"{len(missing)} photo ids are not in photos.txt, e.g. {missing[:5]}")
+        return [DownloadJob(photo_id, self.urls[photo_id]) for photo_id in wanted]
+
+
+def photo_filename(photo_id: int) -> str:
+    """The file name of a photo, as in the dataset's archive."""
+    return f"{photo_id:09d}.jpg"
+
+
+def read_photos_txt(path: str | os.PathLike[str]) -> PhotoList:
+    """Parse ``<id>,<url>`` lines, splitting at the first comma since URLs may contain commas.
+
+    Blank lines are ignored. Lines with no comma, a non-numeric id, an empty URL or an id seen
+    before (the first one wins) are skipped and reported in ``bad_lines``.
+    """
+    urls: dict[int, str] = {}
+    bad_lines: list[int] = []
+    with open(path, encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            id_text, comma, url = line.partition(",")
+            id_text, url = id_text.strip(), url.strip()
+            # isdigit() alone accepts "²" and other Unicode digits that int() rejects.
+            if not comma or not url or not (id_text.isascii() and id_text.isdigit()):
+                bad_lines.append(number)
+                continue
+            photo_id = int(id_text)
+            if photo_id in urls:
+                bad_lines.append(number)
+                continue
+            urls[photo_id] = url
+    return PhotoList(urls=urls, bad_lines=bad_lines)
+
+
+def download_photos(
+    jobs: Sequence[DownloadJob],
+    dest_dir: str | os.PathLike[str],
+    *,
+    config: DownloadConfig = DownloadConfig(),
+    progress: Callable[[DownloadResult], None] | None = None,
+) -> list[DownloadResult]:
+    """Fetch every job into ``dest_dir``; return one result per job, in the order of ``jobs``.
+
+    ``progress`` is called once per finished job, in completion order, always from the calling
+    thread, so it need not be thread-safe. Downloads run on ``config.workers`` threads with at most
+    ``config.per_host`` in flight per host (by the first URL's host; redirects are not re-counted).
+    """
+    ids = Counter(job.photo_id for job in jobs)
+    duplicates = sorted(photo_id for photo_id, count in ids.items() if count > 1)
+    if duplicates:
+        raise ValueError(f"photo ids appear more than once: {duplicates[:5]}")
+    folder = Path(dest_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with _folder_lock(folder):
+        remove_stale_parts(folder)
+        return _run(list(jobs), folder, config, progress)
+
+
+def remove_stale_parts(dest_dir: str | os.PathLike[str]) -> int:
+    """Delete ``.part`` files left by a killed run; return how many. Call only under the lock."""
+    removed = 0
+    for path in Path(dest_dir).glob(f".*{PART_MARKER}*"):
+        with suppress(FileNotFoundError):
+            path.unlink()
+            removed += 1
+    return removed
+
+
+def build_session(config: DownloadConfig) -> requests.Session:
+    """A session with our User-Agent, redirect limit, and no retries of its own (we retry)."""
+    session = requests.Session()
+    session.headers["User-Agent"] = config.user_agent
+    session.headers["Accept"] = ACCEPT
+    session.max_redirects = config.max_redirects
+    # Each session serves one thread, so one connection per host; keep pools for ~25 retailers
+    # plus the CDNs they redirect to.
+    adapter = HTTPAdapter(pool_connections=64, pool_maxsize=1, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (seconds or HTTP-date); None if unusable."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isascii() and text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def backoff_delay(attempt: int, retry_after: float | None, config: DownloadConfig) -> float:
+    """Seconds to sleep after failed attempt ``attempt`` (1-based): Retry-After or full jitter."""
+    if retry_after is not None:
+        return min(retry_after, config.backoff_max)
+    ceiling = min(config.backoff_max, config.backoff_base * 2 ** (attempt - 1))
+    return config.random() * ceiling
+
+
+def summarize(results: Iterable[DownloadResult]) -> dict[str, int]:
+    """Count results per outcome, in the order of ``OUTCOMES``; absent outcomes are left out."""
+    counts = Counter(result.outcome for result in results)
+    return {outcome: counts[outcome] for outcome in OUTCOMES if counts[outcome]}
+
+
+def write_failures_csv(results: Iterable[DownloadResult], path: str | os.PathLike[str]) -> int:
+    """Write every result that is neither ok nor exists to a CSV; return how many rows."""
+    rows = 0
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["photo_id", "url", "outcome", "http_status", "attempts", "error"])
+        for result in results:
+            if result.succeeded:
+                continue
+            status = "" if result.http_status is None else result.http_status
+            writer.writerow(
+                [result.photo_id, result.url, result.outcome, status, result.attempts, result.error]
+            )
+            rows += 1
+    return rows
+
+
+class ProgressPrinter:
+    """A ``progress`` callback printing one updating line: done/total, outcomes, rate and ETA.
+
+    On a terminal the line is redrawn in place at most every ``interval`` seconds; on anything else
+    (a log file) a full line is written every ``log_interval`` seconds. ``quiet`` prints only the
+    final line from ``close()``.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        *,
+        stream: TextIO | None = None,
+        quiet: bool = False,
+        interval: float = 0.5,
+        log_interval: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.total = total
+        self.stream = stream if stream is not None else sys.stderr
+        self.quiet = quiet
+        self.clock = clock
+        self.counts: Counter[str] = Counter()
+        self.done = 0
+        self._started = clock()
+        self._last_print: float | None = None
+        self._width = 0
+        self._tty = _isatty(self.stream)
+        self._interval = interval if self._tty else log_interval
+
+    def __call__(self, result: DownloadResult) -> None:
+        self.done += 1
+        self.counts[result.outcome] += 1
+        if self.quiet:
+            return
+        now = self.clock()
+        if self._last_print is None or now - self._last_print >= self._interval:
+            self._last_print = now
+            self._write(self.line())
+
+    def __enter__(self) -> ProgressPrinter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def line(self) -> str:
+        """The status text, e.g. ``1,234/425,000  ok 1,000  ...  12.3 photos/s  ETA 9:12:05``."""
+        elapsed = max(self.clock() - self._started, 1e-9)
+        rate = self.done / elapsed
+        failed = self.done - self.counts["ok"] - self.counts["exists"]
+        remaining = max(self.total - self.done, 0)
+        eta = _format_duration(remaining / rate) if rate > 0 else "?"
+        return (
+            f"{self.done:,}/{self.total:,}  ok {self.counts['ok']:,}"
+            f"  exists {self.counts['exists']:,}  failed {failed:,}  {rate:.1f} photos/s  ETA {eta}"
+        )
+
+    def close(self) -> None:
+        """Print the final line and end it with a newline."""
+        text = self.line()
+        if self._tty and not self.quiet:
+            self.stream.write("\r" + text.ljust(self._width) + "\n")
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def _write(self, text: str) -> None:
+        if self._tty:
+            # Pad so a shorter line fully covers the previous one.
+            self.stream.write("\r" + text.ljust(self._width))
+            self._width = max(self._width, len(text))
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+# --- internals -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """The result of one HTTP request: a body to validate, or a classified failure."""
+
+    outcome: str
+    status: int | None = None
+    body: bytes = b""
+    error: str = ""
+    retryable: bool = False
+    retry_after: float | None = None
+
+
+class _HostScheduler:
+    """Hands out jobs round-robin across hosts, never more than ``per_host`` at once per host.
+
+    Scheduling instead of a semaphore inside each worker: photos.txt is grouped by retailer, and
+    workers blocked on one busy host's semaphore would leave the other hosts idle.
+    """
+
+    def __init__(self, jobs: Sequence[DownloadJob], per_host: int) -> None:
+        self.per_host = per_host
+        self._pending: dict[str, deque[int]] = {}
+        for index, job in enumerate(jobs):
+            self._pending.setdefault(host_of(job.url), deque()).append(index)
+        self._rotation = deque(self._pending)
+        self._active: Counter[str] = Counter()
+
+    def take(self) -> tuple[int, str] | None:
+        """The next (job index, host) whose host has a free slot, or None if there is none now."""
+        for _ in range(len(self._rotation)):
+            host = self._rotation[0]
+            self._rotation.rotate(-1)
+            if self._active[host] >= self.per_host:
+                continue
+            queue = self._pending[host]
+            index = queue.popleft()
+            if not queue:
+                # rotate(-1) just moved this host to the end.
+                self._rotation.pop()
+                del self._pending[host]
+            self._active[host] += 1
+            return index, host
+        return None
+
+    def release(self, host: str) -> None:
+        self._active[host] -= 1
+
+
+class _SessionPerThread:
+    """One ``requests.Session`` per worker thread (sessions are not documented as thread-safe)."""
+
+    def __init__(self, config: DownloadConfig) -> None:
+        self._config = config
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._sessions: list[requests.Session] = []
+
+    def get(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = build_session(self._config)
+            self._local.session = session
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+    def close(self) -> None:
+        with self._lock:
+            for session in self._sessions:
+                session.close()
+            self._sessions.clear()
+
+
+def host_of(url: str) -> str:
+    """The lower-case host name a URL points at, or "" when it has none."""
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+def _run(
+    jobs: list[DownloadJob],
+    folder: Path,
+    config: DownloadConfig,
+    progress: Callable[[DownloadResult], None] | None,
+) -> list[DownloadResult]:
+    results: list[DownloadResult | None] = [None] * len(jobs)
+    scheduler = _HostScheduler(jobs, config.per_host)
+    sessions = _SessionPerThread(config)
+    failures_in_a_row: Counter[str] = Counter()
+    stop = threading.Event()
+
+    def finish(index: int, result: DownloadResult) -> None:
+        results[index] = result
+        if progress is not None:
+            progress(result)
+
+    try:
+        with ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="download") as pool:
+            running: dict[Future[DownloadResult], tuple[int, str]] = {}
+            try:
+                while True:
+                    while (
+                        len(running) < config.workers and (picked := scheduler.take()) is not None
+                    ):
+                        index, host = picked
+                        limit = config.host_failure_limit
+                        if limit is not None and host and failures_in_a_row[host] >= limit:
+                            scheduler.release(host)
+                            finish(index, _skipped(jobs[index], host, limit))
+                            continue
+                        future = pool.submit(
+                            _download_one, jobs[index], folder, config, sessions.get, stop
+                        )
+                        running[future] = (index, host)
+                    if not running:
+                        break
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        index, host = running.pop(future)
+                        scheduler.release(host)
+                        result = future.result()
+                        if result.outcome in ("timeout", "connection_error"):
+                            failures_in_a_row[host] += 1
+                        elif result.outcome != "exists":
+                            failures_in_a_row[host] = 0
+                        finish(index, result)
+            finally:
+                # On Ctrl-C or an error, in-flight jobs stop retrying and the pool waits for them.
+                stop.set()
+    finally:
+        sessions.close()
+    return [result for result in results if result is not None]
+
+
+def _download_one(
+    job: DownloadJob,
+    folder: Path,
+    config: DownloadConfig,
+    get_session: Callable[[], requests.Session],
+    stop: threading.Event,
+) -> DownloadResult:
+    """Fetch, validate and store one photo, retrying transient failures."""
+    started = time.perf_counter()
+    final = folder / photo_filename(job.photo_id)
+
+    def result(
+        outcome: str, status: int | None, attempts: int, size: int = 0, error: str = ""
+    ) -> DownloadResult:
+        return DownloadResult(
+            job.photo_id,
+            job.url,
+            outcome,
+            status,
+            attempts,
+            size,
+            error,
+            time.perf_counter() - started,
+        )
+
+    if _is_present(final, config):
+        return result("exists", None, 0, final.stat().st_size)
+    scheme = urlsplit(job.url).scheme.lower() if host_of(job.url) else ""
+    if scheme not in ("http", "https"):
+        return result("invalid_url", None, 0, error="not an http(s) URL with a host")
+
+    attempts = 0
+    while True:
+        attempts += 1
+        attempt = _fetch_once(get_session(), job.url, config)
+        if attempt.outcome == "ok":
+            outcome, error = _validate(attempt.body, config)
+            if outcome == "ok":
+                _write_atomically(final, attempt.body)
+            return result(outcome, attempt.status, attempts, len(attempt.body), error)
+        if not attempt.retryable or attempts > config.retries or stop.is_set():
+            return result(attempt.outcome, attempt.status, attempts, 0, attempt.error)
+        config.sleep(backoff_delay(attempts, attempt.retry_after, config))
+
+
+def _fetch_once(session: requests.Session, url: str, config: DownloadConfig) -> _Attempt:
+    """One GET with redirects followed; the body is read only for a 2xx answer."""
+    try:
+        response = session.get(
+            url, stream=True, timeout=(config.connect_timeout, config.read_timeout)
+        )
+    except requests.exceptions.TooManyRedirects as exc:
+        return _Attempt("too_many_redirects", error=_describe(exc))
+    except requests.exceptions.Timeout as exc:
+        return _Attempt("timeout", error=_describe(exc), retryable=True)
+    except requests.exceptions.SSLError as exc:
+        # A bad certificate stays bad; retrying only triples the time spent on it.
+        return _Attempt("connection_error", error=_describe(exc))
+    except requests.exceptions.ConnectionError as exc:
+        # Refused, reset, DNS failure: often transient on retailers' servers.
+        return _Attempt("connection_error", error=_describe(exc), retryable=True)
+    except ValueError as exc:
+        # requests' InvalidURL/MissingSchema/InvalidSchema, and urllib3 LocationParseError, which
+        # requests lets through for some IDNA host names.
+        return _Attempt("invalid_url", error=_describe(exc))
+    except requests.RequestException as exc:
+        # e.g. ChunkedEncodingError while draining a redirect's body.
+        return _Attempt("connection_error", error=_describe(exc), retryable=True)
+
+    with response:
+        status = response.status_code
+        if status == 429 or 500 <= status <= 599:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            return _Attempt(
+                "http_error",
+                status,
+                error=f"HTTP {status}",
+                retryable=True,
+                retry_after=retry_after,
+            )
+        if not 200 <= status <= 299:
+            return _Attempt("http_error", status, error=f"HTTP {status}")
+        return _read_body(response, config)
+
+
+def _read_body(response: requests.Response, config: DownloadConfig) -> _Attempt:
+    """Stream the body into memory, giving up past ``max_bytes`` or ``total_timeout``."""
+    status = response.status_code
+    declared = response.headers.get("Content-Length", "").strip()
+    if declared.isascii() and declared.isdigit() and int(declared) > config.max_bytes:
+        return _Attempt(
+            "too_large", status, error=f"Content-Length {declared} > {config.max_bytes}"
+        )
+    deadline = time.monotonic() + config.total_timeout
+    body = bytearray()
+    raw = response.raw
+    try:
+        while True:
+            # read1, not iter_content: iter_content blocks until a whole chunk has arrived, so a
+            # server sending a byte a second would never reach the deadline check.
+            chunk = raw.read1(_CHUNK_SIZE, decode_content=True)
+            if not chunk:
+                break
+            body += chunk
+            if len(body) > config.max_bytes:
+                return _Attempt("too_large", status, error=f"body > {config.max_bytes} bytes")
+            if time.monotonic() > deadline:
+                error = f"body not done in {config.total_timeout:g} s"
+                return _Attempt("timeout", status, error=error, retryable=True)
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        return _Attempt("timeout", status, error=_describe(exc), retryable=True)
+    except urllib3.exceptions.DecodeError as exc:
+        # A broken gzip/deflate body: the server will send the same bytes again.
+        return _Attempt("not_an_image", status, error=_describe(exc))
+    except urllib3.exceptions.HTTPError as exc:
+        # ProtocolError, IncompleteRead, SSLError: the connection dropped mid-body.
+        return _Attempt("connection_error", status, error=_describe(exc), retryable=True)
+    return _Attempt("ok", status, body=bytes(body))
+
+
+def _validate(body: bytes, config: DownloadConfig) -> tuple[str, str]:
+    """Map open_image's verdict on the downloaded bytes to an outcome and an error message."""
+    try:
+        image = open_image(
+            body,
+            max_pixels=config.max_pixels,
+            max_bytes=config.max_bytes,
+            allowed_formats=config.allowed_formats,
+        )
+    except (EmptyImage, NotAnImage, UnsupportedFormat) as exc:
+        return "not_an_image", _describe(exc)
+    except TruncatedImage as exc:
+        return "truncated", _describe(exc)
+    except ImageTooLarge as exc:
+        return "too_large", _describe(exc)
+    image.close()
+    return "ok", ""
+
+
+def _is_present(final: Path, config: DownloadConfig) -> bool:
+    try:
+        if final.stat().st_size == 0:
+            return False
+    except FileNotFoundError:
+        return False
+    if not config.verify_existing:
+        return True
+    try:
+        open_image(
+            final, max_pixels=config.max_pixels, allowed_formats=config.allowed_formats
+        ).close()
+    except ImageError:
+        return False
+    return True
+
+
+def _write_atomically(final: Path, data: bytes) -> None:
+    """Write ``data`` to a ``.part`` file, fsync it and rename it over ``final``."""
+    fd, part = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}{PART_MARKER}")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        # mkstemp makes the file 0600; the web server and the indexer must be able to read it.
+        os.chmod(part, 0o644)
+        os.replace(part, final)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(part)
+        raise
+
+
+def _skipped(job: DownloadJob, host: str, limit: int) -> DownloadResult:
+    error = f"skipped: the last {limit} jobs on {host} failed to connect or timed out"
+    return DownloadResult(job.photo_id, job.url, "connection_error", None, 0, 0, error, 0.0)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    name = type(exc).__name__
+    return f"{name}: {text}"[:500] if text else name
+
+
+def _format_duration(seconds: float) -> str:
+    total = int(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive flock on ``folder/.download.lock`` or raise DownloadDirBusy."""
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    with open(folder / LOCK_NAME, "a+b") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DownloadDirBusy(f"another download is already writing into {folder}") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -1,0 +1,855 @@
+"""The photo downloader against a real HTTP server on 127.0.0.1 that misbehaves on purpose."""
+
+from __future__ import annotations
+
+import csv
+import io
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from shop.downloads import (
+    LOCK_NAME,
+    DownloadConfig,
+    DownloadDirBusy,
+    DownloadJob,
+    DownloadResult,
+    ProgressPrinter,
+    backoff_delay,
+    download_photos,
+    parse_retry_after,
+    photo_filename,
+    read_photos_txt,
+    summarize,
+    write_failures_csv,
+)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "street2shop"
+MAX_BYTES = 200_000
+MAX_PIXELS = 1_000_000
+
+
+def make_jpeg(size: tuple[int, int] = (64, 48)) -> bytes:
+    buffer = io.BytesIO()
+    Image.effect_noise(size, 40).convert("RGB").save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def make_png(size: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", size, 128).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+JPEG = make_jpeg()
+# A solid 2000×2000 PNG is a few KB on the wire but 4 megapixels once decoded.
+BOMB = make_png((2000, 2000))
+
+
+class ServerState:
+    """What the test server saw: requests per path, User-Agents, client ports, in-flight peaks."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests: Counter[str] = Counter()
+        self.user_agents: dict[str, str] = {}
+        self.client_ports: dict[str, set[int]] = {}
+        self.in_flight: Counter[tuple[str, str]] = Counter()
+        self.peak: Counter[tuple[str, str]] = Counter()
+
+    def count(self, path: str) -> int:
+        with self.lock:
+            return self.requests[path]
+
+    def enter(self, *keys: tuple[str, str]) -> None:
+        with self.lock:
+            for key in keys:
+                self.in_flight[key] += 1
+                self.peak[key] = max(self.peak[key], self.in_flight[key])
+
+    def leave(self, *keys: tuple[str, str]) -> None:
+        with self.lock:
+            for key in keys:
+                self.in_flight[key] -= 1
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so connection reuse is observable
+    state: ServerState
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        with self.state.lock:
+            self.state.requests[path] += 1
+            seen = self.state.requests[path]
+            self.state.user_agents[path] = self.headers.get("User-Agent", "")
+            self.state.client_ports.setdefault(path.rsplit("/", 1)[0], set()).add(
+                self.client_address[1]
+            )
+        parts = path.strip("/").split("/")
+        self.route(parts[0], parts[1:], seen)
+
+    def route(self, kind: str, args: list[str], seen: int) -> None:
+        if kind == "img":
+            self.send(200, JPEG)
+        elif kind == "status":
+            self.send(int(args[0]), b"nope", "text/plain")
+        elif kind == "flaky":
+            self.send(500, b"oops", "text/plain") if seen == 1 else self.send(200, JPEG)
+        elif kind == "unavailable":
+            self.send(503, b"down", "text/plain")
+        elif kind == "busy":
+            if seen == 1:
+                self.send(429, b"slow down", "text/plain", {"Retry-After": "1"})
+            else:
+                self.send(200, JPEG)
+        elif kind == "slow":
+            time.sleep(2)
+            self.send(200, JPEG)
+        elif kind == "stall":
+            self.send_head(200, len(JPEG))
+            self.wfile.write(JPEG[:100])
+            self.wfile.flush()
+            time.sleep(2)
+            self.wfile.write(JPEG[100:])
+        elif kind == "drip":
+            self.send_head(200, len(JPEG))
+            for offset in range(0, 2000, 100):
+                self.wfile.write(JPEG[offset : offset + 100])
+                self.wfile.flush()
+                time.sleep(0.1)
+            self.wfile.write(JPEG[2000:])
+        elif kind == "redirect":
+            hops = int(args[0])
+            if hops == 0:
+                self.send(200, JPEG)
+            else:
+                self.send(302, b"", "text/plain", {"Location": f"/redirect/{hops - 1}/{args[1]}"})
+        elif kind == "html":
+            self.send(200, b"<!DOCTYPE html><html><body>Out of stock</body></html>", "text/html")
+        elif kind == "truncated":
+            self.send(200, JPEG[: len(JPEG) * 6 // 10])
+        elif kind == "empty":
+            self.send(200, b"")
+        elif kind == "bomb":
+            self.send(200, BOMB, "image/png")
+        elif kind == "big":
+            self.send(200, JPEG + bytes(MAX_BYTES))
+        elif kind == "big-unsized":
+            # No Content-Length: only counting the streamed bytes can stop this one.
+            self.close_connection = True
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(JPEG + bytes(MAX_BYTES))
+        elif kind == "short":
+            self.close_connection = True
+            self.send_head(200, len(JPEG))
+            self.wfile.write(JPEG[: len(JPEG) // 2])
+        elif kind == "hold":
+            host = self.headers.get("Host", "").rsplit(":", 1)[0]
+            group = args[0]
+            self.state.enter((group, host), (group, "*"))
+            try:
+                time.sleep(0.25)
+            finally:
+                self.state.leave((group, host), (group, "*"))
+            self.send(200, JPEG)
+        else:
+            self.send(404, b"unknown route", "text/plain")
+
+    def send_head(self, status: int, length: int, content_type: str = "image/jpeg") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+
+    def send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "image/jpeg",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # Clients hanging up early is what several tests are about; anything else is a test bug.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+class Server:
+    def __init__(self, httpd: ThreadingHTTPServer, state: ServerState) -> None:
+        self.httpd = httpd
+        self.state = state
+        self.port = httpd.server_address[1]
+
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}{path}"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    state = ServerState()
+    handler = type("BoundHandler", (Handler,), {"state": state})
+    httpd = QuietServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield Server(httpd, state)
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+    return []
+
+
+@pytest.fixture
+def config(sleeps: list[float]) -> DownloadConfig:
+    # Fake sleep and a fixed "random" so backoff is instant and its durations can be asserted.
+    return DownloadConfig(
+        connect_timeout=2.0,
+        read_timeout=0.5,
+        retries=2,
+        backoff_base=0.01,
+        backoff_max=5.0,
+        max_redirects=5,
+        max_bytes=MAX_BYTES,
+        max_pixels=MAX_PIXELS,
+        workers=4,
+        per_host=4,
+        sleep=sleeps.append,
+        random=lambda: 0.5,
+    )
+
+
+def token() -> str:
+    return uuid.uuid4().hex
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def fetch_one(url: str, dest: Path, config: DownloadConfig, photo_id: int = 7) -> DownloadResult:
+    [result] = download_photos([DownloadJob(photo_id, url)], dest, config=config)
+    return result
+
+
+def assert_only_photos(dest: Path, photo_ids: set[int]) -> None:
+    """Nothing half-written: the given photos' final files, the lock file, nothing else."""
+    names = {path.name for path in dest.iterdir()}
+    assert names == {photo_filename(i) for i in photo_ids} | {LOCK_NAME}
+
+
+# --- successful downloads and resuming ----------------------------------------------------------
+
+
+def test_it_stores_the_original_bytes_under_the_padded_id(
+    server: Server, tmp_path: Path, config: DownloadConfig
+) -> None:
+    path = f"/img/{token()}.jpg"
+
+    result = fetch_one(server.url(path), tmp_path, config, photo_id=42)
+
+    assert (result.outcome, result.http_status, result.attempts, result.bytes) == (
+        "ok",
+        200,
+        1,
+        len(JPEG),
+    )
+    assert (tmp_path / "000000042.jpg").read_bytes() == JPEG
+    assert_only_photos(tmp_path, {42})
+    assert server.state.count(path) == 1
+
+
+def test_it_does_not_fetch_photos_already_on_disk(
+    server: Server, tmp_path: Path, config: DownloadConfig
+) -> None:
+    paths = [f"/img/{token()}.jpg" for _ in range(5)]
+    jobs = [DownloadJob(i, server.url(path)) for i, path in enumerate(paths, start=1)]
+
+    first = download_photos(jobs, tmp_path, config=config)
+    second = download_photos(jobs, tmp_path, config=config)
+
+    assert [r.outcome for r in first] == ["ok"] * 5
+    assert [r.outcome for r in second] == ["exists"] * 5
+    assert [r.attempts for r in second] == [0] * 5
+    assert [server.state.count(path) for path in paths] == [1] * 5
+
+
+def test_it_refetches_an_empty_file_under_the_final_name(
+    server: Server, tmp_path: Path, config: DownloadConfig
+) -> None:
+    (tmp_path / photo_filename(7)).write_bytes(b"")
+
+    result = fetch_one(server.url(f"/img/{token()}.jpg"), tmp_path, config)
+
+    assert result.outcome == "ok"
+    assert (tmp_path / photo_filename(7)).read_bytes() == JPEG
+
+
+def test_it_replaces_an_invalid_existing_file_only_when_asked_to_verify(
+    server: Server, tmp_path: Path, config: DownloadConfig
+) -> None:
+    (tmp_path / photo_filename(7)).write_bytes(b"<html>not a photo</html>")
+    url = server.url(f"/img/{token()}.jpg")
+
+    trusting = fetch_one(url, tmp_path, config)
+    verifying = fetch_one(url, tmp_path, replace(config, verify_existing=True))
+
+    assert (trusting.outcome, verifying.outcome) == ("exists", "ok")
+    assert (tmp_path / photo_filename(7)).read_bytes() == JPEG
+
+
+def test_it_sends_a_clear_user_agent(
+    server: Server, tmp_path: Path, config: DownloadConfig
+) -> None:
+    path = f"/img/{token()}.jpg"
+
+    fetch_one(server.url(path), tmp_path, config)
+
+    assert server.state.user_agents[path].startswith("fashion-similarity/")
+
+
+def test_it_reuses_one_connection_per_worker(
+    server: Server, tmp_path: Path, config: DownloadConfig
+) -> None:
+    group = token()
+    jobs = [DownloadJob(i, server.url(f"/img/{group}/{i}.jpg")) for i in range(6)]
+
+    download_photos(jobs, tmp_path, config=replace(config, workers=1))
+
+    assert len(server.state.client_ports[f"/img/{group}"]) == 1
+
+
+# --- HTTP errors and retries ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [404, 410, 403])
+def test_it_does_not_retry_client_errors(
+    server: Server, tmp_path: Path, config: DownloadConfig, sleeps: list[float], status: int
+) -> None:
+    path = f"/status/{status}/{token()}"
+
+    result = fetch_one(server.url(path), tmp_path, config)
+
+    assert (result.outcome, result.http_status, result.attempts) == ("http_error", status, 1)
+    assert server.state.count(path) == 1
+    assert sleeps == []
+    assert_only_photos(tmp_path, set())
+
+
+def test_it_retries_a_server_error_then_succeeds(
+    server: Server, tmp_path: Path, config: DownloadConfig, sleeps: list[float]
+) -> None:
+    path = f"/flaky/{token()}"
+
+    result = fetch_one(server.url(path), tmp_path, config)
+
+    assert (result.outcome, result.attempts) == ("ok", 2)
+    assert server.state.count(path) == 2
+    assert sleeps == [pytest.approx(0.5 * 0.01)]  # full jitter: random() × backoff_base
+
+
+def test_it_gives_up_on_a_server_that_stays_unavailable(
+    server: Server, tmp_path: Path, config: DownloadConfig, sleeps: list[float]
+) -> None:
+    path = f"/unavailable/{token()}"
+
+    result = fetch_one(server.url(path), tmp_path, config)
+
+    assert (result.outcome, result.http_status, result.attempts) == (
+        "http_error",
+        503,
+        config.retries + 1,
+    )
+    assert server.state.count(path) == config.retries + 1
+    assert sleeps == [pytest.approx(0.005), pytest.approx(0.01)]  # the ceiling doubles per attempt
+    assert_only_photos(tmp_path, set())
+
+
+def test_it_waits_as_long_as_retry_after_says(
+    server: Server, tmp_path: Path, config: DownloadConfig
+) -> None:
+    path = f"/busy/{token()}"
+    waited: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waited.append(seconds)
+        time.sleep(seconds)
+
+    started = time.monotonic()
+    result = fetch_one(server.url(path), tmp_path, replace(config, sleep=sleep))
+
+    assert (result.outcome, result.attempts) == ("ok", 2)
+    assert waited == [1.0]
+    assert time.monotonic() - started >= 1.0
+    assert server.state.count(path) == 2
+
+
+def test_it_caps_retry_after_at_backoff_max(
+    server: Server, tmp_path: Path, config: DownloadConfig, sleeps: list[float]
+) -> None:
+    result = fetch_one(server.url(f"/busy/{token()}"), tmp_path, replace(config, backoff_max=0.25))
+
+    assert result.outcome == "ok"
+    assert sleeps == [0.25]
+
+
+def test_it_parses_retry_after_as_seconds_or_http_date() -> None:
+    now = datetime(2015, 10, 21, 7, 28, 0, tzinfo=UTC)
+
+    assert parse_retry_after("120", now=now) == 120.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now=now) == 30.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now=now) == 0.0
+    assert parse_retry_after("soon", now=now) is None
+    assert parse_retry_after(None, now=now) is None
+
+
+def test_it_backs_off_with_full_jitter_under_a_ceiling() -> None:
+    config = DownloadConfig(backoff_base=0.5, backoff_max=30.0, random=lambda: 1.0)
+
+    assert [backoff_delay(n, None, config) for n in (1, 2, 3, 7, 8)] == [0.5, 1.0, 2.0, 30.0, 30.0]
+    assert backoff_delay(1, 3.0, config) == 3.0
+    assert backoff_delay(1, 600.0, config) == 30.0
+
+
+# --- timeouts and connection failures -------------------------------------------------------------
+
+
+def test_it_times_out_a_server_that_does_not_answer(
+    server: Server, tmp_path: Path, config: DownloadConfig
+) -> None:
+    path = f"/slow/{token()}"
+
+    result = fetch_one(server.url(path), tmp_path, replace(config, retries=1))
+
+    assert (result.outcome, result.attempts) == ("timeout", 2)
+    assert server.state.count(path) == 2
+    assert result.elapsed < 1.9  # two 0.5 s read timeouts, not the server's 2 s
+    assert_only_photos(tmp_path, set())
+
+
+def test_it_times_out_a_body_that_stalls(
+    server: Server, tmp_path: Path, config: DownloadConfig
+) -> None:
+    result = fetch_one(server.url(f"/stall/{token()}"), tmp_path, replace(config, retries=0))
+
+    assert (result.outcome, result.http_status) == ("timeout", 200)
+    assert_only_photos(tmp_path, set())
+
+
+def test_it_caps_the_whole_attempt_for_a_dripping_body(
+    server: Server, tmp_path: Path, config: DownloadConfig
+) -> None:
+    # Each 100-byte chunk arrives well within read_timeout; only the total cap stops it.
+    capped = replace(config, retries=0, total_timeout=0.3)
+
+    result = fetch_one(server.url(f"/drip/{token()}"), tmp_path, capped)
+
+    assert result.outcome == "timeout"
+    assert result.elapsed < 1.5
+    assert_only_photos(tmp_path, set())
+
+
+def test_it_retries_a_connection_dropped_mid_body(
+    server: Server, tmp_path: Path, config: DownloadConfig
+) -> None:
+    path = f"/short/{token()}"
+
+    result = fetch_one(server.url(path), tmp_path, config)
+
+    assert (result.outcome, result.attempts) == ("connection_error", config.retries + 1)
+    assert server.state.count(path) == config.retries + 1
+    assert_only_photos(tmp_path, set())
+
+
+def test_it_retries_a_refused_connection(
+    tmp_path: Path, config: DownloadConfig, sleeps: list[float]
+) -> None:
+    result = fetch_one(f"http://127.0.0.1:{closed_port()}/x.jpg", tmp_path, config)
+
+    assert (result.outcome, result.http_status, result.attempts) == (
+        "connection_error",
+        None,
+        config.retries + 1,
+    )
+    assert len(sleeps) == config.retries
+    assert_only_photos(tmp_path, set())
+
+
+def test_it_skips_the_rest_of_a_host_that_keeps_refusing(
+    tmp_path: Path, config: DownloadConfig
+) -> None:
+    port = closed_port()
+    jobs = [DownloadJob(i, f"http://127.0.0.1:{port}/{i}.jpg") for i in range(5)]
+    breaker = replace(config, retries=0, workers=1, host_failure_limit=2)
+
+    results = download_photos(jobs, tmp_path, config=breaker)
+
+    assert [r.outcome for r in results] == ["connection_error"] * 5
+    assert [r.attempts for r in results] == [1, 1, 0, 0, 0]
+    assert results[2].error.startswith("skipped:")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.com/a.jpg",
+        "not a url",
+        "http://",
+        "/relative.jpg",
+        "http://éxample..com/a.jpg",
+    ],
+)
+def test_it_reports_invalid_urls(tmp_path: Path, config: DownloadConfig, url: str) -> None:
+    result = fetch_one(url, tmp_path, config)
+
+    assert result.outcome == "invalid_url"
+    assert result.attempts <= 1
+    assert_only_photos(tmp_path, set())
+
+
+# --- redirects ------------------------------------------------------------------------------------
+
+
+def test_it_follows_a_short_redirect_chain(
+    server: Server, tmp_path: Path, config: DownloadConfig
+) -> None:
+    name = token()
+
+    result = fetch_one(server.url(f"/redirect/3/{name}"), tmp_path, config)
+
+    assert (result.outcome, result.attempts) == ("ok", 1)
+    assert server.state.count(f"/redirect/0/{name}") == 1
+
+
+def test_it_stops_after_too_many_redirects(
+    server: Server, tmp_path: Path, config: DownloadConfig, sleeps: list[float]
+) -> None:
+    name = token()
+
+    result = fetch_one(server.url(f"/redirect/10/{name}"), tmp_path, config)
+
+    assert (result.outcome, result.attempts) == ("too_many_redirects", 1)
+    hops_followed = sum(server.state.count(f"/redirect/{n}/{name}") for n in range(11))
+    assert hops_followed == config.max_redirects + 1  # the first request and 5 redirects, no retry
+    assert sleeps == []
+    assert_only_photos(tmp_path, set())
+
+
+# --- bodies that are not usable images ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("route", "outcome"),
+    [
+        ("html", "not_an_image"),
+        ("empty", "not_an_image"),
+        ("truncated", "truncated"),
+        ("bomb", "too_large"),
+        ("big", "too_large"),
+        ("big-unsized", "too_large"),
+    ],
+)
+def test_it_rejects_bodies_that_are_not_usable_images(
+    server: Server, tmp_path: Path, config: DownloadConfig, route: str, outcome: str
+) -> None:
+    path = f"/{route}/{token()}"
+
+    result = fetch_one(server.url(path), tmp_path, config)
+
+    assert (result.outcome, result.http_status, result.attempts) == (outcome, 200, 1)
+    assert server.state.count(path) == 1
+    assert_only_photos(tmp_path, set())
+
+
+def test_it_rejects_a_pixel_bomb_that_is_small_on_the_wire(
+    server: Server, tmp_path: Path, config: DownloadConfig
+) -> None:
+    result = fetch_one(server.url(f"/bomb/{token()}"), tmp_path, config)
+
+    assert result.outcome == "too_large"
+    assert result.bytes == len(BOMB) < MAX_BYTES
+    assert "pixels" in result.error
+
+
+def test_it_rejects_an_oversized_body_from_its_content_length(
+    server: Server, tmp_path: Path, config: DownloadConfig
+) -> None:
+    result = fetch_one(server.url(f"/big/{token()}"), tmp_path, config)
+
+    assert result.outcome == "too_large"
+    assert "Content-Length" in result.error
+
+
+# --- concurrency, progress, and the folder ------------------------------------------------------
+
+
+def test_it_keeps_at_most_per_host_requests_in_flight(
+    server: Server, tmp_path: Path, config: DownloadConfig
+) -> None:
+    group = token()
+    jobs = [DownloadJob(i, server.url(f"/hold/{group}/{i}")) for i in range(10)]
+
+    results = download_photos(jobs, tmp_path, config=replace(config, workers=8, per_host=2))
+
+    assert summarize(results) == {"ok": 10}
+    assert server.state.peak[(group, "127.0.0.1")] == 2
+
+
+def test_it_limits_each_host_separately(
+    server: Server, tmp_path: Path, config: DownloadConfig
+) -> None:
+    group = token()
+    # Both names reach the same server; the downloader must treat them as two hosts.
+    jobs = [
+        DownloadJob(i, server.url(f"/hold/{group}/{i}", host="127.0.0.1" if i < 6 else "localhost"))
+        for i in range(12)
+    ]
+
+    results = download_photos(jobs, tmp_path, config=replace(config, workers=8, per_host=2))
+
+    assert summarize(results) == {"ok": 12}
+    assert server.state.peak[(group, "127.0.0.1")] == 2
+    assert server.state.peak[(group, "localhost")] == 2
+    assert server.state.peak[(group, "*")] == 4
+
+
+def test_it_reports_progress_once_per_job_from_the_calling_thread(
+    server: Server, tmp_path: Path, config: DownloadConfig
+) -> None:
+    jobs = [DownloadJob(i, server.url(f"/img/{token()}.jpg")) for i in range(6)]
+    jobs.append(DownloadJob(99, server.url(f"/status/404/{token()}")))
+    seen: list[tuple[int, int]] = []
+
+    results = download_photos(
+        jobs,
+        tmp_path,
+        config=config,
+        progress=lambda r: seen.append((r.photo_id, threading.get_ident())),
+    )
+
+    assert sorted(photo_id for photo_id, _ in seen) == [0, 1, 2, 3, 4, 5, 99]
+    assert {thread for _, thread in seen} == {threading.get_ident()}
+    assert [r.photo_id for r in results] == [job.photo_id for job in jobs]  # results keep job order
+
+
+def test_it_removes_stale_part_files_from_a_killed_run(
+    server: Server, tmp_path: Path, config: DownloadConfig
+) -> None:
+    (tmp_path / ".000000007.jpg.part-k1ll3d").write_bytes(JPEG[:500])
+    (tmp_path / ".000000008.jpg.part-abc").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("keep me")
+
+    download_photos([DownloadJob(9, server.url(f"/img/{token()}.jpg"))], tmp_path, config=config)
+
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        LOCK_NAME,
+        "000000009.jpg",
+        "notes.txt",
+    ]
+
+
+def test_it_refuses_a_second_run_into_the_same_folder(
+    server: Server, tmp_path: Path, config: DownloadConfig
+) -> None:
+    group = token()
+    slow_jobs = [DownloadJob(i, server.url(f"/hold/{group}/{i}")) for i in range(4)]
+    first = threading.Thread(
+        target=download_photos,
+        args=(slow_jobs, tmp_path),
+        kwargs={"config": replace(config, workers=1)},
+    )
+    first.start()
+    time.sleep(0.1)
+    try:
+        with pytest.raises(DownloadDirBusy):
+            download_photos(
+                [DownloadJob(99, server.url(f"/img/{token()}.jpg"))], tmp_path, config=config
+            )
+    finally:
+        first.join()
+    assert_only_photos(tmp_path, {0, 1, 2, 3})
+
+
+def test_it_rejects_duplicate_photo_ids(tmp_path: Path, config: DownloadConfig) -> None:
+    with pytest.raises(ValueError, match="more than once"):
+        download_photos(
+            [DownloadJob(1, "http://a/1.jpg"), DownloadJob(1, "http://b/1.jpg")],
+            tmp_path,
+            config=config,
+        )
+
+
+# --- reports --------------------------------------------------------------------------------------
+
+
+def result(
+    photo_id: int, outcome: str, status: int | None = None, error: str = ""
+) -> DownloadResult:
+    return DownloadResult(
+        photo_id, f"http://shop.example/{photo_id}.jpg,v=2", outcome, status, 1, 0, error, 0.1
+    )
+
+
+def test_it_counts_outcomes() -> None:
+    results = [result(1, "ok"), result(2, "http_error", 404), result(3, "ok"), result(4, "exists")]
+
+    assert summarize(results) == {"ok": 2, "exists": 1, "http_error": 1}
+
+
+def test_it_writes_only_failures_to_csv(tmp_path: Path) -> None:
+    results = [
+        result(1, "ok", 200),
+        result(2, "http_error", 404, "HTTP 404"),
+        result(3, "exists"),
+        result(4, "timeout"),
+    ]
+    path = tmp_path / "failures.csv"
+
+    written = write_failures_csv(results, path)
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert written == 2
+    assert rows == [
+        {
+            "photo_id": "2",
+            "url": "http://shop.example/2.jpg,v=2",
+            "outcome": "http_error",
+            "http_status": "404",
+            "attempts": "1",
+            "error": "HTTP 404",
+        },
+        {
+            "photo_id": "4",
+            "url": "http://shop.example/4.jpg,v=2",
+            "outcome": "timeout",
+            "http_status": "",
+            "attempts": "1",
+            "error": "",
+        },
+    ]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_it_prints_count_rate_and_eta_on_one_terminal_line() -> None:
+    clock, stream = FakeClock(), FakeTerminal()
+    printer = ProgressPrinter(10, stream=stream, interval=0.5, clock=clock)
+
+    for second in range(1, 5):
+        clock.now = float(second)
+        printer(result(second, "ok" if second != 3 else "timeout"))
+    printer.close()
+
+    text = stream.getvalue()
+    assert text.count("\n") == 1 and text.endswith("\n")
+    assert text.count("\r") == 5  # redrawn in place each time, plus the final line
+    final = text.rsplit("\r", 1)[1]
+    assert "4/10" in final and "ok 3" in final and "failed 1" in final
+    assert "1.0 photos/s" in final and "ETA 0:00:06" in final
+
+
+def test_it_prints_only_the_final_line_when_quiet() -> None:
+    stream = io.StringIO()
+    printer = ProgressPrinter(2, stream=stream, quiet=True, clock=FakeClock())
+
+    printer(result(1, "ok"))
+    printer(result(2, "exists"))
+    printer.close()
+
+    assert stream.getvalue().count("\n") == 1
+    assert stream.getvalue().startswith("2/2  ok 1  exists 1  failed 0")
+
+
+# --- photos.txt -----------------------------------------------------------------------------------
+
+
+def test_it_reads_photos_txt_splitting_at_the_first_comma(tmp_path: Path) -> None:
+    path = tmp_path / "photos.txt"
+    path.write_bytes(
+        b"000000001,http://s3.amazonaws.com/media.modcloth/a.jpg?1418208912\r\n"
+        b"000000002,http://img.example.com/w_300,h_400/dress.jpg\n"
+        b"\n"
+        b"no comma here\n"
+        b"abc,http://example.com/x.jpg\n"
+        b"000000005,\n"
+        b"000000001,http://example.com/duplicate.jpg\n"
+        b"  000000010 , http://example.com/spaced.jpg  \n"
+    )
+
+    photos = read_photos_txt(path)
+
+    assert photos.urls == {
+        1: "http://s3.amazonaws.com/media.modcloth/a.jpg?1418208912",
+        2: "http://img.example.com/w_300,h_400/dress.jpg",
+        10: "http://example.com/spaced.jpg",
+    }
+    assert photos.bad_lines == [4, 5, 6, 7]
+    assert photos.jobs([10, 2]) == [
+        DownloadJob(2, photos.urls[2]),
+        DownloadJob(10, photos.urls[10]),
+    ]
+    with pytest.raises(KeyError):
+        photos.jobs([3])
+
+
+def test_it_names_files_by_the_zero_padded_id() -> None:
+    assert photo_filename(7) == "000000007.jpg"
+    assert photo_filename(425_000) == "000425000.jpg"
+
+
+@pytest.mark.skipif(
+    not (SHARED / "photos.txt").exists(), reason="shared Street2Shop metadata not present"
+)
+def test_it_reads_the_real_photos_txt() -> None:
+    photos = read_photos_txt(SHARED / "photos.txt")
+
+    assert photos.bad_lines == []
+    assert sorted(photos.urls) == list(range(1, 12))
+    assert photos.urls[1].startswith("http://s3.amazonaws.com/media.modcloth/")
+    assert photos.urls[1].endswith("?1418208912")
+    assert all(url.startswith("http://") for url in photos.urls.values())
