@@ -21,6 +21,7 @@ from shop.models import (
     StreetPhoto,
 )
 from shop.services import training
+from shop.services.catalogue import product_changed
 
 
 def _thumb(image, size: int = 64) -> str:
@@ -58,6 +59,19 @@ class ProductAdmin(admin.ModelAdmin):
     search_fields = ("title", "s2s_product_id")
     inlines = [ProductImageInline, StreetPhotoInline]
 
+    def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        changed = [
+            inline.instance.pk
+            for formset in formsets
+            if formset.model is ProductImage
+            for inline in formset.forms
+            if inline.instance.pk and "image" in inline.changed_data
+        ]
+        # A new product, or new photos, need features and an embedding from the workers.
+        if not change or changed:
+            product_changed(product_id=form.instance.pk, changed_image_ids=changed)
+
     def get_queryset(self, request: HttpRequest):
         queryset = super().get_queryset(request).prefetch_related("images")
         version = selectors.active_version()
@@ -87,6 +101,11 @@ class ProductImageAdmin(admin.ModelAdmin):
     list_display = ("thumbnail", "product", "s2s_photo_id", "position")
     search_fields = ("product__title", "s2s_photo_id")
     raw_id_fields = ("product",)
+
+    def save_model(self, request: HttpRequest, obj: ProductImage, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if not change or "image" in form.changed_data:
+            product_changed(product_id=obj.product_id, changed_image_ids=[obj.pk] if change else [])
 
     @admin.display(description="Photo")
     def thumbnail(self, obj: ProductImage) -> str:

@@ -255,7 +255,7 @@ def test_it_honours_the_limit(db, media, delayed, root) -> None:
     assert sorted(Product.objects.values_list("s2s_product_id", flat=True)) == [10, 20, 30, 70]
 
 
-def test_it_queues_new_products_for_indexing_after_each_commit(
+def test_it_queues_new_products_for_indexing_after_they_commit(
     db, media, delayed, root, django_capture_on_commit_callbacks
 ) -> None:
     with django_capture_on_commit_callbacks() as callbacks:
@@ -264,10 +264,10 @@ def test_it_queues_new_products_for_indexing_after_each_commit(
     # Nothing is sent before the transaction commits.
     assert delayed == {"index_products": [], "index_street_photos": []}
     by_s2s = dict(Product.objects.values_list("s2s_product_id", "id"))
-    # One product per call, in seeding order: indexing starts while seeding goes on.
-    expected = [[by_s2s[s2s]] for s2s in (10, 20, 30, 70, 60)]
-    assert report.queued_product_ids == [ids[0] for ids in expected]
-    assert len(callbacks) == 5 + 4  # products, then street photos of the four that have some
+    # Batched in seeding order (fewer than a chunk here, so one batch at the end).
+    expected = [[by_s2s[s2s] for s2s in (10, 20, 30, 70, 60)]]
+    assert report.queued_product_ids == expected[0]
+    assert len(callbacks) == 6  # one per product as it commits, then the final flush
 
     for callback in callbacks:
         callback()
@@ -275,22 +275,22 @@ def test_it_queues_new_products_for_indexing_after_each_commit(
     assert delayed["index_products"] == expected
     street = dict(StreetPhoto.objects.values_list("id", "product__s2s_product_id"))
     queued_street = [[street[pk] for pk in ids] for ids in delayed["index_street_photos"]]
-    assert queued_street == [[10], [20], [30], [70]]
+    assert queued_street == [[10, 20, 30, 70]]
 
 
 def test_it_keeps_what_was_stored_when_a_later_product_fails(db, media, delayed, root, monkeypatch) -> None:
-    real = seeding.queue_street_photo_indexing
+    real = seeding.IndexQueue.add
     calls = []
 
-    def fail_on_second(*, street_photo_ids):
-        calls.append(street_photo_ids)
+    def fail_on_second(self, **ids):
+        calls.append(ids)
         if len(calls) == 2:
-            raise RuntimeError("broker down")
-        real(street_photo_ids=street_photo_ids)
+            raise RuntimeError("a failure inside the second product's transaction")
+        real(self, **ids)
 
-    monkeypatch.setattr(seeding, "queue_street_photo_indexing", fail_on_second)
+    monkeypatch.setattr(seeding.IndexQueue, "add", fail_on_second)
 
-    with pytest.raises(RuntimeError, match="broker down"):
+    with pytest.raises(RuntimeError, match="second product"):
         seed(root)
 
     # Product 10 was committed; product 20's transaction was rolled back whole.

@@ -16,7 +16,7 @@ from django.db import IntegrityError, transaction
 
 from shop import street2shop
 from shop.models import Category, Product, ProductImage, Split, StreetPhoto
-from shop.services.indexing import queue_product_indexing, queue_street_photo_indexing
+from shop.services.indexing import IndexQueue
 from shop.street2shop import DemoProduct, MetadataError, Pair
 from similarity.images import ALLOWED_FORMATS, BadBox, ImageError, clamp_box, open_image
 
@@ -30,6 +30,8 @@ NO_SHOP_PHOTO = "no_shop_photo"
 PRODUCT_CONFLICT = "product_conflict"
 
 PROGRESS_EVERY = 25
+# Products per indexing task while seeding: full VGG19 batches, yet indexing starts early.
+INDEX_CHUNK = 8
 _PHOTO_NAME = re.compile(r"^(\d+)\.jpg$")
 _SINGULAR = {Category.DRESSES: "dress", Category.SKIRTS: "skirt"}
 
@@ -121,16 +123,21 @@ def seed_street2shop(
         key=lambda pid: (not any(pair.photo_id in present for pair in metadata.boxes.get(pid, ())), pid),
     )
     report = SeedReport(category=category, candidates=len(candidates))
+    queue = IndexQueue(chunk=INDEX_CHUNK)
     processed = 0
-    for product_id in candidates:
-        if limit is not None and report.products_created + report.products_existing >= limit:
-            break
-        _seed_product(
-            product_id=product_id, category=category, metadata=metadata, checker=checker, report=report
-        )
-        processed += 1
-        if stdout is not None and processed % PROGRESS_EVERY == 0:
-            _progress(stdout, report=report, done=processed)
+    try:
+        for product_id in candidates:
+            if limit is not None and report.products_created + report.products_existing >= limit:
+                break
+            _seed_product(
+                product_id=product_id, category=category, metadata=metadata, checker=checker, report=report,
+                queue=queue,
+            )
+            processed += 1
+            if stdout is not None and processed % PROGRESS_EVERY == 0:
+                _progress(stdout, report=report, done=processed)
+    finally:
+        queue.flush()  # an interrupted run still queues what it stored
     if stdout is not None and processed % PROGRESS_EVERY:
         _progress(stdout, report=report, done=processed)
     return report
@@ -198,7 +205,13 @@ class _PhotoChecker:
 
 
 def _seed_product(
-    *, product_id: int, category: str, metadata: _Metadata, checker: _PhotoChecker, report: SeedReport
+    *,
+    product_id: int,
+    category: str,
+    metadata: _Metadata,
+    checker: _PhotoChecker,
+    report: SeedReport,
+    queue: IndexQueue,
 ) -> None:
     product = Product.objects.filter(category=category, s2s_product_id=product_id).first()
     have_shop: set[int] = set()
@@ -270,11 +283,8 @@ def _seed_product(
                 )
                 if made:
                     street_ids.append(street.pk)
-            # Queued per product, on commit: a crash later in the run loses no indexing of what is stored.
-            if created or images_created:
-                queue_product_indexing(product_ids=[product.pk])
-            if street_ids:
-                queue_street_photo_indexing(street_photo_ids=street_ids)
+            # Queued on commit, in batches as products arrive: indexing starts while seeding goes on.
+            queue.add(product_ids=[product.pk] if created or images_created else [], street_photo_ids=street_ids)
     except IntegrityError as error:
         # E.g. the same Street2Shop id already used by a product of another category.
         report.products_skipped += 1

@@ -1,0 +1,49 @@
+"""Street2Shop retrieval accuracy of the raw backbone and the active siamese model."""
+
+from __future__ import annotations
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from shop import selectors
+from shop.models import Category, ModelVersion, Split
+from shop.services.evaluation import evaluate_category
+
+KEYS = ("top1", "top5", "top10", "top20")
+
+
+class Command(BaseCommand):
+    help = "Each street crop of the split ranks every product of the category; prints top-1/5/10/20."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--category", default=Category.DRESSES, choices=Category.values)
+        parser.add_argument("--split", default=Split.TEST, choices=Split.values)
+        parser.add_argument("--version", type=int, help="a model version id (default: the active one)")
+        parser.add_argument("--json", action="store_true", dest="as_json")
+
+    def handle(self, *args, category: str, split: str, version: int | None, as_json: bool, **options):
+        model = (
+            ModelVersion.objects.filter(pk=version).first() if version else selectors.active_version(category=category)
+        )
+        if version and model is None:
+            raise CommandError(f"no model version {version}")
+        try:
+            result = evaluate_category(category=category, split=split, version=model)
+        except ValueError as error:
+            raise CommandError(str(error)) from None
+        if as_json:
+            self.stdout.write(json.dumps(result, sort_keys=True))
+            return
+        self.stdout.write(
+            f"{category} / {split}: {result['queries']} queries, {result['gallery']} products, "
+            f"weights {result['weights_id']}"
+        )
+        self.stdout.write(f"{'method':<28}" + "".join(f"{k:>8}" for k in KEYS))
+        rows = [("baseline (VGG19 fc2, cosine)", result["baseline"])]
+        if "siamese" in result:
+            rows.append((f"siamese v{result['version']}", result["siamese"]))
+        else:
+            self.stdout.write("(no active siamese model: train one with `manage.py train_model`)")
+        for name, figures in rows:
+            self.stdout.write(f"{name:<28}" + "".join(f"{figures[k]:>8.3f}" for k in KEYS))

@@ -1,0 +1,40 @@
+"""Queue feature and embedding work for the whole catalogue on the Celery workers."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from shop import selectors
+from shop.management.progress import bar, wait_until
+from shop.models import Category
+from shop.services.indexing import queue_catalogue_indexing
+
+
+class Command(BaseCommand):
+    help = "Queue VGG19 features (and active-model embeddings) for every product and street photo."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--category", default=Category.DRESSES, choices=Category.values)
+        parser.add_argument("--wait", action="store_true", help="show progress until the workers are done")
+        parser.add_argument("--stall-timeout", type=float, default=600.0)
+
+    def handle(self, *args, category: str, wait: bool, stall_timeout: float, **options):
+        queued = queue_catalogue_indexing(category=category)
+        self.stdout.write(f"queued {queued['products']} products and {queued['street_photos']} street photos")
+        if not wait:
+            return
+
+        def poll() -> tuple[bool, str]:
+            p = selectors.indexing_progress(category=category)
+            done = p["shop_images_done"] + p["street_photos_done"]
+            total = p["shop_images"] + p["street_photos"]
+            embedded = p["products_embedded"] if selectors.active_version(category=category) else None
+            finished = done >= total and (embedded is None or embedded >= p["products"])
+            line = f"features {bar(done, total)}"
+            if embedded is not None:
+                line += f"  embeddings {embedded}/{p['products']}"
+            return finished, line
+
+        if not wait_until(poll, stream=self.stdout, stall_timeout=stall_timeout):
+            raise CommandError("indexing did not finish")
+        self.stdout.write(self.style.SUCCESS("catalogue indexed"))

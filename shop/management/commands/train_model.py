@@ -1,0 +1,57 @@
+"""Start a siamese training run on the workers, as the admin's button does."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from shop.management.progress import wait_until
+from shop.models import Category, ModelVersion
+from shop.services.training import TrainingAlreadyRunning, request_training
+
+FINAL = {ModelVersion.Status.READY, ModelVersion.Status.ACTIVE, ModelVersion.Status.FAILED}
+
+
+def describe(version: ModelVersion) -> str:
+    progress = version.progress or {}
+    stage = progress.get("stage") or version.status
+    if stage == "training":
+        loss = version.history[-1]["loss"] if version.history else None
+        text = f"{version}: training epoch {progress.get('epoch', 0)}/{progress.get('epochs', '?')}"
+        return text + (f" loss {loss:.4f}" if loss is not None else "")
+    if "done" in progress:
+        return f"{version}: {stage} {progress['done']}/{progress.get('total', '?')}"
+    return f"{version}: {stage}"
+
+
+class Command(BaseCommand):
+    help = "Queue a training run (train, evaluate, embed the catalogue, activate)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--category", default=Category.DRESSES, choices=Category.values)
+        parser.add_argument("--epochs", type=int, help="override SIAMESE_EPOCHS for this run")
+        parser.add_argument("--wait", action="store_true", help="show progress until the run ends")
+        parser.add_argument("--stall-timeout", type=float, default=900.0)
+
+    def handle(self, *args, category: str, epochs: int | None, wait: bool, stall_timeout: float, **options):
+        try:
+            version = request_training(category=category, hyperparameters={"epochs": epochs} if epochs else None)
+        except TrainingAlreadyRunning as error:
+            raise CommandError(str(error)) from None
+        self.stdout.write(f"queued training run {version}")
+        if not wait:
+            return
+
+        def poll() -> tuple[bool, str]:
+            version.refresh_from_db()
+            return version.status in FINAL, describe(version)
+
+        if not wait_until(poll, stream=self.stdout, stall_timeout=stall_timeout):
+            raise CommandError("the training run did not finish")
+        if version.status == ModelVersion.Status.FAILED:
+            raise CommandError(f"training run failed: {version.error}")
+        test = version.metrics.get("test", {})
+        if test:
+            self.stdout.write(
+                f"test top-20: baseline {test['baseline']['top20']:.3f}, siamese {test['siamese']['top20']:.3f}"
+            )
+        self.stdout.write(self.style.SUCCESS(f"{version} is {version.get_status_display().lower()}"))

@@ -1,0 +1,104 @@
+"""Shared fixtures: a real Redis broker and a real Celery worker process on the test database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """REDIS_URL where set (CI points it at a spare database), else an embedded redis-server."""
+    from shop.embedded_redis import EmbeddedRedis, ping
+
+    url = os.environ.get("TEST_REDIS_URL") or os.environ.get("REDIS_URL")
+    server = None
+    if url:
+        if not ping(url):
+            pytest.fail(f"REDIS_URL={url} does not answer")
+    else:
+        server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
+        url = server.url
+    redis.Redis.from_url(url).flushdb()  # no stale tasks from an earlier run
+    from workers.celery import app
+
+    app.conf.broker_url = url
+    yield url
+    if server:
+        server.stop()
+
+
+def _database_url(settings_dict: dict) -> str:
+    engine = settings_dict["ENGINE"]
+    if engine.endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    if engine.endswith("postgresql"):
+        user = settings_dict.get("USER") or ""
+        password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+        auth = f"{user}{password}@" if user else ""
+        return f"postgres://{auth}{settings_dict.get('HOST') or '127.0.0.1'}:{settings_dict.get('PORT') or 5432}/{settings_dict['NAME']}"
+    raise RuntimeError(f"no worker database URL for {engine}")
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(redis_url, django_db_setup, django_db_blocker, tmp_path_factory):
+    """A real `celery -A workers worker` (prefork) on the real broker and the test database."""
+    from django.conf import settings
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        database_url = _database_url(connection.settings_dict)
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": database_url,
+        "CELERY_BROKER_URL": redis_url,
+        "REDIS_URL": redis_url,
+        "TEST_MODEL_STORE": str(settings.MODEL_STORE),
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+    }
+    handle = log.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool=prefork", "--concurrency=1",
+         "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT,
+    )
+    from workers.celery import app
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the Celery worker exited early:\n{log.read_text()[-4000:]}")
+        if app.control.ping(timeout=1.0):
+            break
+    else:
+        process.kill()
+        pytest.fail(f"the Celery worker did not answer:\n{log.read_text()[-4000:]}")
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    handle.close()
+    print(f"worker log: {log}")
+
+
+def wait_for(predicate, *, timeout: float = 180.0, interval: float = 0.5, message: str = "condition"):
+    """Poll until predicate() is truthy; the worker runs in another process."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {message}")

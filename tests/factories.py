@@ -1,0 +1,35 @@
+"""Test data builders: generated images and small catalogues."""
+
+from __future__ import annotations
+
+import io
+
+from django.core.files.base import ContentFile
+from PIL import Image
+
+from shop.models import Product, ProductImage, StreetPhoto
+
+
+def jpeg_bytes(size: tuple[int, int] = (64, 80), colour: tuple[int, int, int] = (180, 40, 90), quality: int = 90) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def image_bytes(fmt: str, size: tuple[int, int] = (64, 80), mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, (20, 120, 200) if mode == "RGB" else (20, 120, 200, 128)).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def make_product(*, title: str = "Test dress", colour=(180, 40, 90), s2s_product_id: int | None = None) -> Product:
+    product = Product.objects.create(title=title, price="49.00", s2s_product_id=s2s_product_id)
+    image = ProductImage(product=product)
+    image.image.save(f"p{product.pk}.jpg", ContentFile(jpeg_bytes(colour=colour)), save=True)
+    return product
+
+
+def make_street_photo(product: Product, *, split: str = "train", colour=(180, 40, 90)) -> StreetPhoto:
+    photo = StreetPhoto(product=product, split=split, bbox_left=4, bbox_top=4, bbox_width=50, bbox_height=60)
+    photo.image.save(f"s{product.pk}.jpg", ContentFile(jpeg_bytes(size=(64, 80), colour=colour)), save=True)
+    return photo
