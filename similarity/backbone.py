@@ -1,0 +1,405 @@
+"""Pretrained CNN backbones that turn preprocessed photos into feature vectors.
+
+Keras and TensorFlow are imported inside functions so that importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from similarity.images import preprocess_image
+
+if TYPE_CHECKING:
+    import keras
+
+logger = logging.getLogger("similarity")
+
+# Seconds a single network operation of the ImageNet download may stall before we give up.
+DOWNLOAD_TIMEOUT = 10.0
+
+RANDOM_WARNING = (
+    "Using RANDOMLY initialised {name} weights ({reason}): features are NOT ImageNet features "
+    "and similar-items quality will be poor. Put {file} in {cache} to fix this."
+)
+
+
+class WeightsUnavailable(RuntimeError):
+    """The requested backbone weights cannot be found, downloaded or read."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one backbone and where its ImageNet weights live."""
+
+    name: str
+    dim: int
+    input_size: int
+    # Builds the architecture the weights file belongs to, with weights=None.
+    build_base: Callable[[], keras.Model]
+    # Cuts or extends the base into the model that returns features.
+    build_features: Callable[[keras.Model], keras.Model]
+    imagenet_file: str
+    imagenet_url: str
+    imagenet_md5: str | None
+    preprocess: Callable[[Image.Image, int], np.ndarray] = preprocess_image
+
+
+def _vgg19_with_top() -> keras.Model:
+    import keras
+
+    return keras.applications.VGG19(weights=None, include_top=True)
+
+
+def _cut_at_fc2(base: keras.Model) -> keras.Model:
+    import keras
+
+    return keras.Model(base.inputs, base.get_layer("fc2").output, name="vgg19_fc2")
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "vgg19-fc2": BackboneSpec(
+        name="vgg19-fc2",
+        dim=4096,
+        input_size=224,
+        build_base=_vgg19_with_top,
+        build_features=_cut_at_fc2,
+        imagenet_file="vgg19_weights_tf_dim_ordering_tf_kernels.h5",
+        imagenet_url=(
+            "https://storage.googleapis.com/tensorflow/keras-applications/"
+            "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels.h5"
+        ),
+        # The hash keras.applications.VGG19 itself checks.
+        imagenet_md5="cbe5617147190e668d6c5d5026f83318",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """Which weights a backbone will use; path is None for random weights."""
+
+    kind: Literal["imagenet", "random", "file"]
+    path: Path | None
+    warning: str | None = None
+
+
+def get_spec(name: str) -> BackboneSpec:
+    """Look up a backbone by name, listing the known ones on a typo."""
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        known = ", ".join(sorted(BACKBONES))
+        raise ValueError(f"Unknown backbone {name!r}; known backbones: {known}.") from None
+
+
+def keras_cache_dir() -> Path:
+    """The Keras model cache, read from KERAS_HOME now rather than when Keras was imported."""
+    home = os.environ.get("KERAS_HOME")
+    if not home:
+        # Keras' own rule: ~/.keras, or /tmp/.keras when the home directory is read-only.
+        base = Path.home() if os.access(Path.home(), os.W_OK) else Path("/tmp")
+        home = str(base / ".keras")
+    return Path(home).expanduser() / "models"
+
+
+def resolve_weights(
+    setting: str, *, allow_download: bool = True, name: str = "vgg19-fc2"
+) -> ResolvedWeights:
+    """Turn "auto" | "imagenet" | "random" | a file path into concrete weights."""
+    spec = get_spec(name)
+    if setting == "random":
+        return ResolvedWeights("random", None, _random_warning(spec, "weights='random' was asked for"))
+    if setting in ("imagenet", "auto"):
+        try:
+            return ResolvedWeights("imagenet", _imagenet_path(spec, allow_download=allow_download))
+        except WeightsUnavailable as exc:
+            if setting == "imagenet":
+                raise
+            warning = _random_warning(spec, "ImageNet weights are not available")
+            logger.warning("%s (%s)", warning, exc)
+            return ResolvedWeights("random", None, warning)
+    path = Path(setting).expanduser()
+    if not path.is_file():
+        raise WeightsUnavailable(
+            f"Backbone weights {setting!r} is not 'auto', 'imagenet', 'random' or an existing file."
+        )
+    return ResolvedWeights("file", path.resolve())
+
+
+def _random_warning(spec: BackboneSpec, reason: str) -> str:
+    return RANDOM_WARNING.format(
+        name=spec.name, reason=reason, file=spec.imagenet_file, cache=keras_cache_dir()
+    )
+
+
+def _imagenet_path(spec: BackboneSpec, *, allow_download: bool) -> Path:
+    cache = keras_cache_dir()
+    cached = cache / spec.imagenet_file
+    if cached.is_file():
+        return cached
+    if not allow_download:
+        raise WeightsUnavailable(f"ImageNet weights are not cached at {cached} and downloading is off.")
+    import keras
+
+    try:
+        # get_file silently switches to /tmp/.keras when the cache directory does not exist yet.
+        cache.mkdir(parents=True, exist_ok=True)
+        with _socket_timeout(DOWNLOAD_TIMEOUT):
+            downloaded = keras.utils.get_file(
+                spec.imagenet_file,
+                spec.imagenet_url,
+                cache_subdir="models",
+                cache_dir=str(cache.parent),
+                file_hash=spec.imagenet_md5,
+            )
+    # get_file raises a bare Exception for URL errors, ValueError for a bad hash.
+    except Exception as exc:  # noqa: BLE001
+        raise WeightsUnavailable(
+            f"Could not download ImageNet weights from {spec.imagenet_url}: {exc}. "
+            f"Copy {spec.imagenet_file} into {cache} instead."
+        ) from exc
+    return Path(downloaded)
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    # urlretrieve (used by get_file) has no timeout argument; without one a dropped
+    # connection would hang worker start-up forever.
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+class Backbone:
+    """A loaded feature extractor; one per process."""
+
+    def __init__(
+        self,
+        spec: BackboneSpec,
+        model: keras.Model,
+        *,
+        weights_id: str,
+        is_fallback: bool,
+        warning: str | None,
+    ) -> None:
+        import tensorflow as tf
+
+        self.spec = spec
+        self.name = spec.name
+        self.dim = spec.dim
+        self.input_size = spec.input_size
+        self.weights_id = weights_id
+        self.is_fallback = is_fallback
+        self.warning = warning
+        self.model = model
+        size = spec.input_size
+        # A None batch dimension means one trace serves every batch size.
+        self._forward = tf.function(
+            lambda batch: model(batch, training=False),
+            input_signature=[tf.TensorSpec(shape=(None, size, size, 3), dtype=tf.float32)],
+            reduce_retracing=True,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Backbone {self.weights_id} dim={self.dim}>"
+
+    def extract(self, batch: np.ndarray) -> np.ndarray:
+        """Features for a preprocessed (N, size, size, 3) batch, as (N, dim) float32."""
+        array = np.asarray(batch, dtype=np.float32)
+        expected = (self.input_size, self.input_size, 3)
+        if array.ndim != 4 or array.shape[1:] != expected:
+            raise ValueError(f"Expected a batch shaped (N, {expected}), got {array.shape}.")
+        if len(array) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        features = self._forward(array).numpy()
+        return np.ascontiguousarray(features, dtype=np.float32)
+
+    def extract_images(self, images: Sequence[Image.Image], *, batch_size: int = 16) -> np.ndarray:
+        """Preprocess PIL images and extract their features in batches."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1.")
+        chunks = [np.zeros((0, self.dim), dtype=np.float32)]
+        for start in range(0, len(images), batch_size):
+            batch = np.stack(
+                [self.spec.preprocess(image, self.input_size) for image in images[start : start + batch_size]]
+            )
+            chunks.append(self.extract(batch))
+        return np.concatenate(chunks)
+
+
+def load_backbone(
+    name: str = "vgg19-fc2",
+    *,
+    weights: str = "auto",
+    store_dir: Path,
+    seed: int = 1234,
+    allow_download: bool = True,
+) -> Backbone:
+    """Build a backbone and load its weights; random weights come from a shared file in store_dir."""
+    spec = get_spec(name)
+    resolved = resolve_weights(weights, allow_download=allow_download, name=name)
+    base = spec.build_base()
+    if resolved.kind == "random":
+        path = ensure_random_weights(spec, base, Path(store_dir), seed=seed)
+        # Load even right after creating it, so this process matches every other one bit for bit.
+        base.load_weights(str(path))
+        sha = file_sha256(path, cache_dir=_hash_cache_dir(Path(store_dir)))
+        weights_id = f"{name}/random-s{seed}-{sha[:12]}"
+        logger.warning("Backbone %s: %s", weights_id, resolved.warning)
+    else:
+        assert resolved.path is not None
+        _load_weights_file(base, resolved.path)
+        if resolved.kind == "imagenet":
+            weights_id = f"{name}/imagenet"
+        else:
+            sha = file_sha256(resolved.path, cache_dir=_hash_cache_dir(Path(store_dir)))
+            weights_id = f"{name}/file-{sha[:12]}"
+    model = spec.build_features(base)
+    return Backbone(
+        spec,
+        model,
+        weights_id=weights_id,
+        is_fallback=resolved.kind == "random",
+        warning=resolved.warning,
+    )
+
+
+def _load_weights_file(model: keras.Model, path: Path) -> None:
+    try:
+        model.load_weights(str(path))
+    except (OSError, ValueError, KeyError) as exc:
+        raise WeightsUnavailable(f"Could not load backbone weights from {path}: {exc}") from exc
+
+
+def random_weights_path(store_dir: Path, name: str, seed: int) -> Path:
+    """Where the shared random initialisation of a backbone lives."""
+    return Path(store_dir) / "backbones" / f"{name}-random-seed{seed}.weights.h5"
+
+
+def ensure_random_weights(spec: BackboneSpec, base: keras.Model, store_dir: Path, *, seed: int) -> Path:
+    """Create the seeded random weights file once, safely against concurrent processes."""
+    target = random_weights_path(store_dir, spec.name, seed)
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(target.with_name(target.name + ".lock")):
+        # Another process may have finished while we waited for the lock.
+        if target.is_file():
+            return target
+        _seeded_init(base, seed)
+        # Keras insists on the .weights.h5 suffix; a same-directory temp file makes os.replace atomic.
+        temporary = target.with_name(f".tmp-{os.getpid()}-{target.name}")
+        try:
+            base.save_weights(str(temporary))
+            _fsync(temporary)
+            _remember_sha256(temporary, final=target, cache_dir=_hash_cache_dir(store_dir))
+            os.replace(temporary, target)
+        finally:
+            temporary.unlink(missing_ok=True)
+        logger.info("Created random backbone weights %s", target)
+    return target
+
+
+def _seeded_init(model: keras.Model, seed: int) -> None:
+    """He-uniform kernels and zero biases from a numpy Generator.
+
+    Drawn in numpy rather than through Keras initialisers so the file depends only on the seed,
+    not on Keras' global RNG state. He (not Keras' default Glorot) keeps ReLU activations from
+    shrinking towards zero through VGG's 18 layers, so random features still vary between photos.
+    """
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        shape = tuple(variable.shape)
+        if len(shape) >= 2:
+            fan_in = int(np.prod(shape[:-1]))
+            limit = np.float32(np.sqrt(6.0 / fan_in))
+            # float32 draws and in-place maths: fc1 alone holds 103M weights.
+            values = rng.random(shape, dtype=np.float32)
+            values *= 2 * limit
+            values -= limit
+        else:
+            values = np.zeros(shape, dtype=np.float32)
+        variable.assign(values)
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path) -> Iterator[None]:
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _hash_cache_dir(store_dir: Path) -> Path:
+    return Path(store_dir) / "backbones" / "sha256"
+
+
+def _hash_key(path: Path) -> str:
+    return hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()
+
+
+def _stat_key(path: Path) -> dict[str, Any]:
+    stat = os.stat(path)
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_sidecar(cache_dir: Path, path: Path, sha: str, stat_key: dict[str, Any]) -> None:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    sidecar = cache_dir / f"{_hash_key(path)}.json"
+    temporary = sidecar.with_name(f".tmp-{os.getpid()}-{sidecar.name}")
+    temporary.write_text(json.dumps({"path": str(Path(path).resolve()), "sha256": sha, **stat_key}))
+    os.replace(temporary, sidecar)
+
+
+def _remember_sha256(temporary: Path, *, final: Path, cache_dir: Path) -> None:
+    # os.replace keeps size and mtime, so the sidecar written for the temp file stays valid.
+    _write_sidecar(cache_dir, final, _sha256_of(temporary), _stat_key(temporary))
+
+
+def file_sha256(path: Path, *, cache_dir: Path) -> str:
+    """SHA-256 of a (large) file, cached in a sidecar keyed by path, size and mtime."""
+    stat_key = _stat_key(path)
+    sidecar = Path(cache_dir) / f"{_hash_key(path)}.json"
+    try:
+        cached = json.loads(sidecar.read_text())
+        if {key: cached.get(key) for key in stat_key} == stat_key:
+            return str(cached["sha256"])
+    except (OSError, ValueError, KeyError):
+        pass
+    sha = _sha256_of(path)
+    try:
+        _write_sidecar(Path(cache_dir), path, sha, stat_key)
+    except OSError:
+        logger.debug("Could not cache the sha256 of %s", path, exc_info=True)
+    return sha
