@@ -6,6 +6,8 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
+    # TensorFlow's C++ start-up chatter drowns the commands' own output.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -12,6 +13,17 @@ import pytest
 import redis
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_run_dir():
+    """Remove this run's folder (database file, media) after everything else is torn down."""
+    from django.conf import settings
+
+    yield
+    run_dir = Path(settings.TEST_RUN_DIR)
+    if run_dir.name.startswith("fashion-test-") and not os.environ.get("KEEP_TEST_RUN_DIR"):
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +76,7 @@ def celery_worker_process(redis_url, django_db_setup, django_db_blocker, tmp_pat
         "CELERY_BROKER_URL": redis_url,
         "REDIS_URL": redis_url,
         "TEST_MODEL_STORE": str(settings.MODEL_STORE),
-        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "TEST_RUN_DIR": str(settings.TEST_RUN_DIR),
     }
     handle = log.open("wb")
     process = subprocess.Popen(

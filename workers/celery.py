@@ -7,6 +7,7 @@ import os
 from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 app = Celery("fashion_similarity")
 app.config_from_object("django.conf:settings", namespace="CELERY")

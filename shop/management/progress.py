@@ -13,28 +13,61 @@ def bar(done: int, total: int, width: int = 30) -> str:
     return "[" + "#" * filled + "." * (width - filled) + f"] {done}/{total}"
 
 
+class RateMeter:
+    """Items per second and the time left, measured from the first reading."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.start: tuple[float, int] | None = None
+
+    def __call__(self, done: int, total: int) -> str:
+        now = self.clock()
+        if self.start is None:
+            self.start = (now, done)
+            return ""
+        seconds, progressed = now - self.start[0], done - self.start[1]
+        if seconds <= 0 or progressed <= 0:
+            return ""
+        rate = progressed / seconds
+        left = max(total - done, 0) / rate
+        return f" {rate:.1f}/s, ETA {int(left // 60)}:{int(left % 60):02d}"
+
+
 def wait_until(
-    poll: Callable[[], tuple[bool, str]],
+    poll: Callable[[], tuple[bool, str, object]],
     *,
     stream: TextIO = sys.stdout,
     interval: float = 1.0,
     stall_timeout: float = 600.0,
+    log_interval: float = 10.0,
 ) -> bool:
-    """Call `poll` until it says done; print its line when it changes. False if nothing moved for too long."""
-    last_line = None
-    last_change = time.monotonic()
+    """Call `poll` until it says done, showing its line; False if its progress marker stood still too long.
+
+    On a terminal the line is redrawn in place; in a log (CI, `make demo | tee`) a line is
+    written at most every `log_interval` seconds, so quiet runs stay short.
+    """
+    tty = stream.isatty()
+    last_line = last_marker = None
+    last_change = last_written = time.monotonic()
+    written = False
     while True:
-        done, line = poll()
+        done, line, marker = poll()
+        now = time.monotonic()
+        if marker != last_marker:
+            last_marker, last_change = marker, now
         if line != last_line:
-            stream.write(("\r" if stream.isatty() else "") + line + ("" if stream.isatty() else "\n"))
-            stream.flush()
             last_line = line
-            last_change = time.monotonic()
+            if tty:
+                stream.write("\r" + line)
+            elif done or not written or now - last_written >= log_interval:
+                stream.write(line + "\n")
+                last_written, written = now, True
+            stream.flush()
         if done:
-            if stream.isatty():
+            if tty:
                 stream.write("\n")
             return True
-        if time.monotonic() - last_change > stall_timeout:
+        if now - last_change > stall_timeout:
             stream.write(f"\nno progress for {stall_timeout:.0f} s: are the workers running?\n")
             return False
         time.sleep(interval)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from shop import selectors
-from shop.management.progress import bar, wait_until
+from shop.management.progress import RateMeter, bar, wait_until
 from shop.models import Category
 from shop.services.indexing import queue_catalogue_indexing
 
@@ -24,16 +24,18 @@ class Command(BaseCommand):
         if not wait:
             return
 
-        def poll() -> tuple[bool, str]:
+        meter = RateMeter()
+
+        def poll() -> tuple[bool, str, object]:
             p = selectors.indexing_progress(category=category)
             done = p["shop_images_done"] + p["street_photos_done"]
             total = p["shop_images"] + p["street_photos"]
             embedded = p["products_embedded"] if selectors.active_version(category=category) else None
             finished = done >= total and (embedded is None or embedded >= p["products"])
-            line = f"features {bar(done, total)}"
+            line = f"features {bar(done, total)}{meter(done, total)}"
             if embedded is not None:
                 line += f"  embeddings {embedded}/{p['products']}"
-            return finished, line
+            return finished, line, (done, embedded)
 
         if not wait_until(poll, stream=self.stdout, stall_timeout=stall_timeout):
             raise CommandError("indexing did not finish")

@@ -41,9 +41,10 @@ class Command(BaseCommand):
         if not wait:
             return
 
-        def poll() -> tuple[bool, str]:
+        def poll() -> tuple[bool, str, object]:
             version.refresh_from_db()
-            return version.status in FINAL, describe(version)
+            line = describe(version)
+            return version.status in FINAL, line, line
 
         if not wait_until(poll, stream=self.stdout, stall_timeout=stall_timeout):
             raise CommandError("the training run did not finish")
