@@ -80,10 +80,65 @@ USER_AGENT = (
 # No AVIF or GIF: open_image refuses them, so asking for them would only waste bandwidth.
 ACCEPT = "image/webp,image/jpeg,image/png;q=0.9,image/*;q=0.5,*/*;q=0.1"
 _CHUNK_SIZE = 64 * 1024
+_FEED_POLL = 0.05
 
 
 class DownloadDirBusy(RuntimeError):
     """Another run is downloading into the same folder."""
+
+
+class JobFeed:
+    """Jobs handed to a running ``download_photos`` from another thread.
+
+    Lets a caller add work as results come in (e.g. a product's street photos once one of its shop
+    photos is in) without a new run per batch, whose slowest URL would idle every other worker.
+    The run ends once the feed is closed and every job is done; ``cancel()`` ends it early, like
+    Ctrl-C: no new requests, no more retries, in-flight requests finish.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._jobs: deque[DownloadJob] = deque()
+        self._closed = False
+        self._cancelled = False
+
+    def put(self, jobs: Iterable[DownloadJob]) -> None:
+        """Queue more jobs; their photo ids must differ from every other job of the run."""
+        with self._condition:
+            if self._closed:
+                raise RuntimeError("this feed is closed")
+            self._jobs.extend(jobs)
+            self._condition.notify_all()
+
+    def close(self) -> None:
+        """No more jobs will come: the run ends when the queued ones are done."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify_all()
+
+    def cancel(self) -> None:
+        """End the run as soon as the requests in flight are done."""
+        with self._condition:
+            self._closed = self._cancelled = True
+            self._condition.notify_all()
+
+    @property
+    def cancelled(self) -> bool:
+        with self._condition:
+            return self._cancelled
+
+    def _take(self) -> list[DownloadJob]:
+        with self._condition:
+            jobs = list(self._jobs)
+            self._jobs.clear()
+            return jobs
+
+    def _wait(self, timeout: float) -> bool:
+        """Block until a job is put or the feed closes; True when the run should end."""
+        with self._condition:
+            if not self._jobs and not self._closed:
+                self._condition.wait(timeout)
+            return self._cancelled or (self._closed and not self._jobs)
 
 
 @dataclass(frozen=True)
@@ -210,12 +265,15 @@ def download_photos(
     *,
     config: DownloadConfig = DownloadConfig(),
     progress: Callable[[DownloadResult], None] | None = None,
+    feed: JobFeed | None = None,
 ) -> list[DownloadResult]:
     """Fetch every job into ``dest_dir``; return one result per job, in the order of ``jobs``.
 
     ``progress`` is called once per finished job, in completion order, always from the calling
     thread, so it need not be thread-safe. Downloads run on ``config.workers`` threads with at most
     ``config.per_host`` in flight per host (by the first URL's host; redirects are not re-counted).
+    With a ``feed``, jobs put into it join the run (their results follow, in the order put) and
+    the run lasts until the feed is closed or cancelled; a cancelled run returns what finished.
     """
     ids = Counter(job.photo_id for job in jobs)
     duplicates = sorted(photo_id for photo_id, count in ids.items() if count > 1)
@@ -225,7 +283,7 @@ def download_photos(
     folder.mkdir(parents=True, exist_ok=True)
     with _folder_lock(folder):
         remove_stale_parts(folder)
-        return _run(list(jobs), folder, config, progress)
+        return _run(list(jobs), folder, config, progress, feed)
 
 
 def remove_stale_parts(dest_dir: str | os.PathLike[str]) -> int:
@@ -402,10 +460,18 @@ class _HostScheduler:
     def __init__(self, jobs: Sequence[DownloadJob], per_host: int) -> None:
         self.per_host = per_host
         self._pending: dict[str, deque[int]] = {}
-        for index, job in enumerate(jobs):
-            self._pending.setdefault(host_of(job.url), deque()).append(index)
-        self._rotation = deque(self._pending)
+        self._rotation: deque[str] = deque()
         self._active: Counter[str] = Counter()
+        for index, job in enumerate(jobs):
+            self.add(index, job)
+
+    def add(self, index: int, job: DownloadJob) -> None:
+        """Queue one more job; a host with nothing queued joins the end of the rotation."""
+        host = host_of(job.url)
+        if host not in self._pending:
+            self._pending[host] = deque()
+            self._rotation.append(host)
+        self._pending[host].append(index)
 
     def take(self) -> tuple[int, str] | None:
         """The next (job index, host) whose host has a free slot, or None if there is none now."""
@@ -466,23 +532,37 @@ def _run(
     folder: Path,
     config: DownloadConfig,
     progress: Callable[[DownloadResult], None] | None,
+    feed: JobFeed | None = None,
 ) -> list[DownloadResult]:
     results: list[DownloadResult | None] = [None] * len(jobs)
     scheduler = _HostScheduler(jobs, config.per_host)
     sessions = _SessionPerThread(config)
     failures_in_a_row: Counter[str] = Counter()
     stop = threading.Event()
+    ids = {job.photo_id for job in jobs}
 
     def finish(index: int, result: DownloadResult) -> None:
         results[index] = result
         if progress is not None:
             progress(result)
 
+    def take_fed() -> None:
+        for job in feed._take() if feed is not None else ():
+            if job.photo_id in ids:
+                raise ValueError(f"photo id {job.photo_id} appears more than once")
+            ids.add(job.photo_id)
+            scheduler.add(len(jobs), job)
+            jobs.append(job)
+            results.append(None)
+
     try:
         with ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="download") as pool:
             running: dict[Future[DownloadResult], tuple[int, str]] = {}
             try:
                 while True:
+                    take_fed()
+                    if feed is not None and feed.cancelled:
+                        break
                     while (
                         len(running) < config.workers and (picked := scheduler.take()) is not None
                     ):
@@ -497,8 +577,16 @@ def _run(
                         )
                         running[future] = (index, host)
                     if not running:
-                        break
-                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                        # Every job is done (a free worker found none to take): end, or wait for more.
+                        if feed is None or feed._wait(_FEED_POLL):
+                            break
+                        continue
+                    # With a feed, wake up now and then to hand new jobs to idle workers.
+                    done, _ = wait(
+                        running,
+                        timeout=_FEED_POLL if feed is not None else None,
+                        return_when=FIRST_COMPLETED,
+                    )
                     for future in done:
                         index, host = running.pop(future)
                         scheduler.release(host)

@@ -264,3 +264,36 @@ class SearchQuery(models.Model):
         if self.bbox_width is None:
             return None
         return (self.bbox_left or 0, self.bbox_top or 0, self.bbox_width, self.bbox_height or 0)
+
+
+class PhotoDownload(models.Model):
+    """The last download attempt of one Street2Shop photo, so a rerun skips what failed before."""
+
+    class Outcome(models.TextChoices):
+        # The outcomes of shop.downloads, plus photos.txt having no URL for the photo at all.
+        OK = "ok", "OK"
+        HTTP_ERROR = "http_error", "HTTP error"
+        TIMEOUT = "timeout", "Timeout"
+        CONNECTION_ERROR = "connection_error", "Connection error"
+        TOO_LARGE = "too_large", "Too large"
+        NOT_AN_IMAGE = "not_an_image", "Not an image"
+        TRUNCATED = "truncated", "Truncated"
+        TOO_MANY_REDIRECTS = "too_many_redirects", "Too many redirects"
+        INVALID_URL = "invalid_url", "Invalid URL"
+        NOT_LISTED = "not_listed", "Not in photos.txt"
+
+    # Photo ids are global across categories: one street photo can show a dress and a skirt.
+    photo_id = models.PositiveBigIntegerField("Street2Shop photo id", unique=True)
+    url = models.TextField(blank=True)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, db_index=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Requests made by the last run.")
+    error = models.TextField(blank=True)
+    bytes = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["photo_id"]
+
+    def __str__(self) -> str:
+        return f"photo {self.photo_id}: {self.outcome}"

@@ -11,6 +11,7 @@ from shop.models import (
     Category,
     Feature,
     ModelVersion,
+    PhotoDownload,
     Product,
     ProductEmbedding,
     ProductImage,
@@ -125,3 +126,23 @@ def indexing_progress(*, category: str = Category.DRESSES) -> dict[str, int]:
         "products": products,
         "products_embedded": embedded,
     }
+
+
+# Enough ids per query to stay under SQLite's limit on bound parameters.
+_IN_BATCH = 500
+
+
+def failed_photo_ids() -> set[int]:
+    """Photos whose last download failed; a photo photos.txt has no URL for is not counted."""
+    failed = PhotoDownload.objects.exclude(outcome__in=[PhotoDownload.Outcome.OK, PhotoDownload.Outcome.NOT_LISTED])
+    return set(failed.values_list("photo_id", flat=True))
+
+
+def photo_downloads(*, photo_ids: Sequence[int]) -> dict[int, PhotoDownload]:
+    """The recorded download of each of these photos that has one, keyed by photo id."""
+    ids = list(photo_ids)
+    found: dict[int, PhotoDownload] = {}
+    for start in range(0, len(ids), _IN_BATCH):
+        for row in PhotoDownload.objects.filter(photo_id__in=ids[start : start + _IN_BATCH]):
+            found[row.photo_id] = row
+    return found

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Container
+from contextlib import suppress
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from pathlib import Path
 from typing import IO
@@ -13,6 +15,7 @@ from typing import IO
 from django.conf import settings
 from django.core.files import File
 from django.db import IntegrityError, transaction
+from PIL import ExifTags, Image
 
 from shop import street2shop
 from shop.models import Category, Product, ProductImage, Split, StreetPhoto
@@ -35,7 +38,16 @@ INDEX_CHUNK = 8
 _PHOTO_NAME = re.compile(r"^(\d+)\.jpg$")
 _SINGULAR = {Category.DRESSES: "dress", Category.SKIRTS: "skirt"}
 
-__all__ = ["MetadataError", "SeedReport", "SeedingError", "SkippedPhoto", "seed_street2shop"]
+__all__ = [
+    "MetadataError",
+    "SeedReport",
+    "SeedingError",
+    "SkippedPhoto",
+    "Street2ShopDataset",
+    "open_dataset",
+    "seed_products",
+    "seed_street2shop",
+]
 
 
 class SeedingError(Exception):
@@ -80,16 +92,61 @@ class SeedReport:
             EXTRA_BOX: self.extra_box,
         }
 
+    @property
+    def products_seeded(self) -> int:
+        """Products that exist after the run: created now or by an earlier run."""
+        return self.products_created + self.products_existing
+
     def skip(self, *, photo_id: int, product_id: int, kind: str, reason: str, detail: str = "") -> None:
         setattr(self, reason, getattr(self, reason) + 1)
         self.skipped.append(SkippedPhoto(photo_id, product_id, kind, reason, detail))
 
+    def add(self, other: SeedReport) -> None:
+        """Fold in the report of another pass over the same category (seeding in chunks)."""
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, int):
+                setattr(self, item.name, value + getattr(other, item.name))
+            elif isinstance(value, list):
+                value.extend(getattr(other, item.name))
 
-@dataclass(frozen=True, slots=True)
-class _Metadata:
+
+@dataclass(slots=True)
+class Street2ShopDataset:
+    """One category's metadata and the photos present, loaded once for one or several seeding passes."""
+
+    root: Path
+    category: str
+    photos_dir: Path
     retrieval: dict[int, list[int]]
     boxes: dict[int, list[Pair]]  # product id -> its boxes, train file first, in file order
     demo: dict[int, DemoProduct]
+    present: set[int]  # photo ids under photos_dir; a downloader adds what it fetches
+    # Photos known to decode (the downloader has just validated them): only their header is read.
+    verified: set[int] = field(default_factory=set)
+
+    def street_photo_ids(self, product_id: int) -> list[int]:
+        """The product's street photos that carry a box with an area, in file order."""
+        return list(dict.fromkeys(pair.photo_id for pair in self.boxes.get(product_id, ()) if not pair.has_empty_box))
+
+    def photo_ids(self, product_id: int) -> list[int]:
+        """Every photo seeding this product can use: its shop photos, then its street photos."""
+        return list(dict.fromkeys([*self.retrieval.get(product_id, ()), *self.street_photo_ids(product_id)]))
+
+    def order_key(self, available: Container[int] | None = None) -> Callable[[int], tuple[bool, int]]:
+        """Products with a usable street photo in ``available`` (default: present) first, then by id."""
+        available = self.present if available is None else available
+        return lambda pid: (not any(photo_id in available for photo_id in self.street_photo_ids(pid)), pid)
+
+    def candidates(self, available: Container[int] | None = None) -> list[int]:
+        """Products with a shop photo in ``available`` (default: present), in seeding order.
+
+        Products with street photos come first: they are the ones training and evaluation can
+        use, which matters when a limit cuts the list short.
+        """
+        available = self.present if available is None else available
+        products = (pid for pid, photo_ids in self.retrieval.items() if any(p in available for p in photo_ids))
+        return sorted(products, key=self.order_key(available))
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,51 +156,93 @@ class _NewStreetPhoto:
 
 
 def seed_street2shop(
-    *, root: Path, category: str, limit: int | None = None, stdout: IO[str] | None = None
+    *,
+    root: Path,
+    category: str,
+    limit: int | None = None,
+    stdout: IO[str] | None = None,
+    product_ids: Collection[int] | None = None,
 ) -> SeedReport:
-    """Create products, shop images and street photos for the photos present under root/photos/."""
+    """Create products, shop images and street photos for the photos present under root/photos/.
+
+    With ``product_ids``, only those products are seeded, and each one without a shop photo is
+    reported as skipped rather than left out.
+    """
+    dataset = open_dataset(root=root, category=category)
+    return seed_products(dataset=dataset, limit=limit, stdout=stdout, product_ids=product_ids)
+
+
+def open_dataset(*, root: Path, category: str) -> Street2ShopDataset:
+    """Load a category's metadata and list the photos folder, failing clearly on a bad folder."""
     root = Path(root)
     if category not in Category.values:
         raise SeedingError(f"Unknown category {category!r}; choose one of: {', '.join(Category.values)}.")
-    if limit is not None and limit < 0:
-        raise SeedingError("The limit must be zero or more.")
     if not root.is_dir():
         raise SeedingError(f"The dataset folder {root} does not exist.")
-    metadata = _load_metadata(root=root, category=category)
+    retrieval, boxes, demo = _load_metadata(root=root, category=category)
     photos_dir = root / "photos"
     if not photos_dir.is_dir():
         raise SeedingError(f"There is no photos folder at {photos_dir}; extract photos.tar there first.")
-    present = _present_photo_ids(photos_dir)
-    checker = _PhotoChecker(photos_dir=photos_dir, present=present)
-
-    # Sorted by id, but products whose street photos are here first: they are the ones
-    # training and evaluation can use, which matters when --limit cuts the list short.
-    candidates = sorted(
-        (pid for pid, photo_ids in metadata.retrieval.items() if any(p in present for p in photo_ids)),
-        key=lambda pid: (not any(pair.photo_id in present for pair in metadata.boxes.get(pid, ())), pid),
+    return Street2ShopDataset(
+        root=root,
+        category=category,
+        photos_dir=photos_dir,
+        retrieval=retrieval,
+        boxes=boxes,
+        demo=demo,
+        present=_present_photo_ids(photos_dir),
     )
+
+
+def seed_products(
+    *,
+    dataset: Street2ShopDataset,
+    limit: int | None = None,
+    stdout: IO[str] | None = None,
+    product_ids: Collection[int] | None = None,
+    index_queue: IndexQueue | None = None,
+) -> SeedReport:
+    """Seed a loaded dataset's candidates (or just ``product_ids``); see ``seed_street2shop``.
+
+    A caller seeding in several passes may share one ``index_queue`` (and flush it itself) so
+    indexing tasks stay full batches.
+    """
+    if limit is not None and limit < 0:
+        raise SeedingError("The limit must be zero or more.")
+    category = dataset.category
+    checker = _PhotoChecker(photos_dir=dataset.photos_dir, present=dataset.present, verified=dataset.verified)
+    if product_ids is None:
+        candidates = dataset.candidates()
+    else:
+        unknown = set(product_ids) - dataset.retrieval.keys()
+        if unknown:
+            raise SeedingError(f"{len(unknown)} products are not in the {category} metadata, e.g. {sorted(unknown)[:5]}")
+        candidates = sorted(set(product_ids), key=dataset.order_key())
     report = SeedReport(category=category, candidates=len(candidates))
-    queue = IndexQueue(chunk=INDEX_CHUNK)
+    queue = index_queue or IndexQueue(chunk=INDEX_CHUNK)
     processed = 0
     try:
         for product_id in candidates:
-            if limit is not None and report.products_created + report.products_existing >= limit:
+            if limit is not None and report.products_seeded >= limit:
                 break
             _seed_product(
-                product_id=product_id, category=category, metadata=metadata, checker=checker, report=report,
+                product_id=product_id, category=category, dataset=dataset, checker=checker, report=report,
                 queue=queue,
             )
             processed += 1
             if stdout is not None and processed % PROGRESS_EVERY == 0:
                 _progress(stdout, report=report, done=processed)
     finally:
-        queue.flush()  # an interrupted run still queues what it stored
+        if index_queue is None:
+            queue.flush()  # an interrupted run still queues what it stored
     if stdout is not None and processed % PROGRESS_EVERY:
         _progress(stdout, report=report, done=processed)
     return report
 
 
-def _load_metadata(*, root: Path, category: str) -> _Metadata:
+def _load_metadata(
+    *, root: Path, category: str
+) -> tuple[dict[int, list[int]], dict[int, list[Pair]], dict[int, DemoProduct]]:
     files = street2shop.category_files(root, category)
     missing = files.missing()
     if missing:
@@ -153,10 +252,10 @@ def _load_metadata(*, root: Path, category: str) -> _Metadata:
     for split, path in ((Split.TRAIN, files.train_pairs), (Split.TEST, files.test_pairs)):
         for pair in street2shop.load_pairs(path, split=split.value).pairs:
             boxes[pair.product_id].append(pair)
-    return _Metadata(
-        retrieval=street2shop.load_retrieval(files.retrieval),
-        boxes=dict(boxes),
-        demo=street2shop.load_demo_products(root, category),
+    return (
+        street2shop.load_retrieval(files.retrieval),
+        dict(boxes),
+        street2shop.load_demo_products(root, category),
     )
 
 
@@ -174,9 +273,10 @@ def _present_photo_ids(photos_dir: Path) -> set[int]:
 class _PhotoChecker:
     """Decodes each photo once per run; a street photo with several boxes is opened once."""
 
-    def __init__(self, *, photos_dir: Path, present: set[int]) -> None:
+    def __init__(self, *, photos_dir: Path, present: set[int], verified: set[int] | None = None) -> None:
         self.photos_dir = photos_dir
         self.present = present
+        self.verified = verified or set()
         self._results: dict[int, tuple[tuple[int, int] | None, str, str]] = {}
 
     def path(self, photo_id: int) -> Path:
@@ -191,6 +291,9 @@ class _PhotoChecker:
     def _check(self, photo_id: int) -> tuple[tuple[int, int] | None, str, str]:
         if photo_id not in self.present:
             return None, MISSING_PHOTO, ""
+        if photo_id in self.verified:
+            with suppress(OSError, ValueError, SyntaxError):
+                return _upright_size(self.path(photo_id)), "", ""
         try:
             image = open_image(
                 self.path(photo_id), max_pixels=settings.IMAGE_MAX_PIXELS, allowed_formats=ALLOWED_FORMATS
@@ -204,11 +307,22 @@ class _PhotoChecker:
         return size, "", ""
 
 
+def _upright_size(path: Path) -> tuple[int, int]:
+    """The size open_image would report, from the header alone: EXIF orientations 5-8 swap the sides."""
+    with Image.open(path) as image:
+        width, height = image.size
+        try:
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        except (OSError, SyntaxError, ValueError, KeyError, TypeError):
+            orientation = 1  # open_image keeps a photo with unreadable EXIF as stored
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
 def _seed_product(
     *,
     product_id: int,
     category: str,
-    metadata: _Metadata,
+    dataset: Street2ShopDataset,
     checker: _PhotoChecker,
     report: SeedReport,
     queue: IndexQueue,
@@ -221,7 +335,7 @@ def _seed_product(
         have_street = set(product.street_photos.values_list("s2s_photo_id", flat=True))
 
     new_shop: list[tuple[int, int]] = []  # (position, photo id)
-    for position, photo_id in enumerate(metadata.retrieval[product_id]):
+    for position, photo_id in enumerate(dataset.retrieval[product_id]):
         if photo_id in have_shop:
             report.shop_photos_existing += 1
             continue
@@ -236,7 +350,7 @@ def _seed_product(
         return
 
     new_street = _new_street_photos(
-        product_id=product_id, boxes=metadata.boxes.get(product_id, []), have=have_street, checker=checker,
+        product_id=product_id, boxes=dataset.boxes.get(product_id, []), have=have_street, checker=checker,
         report=report,
     )
     if product is not None and not new_shop and not new_street:
@@ -256,7 +370,7 @@ def _seed_product(
             product, created = Product.objects.get_or_create(
                 category=category,
                 s2s_product_id=product_id,
-                defaults=_product_defaults(product_id=product_id, category=category, demo=metadata.demo),
+                defaults=_product_defaults(product_id=product_id, category=category, demo=dataset.demo),
             )
             images_created = 0
             for position, photo_id in new_shop:

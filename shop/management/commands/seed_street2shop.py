@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 
+from shop.downloads import OUTCOMES, DownloadDirBusy
 from shop.models import Category
+from shop.services.photo_downloads import (
+    DownloadSeedReport,
+    default_failures_csv,
+    download_and_seed,
+    download_config,
+    write_failures_csv,
+)
 from shop.services.seeding import MetadataError, SeedingError, SeedReport, seed_street2shop
 
 # Enough to see what went wrong without burying the summary under 10,000 missing photos.
@@ -20,23 +28,115 @@ def positive_int(value: str) -> int:
     return number
 
 
+class _Unbuffered:
+    """Lets the progress line end its own lines: OutputWrapper adds a newline to every write."""
+
+    def __init__(self, wrapper: OutputWrapper) -> None:
+        self.wrapper = wrapper
+
+    def write(self, text: str) -> None:
+        self.wrapper.write(text, ending="")
+
+    def flush(self) -> None:
+        self.wrapper.flush()
+
+    def isatty(self) -> bool:
+        return self.wrapper.isatty()
+
+
 class Command(BaseCommand):
-    help = "Create the catalogue from Street2Shop metadata and the photos present under ROOT/photos/."
+    help = (
+        "Create the catalogue from Street2Shop metadata and the photos under ROOT/photos/; with --download, "
+        "first fetch the photos the category lacks from ROOT/photos.txt."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--root", type=Path, required=True, help="Dataset folder holding meta/json/ and photos/.")
         parser.add_argument("--category", choices=Category.values, default=Category.DRESSES)
-        parser.add_argument("--limit", type=positive_int, default=None, help="Seed at most N products.")
-        # Issue 3 adds --download/--workers/--retry-failed here.
+        parser.add_argument(
+            "--limit", type=positive_int, default=None,
+            help="Seed at most N products; with --download, go on until N products exist or none are left.",
+        )
+        parser.add_argument(
+            "--download", action="store_true",
+            help="Fetch the category's missing photos from ROOT/photos.txt, seeding products as they arrive.",
+        )
+        parser.add_argument(
+            "--workers", type=positive_int, default=None, help="Parallel downloads (default: DOWNLOAD_WORKERS)."
+        )
+        parser.add_argument(
+            "--retry-failed", action="store_true", help="Request again the photos whose last download failed."
+        )
+        parser.add_argument(
+            "--failures-csv", type=Path, default=None,
+            help="Where to list the photos that could not be used (default: DATA_DIR/street2shop/failures-CATEGORY.csv).",
+        )
+        parser.add_argument("--quiet", action="store_true", help="Print only the summary (for CI).")
 
-    def handle(self, *args, root: Path, category: str, limit: int | None, verbosity: int, **options) -> None:
+    def handle(
+        self,
+        *args,
+        root: Path,
+        category: str,
+        limit: int | None,
+        download: bool,
+        workers: int | None,
+        retry_failed: bool,
+        failures_csv: Path | None,
+        quiet: bool,
+        verbosity: int,
+        **options,
+    ) -> None:
+        if not download and (workers is not None or retry_failed or failures_csv is not None):
+            raise CommandError("--workers, --retry-failed and --failures-csv only apply with --download.")
         try:
-            report = seed_street2shop(
-                root=root, category=category, limit=limit, stdout=self.stdout if verbosity > 0 else None
-            )
-        except (MetadataError, SeedingError) as error:
+            if download:
+                result = download_and_seed(
+                    root=root,
+                    category=category,
+                    limit=limit,
+                    config=download_config(workers=workers),
+                    retry_failed=retry_failed,
+                    progress=_Unbuffered(self.stdout) if verbosity > 0 else None,
+                    quiet=quiet,
+                )
+            else:
+                report = seed_street2shop(
+                    root=root, category=category, limit=limit, stdout=None if quiet or verbosity == 0 else self.stdout
+                )
+        except (MetadataError, SeedingError, DownloadDirBusy) as error:
             raise CommandError(str(error)) from error
-        self.print_report(report, verbose=verbosity > 1)
+        if not download:
+            self.print_report(report, verbose=verbosity > 1)
+            return
+        self.print_downloads(result)
+        self.print_report(result.seed, verbose=verbosity > 1)
+        path = failures_csv or default_failures_csv(category=category)
+        rows = write_failures_csv(failures=result.failures, path=path)
+        self.stdout.write(f"{rows:,} photos that could not be used are listed in {path}")
+
+    def print_downloads(self, result: DownloadSeedReport) -> None:
+        failures = [(f"failed: {o.replace('_', ' ')}", result.outcomes[o]) for o in OUTCOMES if o not in ("ok", "exists")]
+        rows = [
+            (f"photos needed by {result.seed.candidates:,} products", result.photos_needed),
+            ("already on disk", result.photos_present),
+            ("downloaded", result.outcomes["ok"]),
+            *failures,
+            ("not in photos.txt", result.not_listed),
+            ("failed before, not requested again", sum(result.failed_earlier.values())),
+            ("requests made", result.requests),
+        ]
+        width = max(len(label) for label, _ in rows)
+        self.stdout.write(self.style.MIGRATE_HEADING(f"Street2Shop {result.category} photos"))
+        for label, count in rows:
+            self.stdout.write(f"  {label:<{width}}  {count:>7,}")
+        if result.downloaded:
+            self.stdout.write(
+                f"  {result.downloaded:,} photos in {result.download_seconds:.1f} s: "
+                f"{result.photos_per_second:.1f} photos/s with {result.workers} workers"
+            )
+        if result.failed_earlier:
+            self.stdout.write("  (--retry-failed requests the photos that failed before again)")
 
     def print_report(self, report: SeedReport, *, verbose: bool) -> None:
         rows = [

@@ -1,0 +1,371 @@
+"""`seed_street2shop --download` on the real dresses metadata, against local servers with broken routes.
+
+Run: .venv/bin/python benchmarks/bench_seed_download.py [--limit 500] [--workers 8] [--latency 0.02]
+
+The real metadata in ../shared/street2shop/meta/json is symlinked into a throwaway dataset folder (never
+copied into the repository). Every photo id of the dresses (and skirts) files gets a URL in photos.txt on one
+of four "retailers" (127.0.0.1-4, one server each, in a separate process so they do not compete with the
+downloader for the GIL). Generated JPEGs are big enough to hold each street photo's boxes. About 10 % of
+photos get a broken route (404, 500, a web page, a truncated or empty body, a pixel bomb, a redirect loop, an
+answer slower than the read timeout), 5 % a route that recovers (500 then 200, 429 with Retry-After, a
+redirect chain), 0.5 % no line in photos.txt, and 8 % of products a dead retailer for all their shop photos.
+
+The script migrates a SQLite database under a temporary DATA_DIR, runs the command twice with the indexing
+tasks queued into an embedded Redis (no worker), and checks that exactly the first LIMIT products (in
+seeding order) with a good shop photo were seeded, that skirt photos were never requested, and that the
+second run made no request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import multiprocessing
+import os
+import random
+import re
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+META = REPO.parent / "shared" / "street2shop" / "meta" / "json"
+HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4")
+DEAD_HOST = "127.0.0.9"  # nothing listens: connection refused, like a retailer that is gone
+BROKEN = ("e404", "e500", "html", "truncated", "empty", "bomb", "loop", "slow")
+RECOVERING = ("flaky", "busy", "moved")
+GOOD = frozenset({"ok", *RECOVERING})
+SLOW_SECONDS = 3.0
+READ_TIMEOUT = 1.0
+BUCKET = 256  # street photos are generated at their boxes' extent rounded up to this
+MAX_SIDE = 4096
+
+
+# --- the servers (child process) ------------------------------------------------------------------
+
+
+def make_jpeg(size: tuple[int, int], seed: int) -> bytes:
+    """A cheap photo stand-in: flat colour with a few shapes (fast to encode at 4 megapixels)."""
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(seed)
+    image = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x, y = rng.randrange(size[0]), rng.randrange(size[1])
+        draw.ellipse((x, y, x + size[0] // 3, y + size[1] // 3), fill=tuple(rng.randrange(256) for _ in range(3)))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def serve(sizes: dict[int, tuple[int, int]], latency: float, ready: multiprocessing.Queue) -> None:
+    """Serve /<route>/<photo id>.jpg on every HOSTS address; /_stats answers the request counts."""
+    from PIL import Image
+
+    shop = [make_jpeg((640, 480), seed) for seed in range(16)]
+    buckets = {size: make_jpeg(size, hash(size) % 1000) for size in set(sizes.values())}
+    buffer = io.BytesIO()
+    Image.new("L", (8000, 8000), 128).save(buffer, format="PNG")
+    bomb = buffer.getvalue()  # 64 megapixels in ~60 KB
+    lock = threading.Lock()
+    requests: Counter[str] = Counter()
+    photos: Counter[int] = Counter()
+
+    def photo(photo_id: int) -> bytes:
+        size = sizes.get(photo_id)
+        return buckets[size] if size else shop[photo_id % len(shop)]
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def send(self, status: int, body: bytes = b"", content_type: str = "image/jpeg", **headers: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in headers.items():
+                self.send_header(name.replace("_", "-"), value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            if self.path == "/_stats":
+                with lock:
+                    body = json.dumps({"total": sum(requests.values()), "photos": dict(photos)}).encode()
+                return self.send(200, body, "application/json")
+            match = re.fullmatch(r"/(\w+)/(\d+)\.jpg(?:/hop(\d+))?", self.path.split("?", 1)[0])
+            if not match:
+                return self.send(404, b"no such route", "text/plain")
+            route, photo_id, hop = match.group(1), int(match.group(2)), match.group(3)
+            with lock:
+                requests[self.path] += 1
+                photos[photo_id] += 1
+                seen = requests[self.path]
+            time.sleep(latency)
+            base = f"/{route}/{photo_id}.jpg"
+            if route == "ok":
+                self.send(200, photo(photo_id))
+            elif route == "e404":
+                self.send(404, b"not found", "text/plain")
+            elif route == "e500":
+                self.send(500, b"oops", "text/plain")
+            elif route == "html":
+                self.send(200, b"<!DOCTYPE html><html><body>This dress is sold out</body></html>", "text/html")
+            elif route == "truncated":
+                data = photo(photo_id)
+                self.send(200, data[: len(data) * 6 // 10])
+            elif route == "empty":
+                self.send(200, b"")
+            elif route == "bomb":
+                self.send(200, bomb, "image/png")
+            elif route == "loop":
+                self.send(302, Location=f"{base}/hop{int(hop or 0) + 1}")
+            elif route == "slow":
+                time.sleep(SLOW_SECONDS)
+                self.send(200, photo(photo_id))
+            elif route == "flaky":
+                self.send(500, b"oops", "text/plain") if seen == 1 else self.send(200, photo(photo_id))
+            elif route == "busy":
+                if seen == 1:
+                    self.send(429, b"slow down", "text/plain", Retry_After="1")
+                else:
+                    self.send(200, photo(photo_id))
+            elif route == "moved":
+                hops = int(hop or 0)
+                if hops < 2:
+                    self.send(301, Location=f"{base}/hop{hops + 1}")
+                else:
+                    self.send(200, photo(photo_id))
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 128
+
+        def handle_error(self, request: object, client_address: object) -> None:
+            pass  # clients giving up on the slow route
+
+    servers = [Server((host, 0), Handler) for host in HOSTS]
+    for server in servers[1:]:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    ready.put([server.server_address[1] for server in servers])
+    servers[0].serve_forever()
+
+
+# --- the dataset and what should happen -----------------------------------------------------------
+
+
+def load(name: str) -> list[dict]:
+    return json.loads((META / name).read_text())
+
+
+def plan(seed: int) -> dict:
+    """Routes for every photo id, and which products a --limit run must seed, computed independently."""
+    rng = random.Random(seed)
+    retrieval: dict[int, list[int]] = {}
+    for entry in load("retrieval_dresses.json"):
+        retrieval.setdefault(entry["product"], [])
+        if entry["photo"] not in retrieval[entry["product"]]:
+            retrieval[entry["product"]].append(entry["photo"])
+    pairs = load("train_pairs_dresses.json") + load("test_pairs_dresses.json")
+    extent: dict[int, tuple[int, int]] = {}
+    street: dict[int, set[int]] = {}
+    for entry in pairs:
+        box = {key: int(round(value)) for key, value in entry["bbox"].items()}
+        right, bottom = box["left"] + box["width"], box["top"] + box["height"]
+        old = extent.get(entry["photo"], (1, 1))
+        extent[entry["photo"]] = (max(old[0], right), max(old[1], bottom))
+        if box["width"] > 0 and box["height"] > 0:
+            street.setdefault(entry["product"], set()).add(entry["photo"])
+    sizes = {
+        photo: tuple(min(MAX_SIDE, max(BUCKET, -(-side // BUCKET) * BUCKET)) for side in size)
+        for photo, size in extent.items()
+    }
+    skirts = {e["photo"] for e in load("retrieval_skirts.json") + load("train_pairs_skirts.json")
+              + load("test_pairs_skirts.json")}
+    dresses = {photo for photos in retrieval.values() for photo in photos} | set(extent)
+
+    route: dict[int, str] = {}
+    for photo in sorted(dresses):
+        draw = rng.random()
+        if draw < 0.005:
+            route[photo] = "unlisted"
+        elif draw < 0.105:
+            route[photo] = rng.choice(BROKEN)
+        elif draw < 0.155:
+            route[photo] = rng.choice(RECOVERING)
+        else:
+            route[photo] = "ok"
+    dead_products = {pid for pid in sorted(retrieval) if rng.random() < 0.08}
+    for pid in dead_products:
+        for photo in retrieval[pid]:
+            if route[photo] != "unlisted":
+                route[photo] = "dead"
+    for photo in skirts - dresses:
+        route[photo] = "ok"
+
+    listed = {photo for photo, kind in route.items() if kind != "unlisted"}
+    candidates = [pid for pid, photos in retrieval.items() if any(p in listed for p in photos)]
+    order = sorted(candidates, key=lambda pid: (not any(p in listed for p in street.get(pid, ())), pid))
+    good = [pid for pid in order if any(route[p] in GOOD for p in retrieval[pid])]
+    return {
+        "route": route, "sizes": sizes, "order": order, "good": good, "retrieval": retrieval,
+        "dead_products": dead_products, "skirt_only": skirts - dresses,
+    }
+
+
+def write_dataset(root: Path, route: dict[int, str], ports: list[int], dead_port: int) -> None:
+    (root / "meta" / "json").mkdir(parents=True)
+    for category in ("dresses", "skirts"):
+        for kind in ("train_pairs", "test_pairs", "retrieval"):
+            name = f"{kind}_{category}.json"
+            (root / "meta" / "json" / name).symlink_to(META / name)
+    lines = []
+    for photo, kind in sorted(route.items()):
+        if kind == "unlisted":
+            continue
+        if kind == "dead":
+            lines.append(f"{photo:09d},http://{DEAD_HOST}:{dead_port}/ok/{photo}.jpg")
+        else:
+            index = photo % len(HOSTS)
+            lines.append(f"{photo:09d},http://{HOSTS[index]}:{ports[index]}/{kind}/{photo}.jpg?v=1")
+    (root / "photos.txt").write_text("\n".join(lines) + "\n")
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((DEAD_HOST, 0))
+        return sock.getsockname()[1]
+
+
+def stats(port: int) -> dict:
+    import requests
+
+    return requests.get(f"http://{HOSTS[0]}:{port}/_stats", timeout=10).json()
+
+
+class Tee(io.TextIOBase):
+    def __init__(self, *streams) -> None:
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--latency", type=float, default=0.02, help="seconds each server waits per request")
+    parser.add_argument("--seed", type=int, default=2015)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = parser.parse_args()
+    if not META.is_dir():
+        raise SystemExit(f"{META} is absent: this benchmark needs the real Street2Shop metadata")
+
+    work = Path(tempfile.mkdtemp(prefix="bench-seed-download-"))
+    started = time.perf_counter()
+    expected = plan(args.seed)
+    route = expected["route"]
+    context = multiprocessing.get_context("spawn")
+    ready = context.Queue()
+    server = context.Process(target=serve, args=(expected["sizes"], args.latency, ready), daemon=True)
+    server.start()
+    redis_server = None
+    try:
+        ports = ready.get(timeout=300)
+        print(f"servers ready in {time.perf_counter() - started:.0f} s on ports {ports}; work folder {work}")
+        write_dataset(work / "s2s", route, ports, closed_port())
+        kinds = Counter(route.values())
+        print(f"photos.txt routes: {dict(sorted(kinds.items()))}; dead-retailer products: "
+              f"{len(expected['dead_products'])}")
+
+        from shop.embedded_redis import EmbeddedRedis
+
+        redis_server = EmbeddedRedis(work / "redis").start()
+        os.environ.update({
+            "DJANGO_SETTINGS_MODULE": "shop.settings",
+            "DATA_DIR": str(work / "data"),
+            "DATABASE_URL": f"sqlite:///{work / 'data' / 'db.sqlite3'}",
+            "CELERY_BROKER_URL": redis_server.url,
+            "REDIS_URL": redis_server.url,
+            "DOWNLOAD_READ_TIMEOUT": str(READ_TIMEOUT),
+            "DOWNLOAD_RETRIES": "2",
+            "DOWNLOAD_BACKOFF_BASE": "0.1",
+            "DOWNLOAD_BACKOFF_MAX": "1",
+            "LOG_LEVEL": "WARNING",
+        })
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        command = ["seed_street2shop", "--root", str(work / "s2s"), "--category", "dresses", "--download",
+                   "--limit", str(args.limit), "--workers", str(args.workers)]
+        from shop.models import PhotoDownload, Product
+
+        outputs = []
+        for run in (1, 2):
+            before = stats(ports[0])["total"]
+            out = io.StringIO()
+            print(f"\n=== run {run}: {' '.join(command)}")
+            began = time.perf_counter()
+            call_command(*command, stdout=Tee(sys.stdout, out))
+            seconds = time.perf_counter() - began
+            requests_made = stats(ports[0])["total"] - before
+            outputs.append((out.getvalue(), seconds, requests_made))
+            print(f"run {run}: {seconds:.1f} s wall, {requests_made} requests to the servers")
+
+        seeded = set(Product.objects.filter(category="dresses").values_list("s2s_product_id", flat=True))
+        want = set(expected["good"][: args.limit])
+        served = stats(ports[0])["photos"]
+        skirt_requests = sum(served.get(str(photo), 0) for photo in expected["skirt_only"])
+        outcomes = Counter(PhotoDownload.objects.values_list("outcome", flat=True))
+        import redis
+
+        queued = redis.Redis.from_url(redis_server.url).llen("celery")
+        print("\n=== checks")
+        print(f"products seeded: {len(seeded)}; expected (first {args.limit} good in seeding order): {len(want)}; "
+              f"identical: {seeded == want}")
+        if seeded != want:
+            print(f"  unexpected: {sorted(seeded - want)[:20]}  missing: {sorted(want - seeded)[:20]}")
+        last = expected["good"][args.limit - 1]
+        processed = expected["order"][: expected["order"].index(last) + 1]
+        print(f"candidates processed: {len(processed)} (products {processed[0]}..{last} in seeding order), "
+              f"{len(processed) - len(want)} of them without a good shop photo")
+        print(f"requests for skirt-only photos: {skirt_requests}")
+        print(f"second run requests: {outputs[1][2]}")
+        print(f"PhotoDownload rows by outcome: {dict(sorted(outcomes.items()))}")
+        print(f"indexing tasks waiting in the embedded Redis: {queued}")
+        ok = seeded == want and skirt_requests == 0 and outputs[1][2] == 0
+        print("RESULT:", "PASS" if ok else "FAIL")
+        if not ok:
+            raise SystemExit(1)
+    finally:
+        if redis_server is not None:
+            redis_server.stop()
+        server.terminate()
+        server.join()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

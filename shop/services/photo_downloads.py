@@ -1,0 +1,484 @@
+"""Downloading the photos a Street2Shop category needs, seeding each product as soon as its photos are in."""
+
+from __future__ import annotations
+
+import csv
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from django.conf import settings
+
+from shop import selectors
+from shop.downloads import (
+    DownloadConfig,
+    DownloadJob,
+    DownloadResult,
+    JobFeed,
+    PhotoList,
+    ProgressPrinter,
+    download_photos,
+    read_photos_txt,
+)
+from shop.models import Category, PhotoDownload
+from shop.services.indexing import IndexQueue
+from shop.services.seeding import (
+    BAD_BBOX,
+    BAD_IMAGE,
+    INDEX_CHUNK,
+    SeedingError,
+    SeedReport,
+    Street2ShopDataset,
+    open_dataset,
+    seed_products,
+)
+
+# Products whose photos are being fetched at once (~8 photos each): enough queued work for every
+# worker and host, few enough that a product is seeded soon after its turn comes.
+WINDOW_PRODUCTS = 100
+# Indexing tasks carry INDEX_CHUNK products; a part batch is sent after this long, so a slow
+# download still feeds the workers.
+INDEX_FLUSH_SECONDS = 10.0
+RECORD_BATCH = 200
+NOT_LISTED = PhotoDownload.Outcome.NOT_LISTED.value
+FAILURE_COLUMNS = (
+    "photo_id", "url", "outcome", "http_status", "attempts", "error", "kind", "product_ids", "earlier_run"
+)
+_DONE = object()
+
+
+@dataclass(slots=True)
+class PhotoFailure:
+    """A photo a product could not use: a failed download, no URL, a bad image or a bad box."""
+
+    photo_id: int
+    kind: str  # "shop" or "street"
+    product_ids: list[int]
+    outcome: str  # a download outcome, "not_listed", "bad_image" or "bad_bbox"
+    url: str = ""
+    http_status: int | None = None
+    attempts: int = 0
+    error: str = ""
+    earlier_run: bool = False  # failed in an earlier run and not requested this time
+
+
+@dataclass
+class DownloadSeedReport:
+    """What one ``download_and_seed`` run fetched and seeded; photos are counted once each."""
+
+    category: str
+    seed: SeedReport
+    limit: int | None = None
+    workers: int = 0
+    photos_needed: int = 0
+    photos_present: int = 0  # on disk before this run needed them (downloaded earlier, or photos.tar)
+    outcomes: Counter[str] = field(default_factory=Counter)  # this run's downloads
+    failed_earlier: Counter[str] = field(default_factory=Counter)  # not requested again, by last outcome
+    not_listed: int = 0
+    requests: int = 0
+    download_seconds: float = 0.0  # from the first request to the last answer
+    failures: list[PhotoFailure] = field(default_factory=list)
+
+    @property
+    def downloaded(self) -> int:
+        """Photos this run requested, whatever came of it."""
+        return sum(self.outcomes.values())
+
+    @property
+    def photos_per_second(self) -> float:
+        return self.downloaded / self.download_seconds if self.download_seconds else 0.0
+
+
+def download_config(*, workers: int | None = None) -> DownloadConfig:
+    """The downloader's limits from the DOWNLOAD_* settings; ``workers`` overrides DOWNLOAD_WORKERS."""
+    return DownloadConfig(
+        connect_timeout=settings.DOWNLOAD_CONNECT_TIMEOUT,
+        read_timeout=settings.DOWNLOAD_READ_TIMEOUT,
+        total_timeout=settings.DOWNLOAD_TOTAL_TIMEOUT,
+        retries=settings.DOWNLOAD_RETRIES,
+        backoff_base=settings.DOWNLOAD_BACKOFF_BASE,
+        backoff_max=settings.DOWNLOAD_BACKOFF_MAX,
+        max_bytes=settings.DOWNLOAD_MAX_BYTES,
+        max_pixels=settings.IMAGE_MAX_PIXELS,
+        workers=workers or settings.DOWNLOAD_WORKERS,
+        per_host=settings.DOWNLOAD_PER_HOST,
+    )
+
+
+def default_failures_csv(*, category: str) -> Path:
+    return Path(settings.DATA_DIR) / "street2shop" / f"failures-{category}.csv"
+
+
+def download_and_seed(
+    *,
+    root: Path,
+    category: str,
+    limit: int | None = None,
+    config: DownloadConfig | None = None,
+    retry_failed: bool = False,
+    window: int = WINDOW_PRODUCTS,
+    progress: TextIO | None = None,
+    quiet: bool = False,
+) -> DownloadSeedReport:
+    """Fetch the photos a category's products lack from root/photos.txt, seeding each product once they are in.
+
+    Products are taken in seeding order, a photo listed in photos.txt counting as available, so
+    the order is the same on every run; at most ``window`` of them are in progress at a time. A
+    product's shop photos are fetched first and its street photos only if a shop photo is good
+    (no product, no use for them); then it is seeded and queued for indexing while later products
+    download. Photos whose last download failed are not requested again unless ``retry_failed``.
+    With ``limit``, products are taken until that many exist or none are left: products whose
+    photos failed do not count, and no more products are in progress than could still be needed.
+    ``progress`` receives a download line with rate and ETA.
+    """
+    root = Path(root)
+    if category not in Category.values:
+        raise SeedingError(f"Unknown category {category!r}; choose one of: {', '.join(Category.values)}.")
+    if limit is not None and limit < 0:
+        raise SeedingError("The limit must be zero or more.")
+    if window < 1:
+        raise SeedingError("The window must be at least 1 product.")
+    if not root.is_dir():
+        raise SeedingError(f"The dataset folder {root} does not exist.")
+    photos_txt = root / "photos.txt"
+    if not photos_txt.is_file():
+        raise SeedingError(f"There is no {photos_txt} to download photos from.")
+    (root / "photos").mkdir(exist_ok=True)
+    dataset = open_dataset(root=root, category=category)
+    config = config or download_config()
+    report = DownloadSeedReport(category=category, seed=SeedReport(category=category), limit=limit, workers=config.workers)
+    pipeline = _Pipeline(
+        dataset=dataset,
+        photos=read_photos_txt(photos_txt),
+        config=config,
+        retry_failed=retry_failed,
+        failed_before=selectors.failed_photo_ids(),
+        report=report,
+        limit=limit,
+        window=window,
+    )
+    pipeline.run(progress=progress, quiet=quiet)
+    return report
+
+
+def record_photo_downloads(*, results: Iterable[DownloadResult]) -> int:
+    """Keep each photo's latest download outcome, one row per photo id; "exists" is no download."""
+    rows = [
+        PhotoDownload(
+            photo_id=result.photo_id,
+            url=result.url,
+            outcome=result.outcome,
+            http_status=result.http_status,
+            attempts=min(result.attempts, 32767),
+            error=result.error,
+            bytes=result.bytes,
+        )
+        for result in results
+        if result.outcome != "exists"
+    ]
+    if rows:
+        PhotoDownload.objects.bulk_create(
+            rows,
+            batch_size=500,
+            update_conflicts=True,
+            unique_fields=["photo_id"],
+            update_fields=["url", "outcome", "http_status", "attempts", "error", "bytes", "updated_at"],
+        )
+    return len(rows)
+
+
+def write_failures_csv(*, failures: Sequence[PhotoFailure], path: Path) -> int:
+    """Write the failures to a CSV; return how many rows.
+
+    The columns of ``shop.downloads.write_failures_csv`` come first; the extra ones say which
+    products lost the photo, so bad boxes and missing URLs fit the same file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ordered = sorted(failures, key=lambda item: (item.photo_id, item.outcome, item.product_ids))
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(FAILURE_COLUMNS)
+        for item in ordered:
+            writer.writerow([
+                item.photo_id,
+                item.url,
+                item.outcome,
+                "" if item.http_status is None else item.http_status,
+                item.attempts,
+                item.error,
+                item.kind,
+                " ".join(map(str, item.product_ids)),
+                "yes" if item.earlier_run else "",
+            ])
+    return len(ordered)
+
+
+class _Progress(ProgressPrinter):
+    """The download line, plus how many products exist so far."""
+
+    def __init__(self, total: int, *, report: DownloadSeedReport, stream: TextIO, quiet: bool) -> None:
+        super().__init__(total, stream=stream, quiet=quiet)
+        self.report = report
+
+    def line(self) -> str:
+        target = f"/{self.report.limit:,}" if self.report.limit is not None else ""
+        return f"{super().line()}  products {self.report.seed.products_seeded:,}{target}"
+
+
+@dataclass
+class _Pipeline:
+    """Downloads run in a background thread; this (the calling) thread does every database write.
+
+    Each product in progress waits on a set of photos: first its shop photos, then, if one of
+    them is good, its street photos. A photo several products need is fetched once.
+    """
+
+    dataset: Street2ShopDataset
+    photos: PhotoList
+    config: DownloadConfig
+    retry_failed: bool
+    failed_before: set[int]
+    report: DownloadSeedReport
+    limit: int | None
+    window: int
+    order: list[int] = field(default_factory=list)
+    position: int = 0
+    in_progress: set[int] = field(default_factory=set)
+    waits_on: dict[int, set[int]] = field(default_factory=dict)  # product -> photos in flight
+    stage: dict[int, str] = field(default_factory=dict)  # product -> "shop" or "street"
+    waiting: dict[int, list[int]] = field(default_factory=dict)  # photo in flight -> products
+    kinds: dict[int, str] = field(default_factory=dict)  # photo -> "shop" or "street"
+    handled: set[int] = field(default_factory=set)  # photos this run has dealt with
+    failures: dict[int, PhotoFailure] = field(default_factory=dict)
+    ready: list[int] = field(default_factory=list)
+    unrecorded: list[DownloadResult] = field(default_factory=list)
+    estimated: set[int] = field(default_factory=set)
+    printer: _Progress | None = None
+    last_result: float | None = None
+    index_queue: IndexQueue = field(default_factory=lambda: IndexQueue(chunk=INDEX_CHUNK))
+    feed: JobFeed = field(default_factory=JobFeed)
+    # Download results (and the downloader's end or error), from the download thread to this one.
+    results: queue.SimpleQueue[object] = field(default_factory=queue.SimpleQueue)
+
+    def run(self, *, progress: TextIO | None, quiet: bool) -> None:
+        self.order = self.dataset.candidates(available=self.dataset.present | self.photos.urls.keys())
+        # The ETA assumes the first `limit` candidates suffice; products past them add their photos.
+        self.estimated = self._to_fetch(self.order if self.limit is None else self.order[: self.limit])
+        if progress is not None:
+            self.printer = _Progress(len(self.estimated), report=self.report, stream=progress, quiet=quiet)
+        started = time.perf_counter()
+        downloader = threading.Thread(target=self._download, name="photo-downloads", daemon=True)
+        downloader.start()
+        try:
+            self._loop()
+        except BaseException:
+            self.feed.cancel()  # Ctrl-C or an error: finish the requests in flight, then stop
+            raise
+        finally:
+            self.feed.close()
+            downloader.join()
+            self._drain()  # results that came in while stopping are on disk: keep their outcomes
+            self._record(force=True)
+            self.index_queue.flush()
+            if self.last_result is not None:
+                self.report.download_seconds = self.last_result - started
+            self.report.failures[:0] = self.failures.values()
+            if self.printer is not None and self.printer.done:
+                self.printer.close()
+
+    def _download(self) -> None:
+        try:
+            download_photos([], self.dataset.photos_dir, config=self.config, progress=self.results.put, feed=self.feed)
+        except BaseException as error:  # handed to the calling thread, which raises it
+            self.results.put(error)
+        finally:
+            self.results.put(_DONE)
+
+    def _loop(self) -> None:
+        last_flush = time.monotonic()
+        while True:
+            self._admit()
+            if self.ready:
+                self._seed_ready()
+                continue
+            if not self.in_progress:
+                return
+            try:
+                item = self.results.get(timeout=1.0)
+            except queue.Empty:
+                item = None
+            while item is not None:
+                self._take(item)
+                try:
+                    item = self.results.get_nowait()
+                except queue.Empty:
+                    item = None
+            if time.monotonic() - last_flush > INDEX_FLUSH_SECONDS:
+                self.index_queue.flush()
+                last_flush = time.monotonic()
+
+    def _take(self, item: object) -> None:
+        if isinstance(item, BaseException):
+            raise item
+        if item is _DONE:
+            raise RuntimeError("the downloader stopped before its work was done")
+        self._on_result(item)  # type: ignore[arg-type]
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                item = self.results.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, DownloadResult):
+                self._on_result(item, advance=False)
+
+    # --- products ---------------------------------------------------------------------------------
+
+    def _admit(self) -> None:
+        while self.position < len(self.order) and len(self.in_progress) < self.window:
+            if self.limit is not None and self.report.seed.products_seeded + len(self.in_progress) >= self.limit:
+                return
+            product_id = self.order[self.position]
+            self.position += 1
+            if self.limit is not None and self.position > self.limit:
+                # Past the products the ETA counted on: their photos join the estimate.
+                self.estimated |= self._to_fetch([product_id])
+                if self.printer is not None:
+                    self.printer.total = len(self.estimated)
+            self.in_progress.add(product_id)
+            self._start(product_id, "shop")
+
+    def _start(self, product_id: int, kind: str) -> None:
+        """Wait for the product's shop or street photos, requesting those nobody fetched yet."""
+        if kind == "shop":
+            photo_ids = list(self.dataset.retrieval[product_id])
+        else:
+            photo_ids = self.dataset.street_photo_ids(product_id)
+        jobs: list[DownloadJob] = []
+        earlier: list[int] = []
+        waits = set()
+        for photo_id in photo_ids:
+            if photo_id in self.waiting:
+                self.waiting[photo_id].append(product_id)
+                waits.add(photo_id)
+            elif photo_id in self.handled:
+                if photo_id in self.failures:
+                    self.failures[photo_id].product_ids.append(product_id)
+            else:
+                self.handled.add(photo_id)
+                self.kinds[photo_id] = kind
+                self.report.photos_needed += 1
+                if photo_id in self.dataset.present:
+                    self.report.photos_present += 1
+                elif photo_id not in self.photos.urls:
+                    self._unlisted(photo_id, product_id)
+                elif not self._should_fetch(photo_id):
+                    earlier.append(photo_id)
+                else:
+                    jobs.append(DownloadJob(photo_id, self.photos.urls[photo_id]))
+                    self.waiting[photo_id] = [product_id]
+                    waits.add(photo_id)
+        for photo_id, row in selectors.photo_downloads(photo_ids=earlier).items():
+            self.report.failed_earlier[row.outcome] += 1
+            self.failures[photo_id] = PhotoFailure(
+                photo_id=photo_id, kind=kind, product_ids=[product_id], outcome=row.outcome, url=row.url,
+                http_status=row.http_status, attempts=row.attempts, error=row.error, earlier_run=True,
+            )
+        if jobs:
+            self.feed.put(jobs)
+        if waits:
+            self.waits_on[product_id] = waits
+            self.stage[product_id] = kind
+        else:
+            self._advance(product_id, kind)
+
+    def _advance(self, product_id: int, kind: str) -> None:
+        """The product's photos of this stage are all settled: fetch its street photos, or seed it."""
+        if kind == "shop" and any(p in self.dataset.present for p in self.dataset.retrieval[product_id]):
+            self._start(product_id, "street")
+        else:
+            self.ready.append(product_id)
+
+    def _seed_ready(self) -> None:
+        batch, self.ready = self.ready, []
+        seeded = seed_products(dataset=self.dataset, product_ids=batch, index_queue=self.index_queue)
+        self.report.seed.add(seeded)
+        self.in_progress.difference_update(batch)
+        for item in seeded.skipped:
+            if item.reason in (BAD_BBOX, BAD_IMAGE):
+                self.report.failures.append(
+                    PhotoFailure(
+                        photo_id=item.photo_id, kind=item.kind, product_ids=[item.product_id], outcome=item.reason,
+                        url=self.photos.urls.get(item.photo_id, ""), error=item.detail,
+                    )
+                )
+
+    # --- photos -----------------------------------------------------------------------------------
+
+    def _should_fetch(self, photo_id: int) -> bool:
+        return (
+            photo_id not in self.dataset.present
+            and photo_id in self.photos.urls
+            and (self.retry_failed or photo_id not in self.failed_before)
+        )
+
+    def _to_fetch(self, products: Sequence[int]) -> set[int]:
+        return {
+            photo_id
+            for product_id in products
+            for photo_id in self.dataset.photo_ids(product_id)
+            if self._should_fetch(photo_id)
+        }
+
+    def _unlisted(self, photo_id: int, product_id: int) -> None:
+        self.report.not_listed += 1
+        error = "no line in photos.txt"
+        self.unrecorded.append(DownloadResult(photo_id, "", NOT_LISTED, None, 0, 0, error, 0.0))
+        self.failures[photo_id] = PhotoFailure(
+            photo_id=photo_id, kind=self.kinds[photo_id], product_ids=[product_id], outcome=NOT_LISTED, error=error
+        )
+
+    def _on_result(self, result: DownloadResult, *, advance: bool = True) -> None:
+        """Book one finished download; ``advance=False`` only books it (the run is stopping)."""
+        # Kept before anything else can fail (such as the progress line on a closed terminal).
+        self.unrecorded.append(result)
+        self.last_result = time.perf_counter()
+        report = self.report
+        report.requests += result.attempts
+        if result.outcome == "exists":
+            report.photos_present += 1
+        else:
+            report.outcomes[result.outcome] += 1
+        products = self.waiting.pop(result.photo_id, [])
+        if result.succeeded:
+            self.dataset.present.add(result.photo_id)
+            if result.outcome == "ok":
+                self.dataset.verified.add(result.photo_id)
+        else:
+            self.failures[result.photo_id] = PhotoFailure(
+                photo_id=result.photo_id, kind=self.kinds[result.photo_id], product_ids=list(products),
+                outcome=result.outcome, url=result.url, http_status=result.http_status, attempts=result.attempts,
+                error=result.error,
+            )
+        self._record(force=False)
+        if advance:
+            for product_id in products:
+                waits = self.waits_on[product_id]
+                waits.discard(result.photo_id)
+                if not waits:
+                    del self.waits_on[product_id]
+                    self._advance(product_id, self.stage.pop(product_id))
+            if self.printer is not None:
+                self.printer(result)
+
+    def _record(self, *, force: bool) -> None:
+        if self.unrecorded and (force or len(self.unrecorded) >= RECORD_BATCH):
+            record_photo_downloads(results=self.unrecorded)
+            self.unrecorded = []
