@@ -5,14 +5,17 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponseRedirect
+from django.middleware.csrf import get_token
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from shop import selectors
+from shop.charts import line_chart
 from shop.models import (
     Feature,
     ModelVersion,
+    PhotoDownload,
     Product,
     ProductEmbedding,
     ProductImage,
@@ -158,21 +161,25 @@ class SearchQueryAdmin(admin.ModelAdmin):
         return _thumb(obj.image)
 
 
-def _metrics_table(metrics: dict) -> str:
-    test = metrics.get("test") or {}
-    rows = []
-    for name in ("baseline", "previous", "siamese"):
-        if name in test:
-            figures = test[name]
-            rows.append((name, *(f"{figures.get(k, 0):.3f}" for k in ("top1", "top5", "top10", "top20"))))
+METRIC_ROWS = (("baseline", "raw backbone (cosine)"), ("previous", "previous active"), ("siamese", "this version"))
+
+
+def _metrics_table(metrics: dict, part: str, label: str) -> str:
+    figures = metrics.get(part) or {}
+    rows = [
+        (name, *(f"{figures[key].get(k, 0):.3f}" for k in ("top1", "top5", "top10", "top20")))
+        for key, name in METRIC_ROWS
+        if key in figures
+    ]
     if not rows:
-        return "—"
+        return ""
     body = format_html_join("", "<tr><th>{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
     return format_html(
-        "<table><tr><th>test ({} queries, {} products)</th><th>top-1</th><th>top-5</th><th>top-10</th>"
-        "<th>top-20</th></tr>{}</table>",
-        test.get("queries", "?"),
-        test.get("gallery", "?"),
+        '<table style="margin-bottom:8px"><tr><th>{} ({} queries, {} products)</th><th>top-1</th><th>top-5</th>'
+        "<th>top-10</th><th>top-20</th></tr>{}</table>",
+        label,
+        figures.get("queries", "?"),
+        figures.get("gallery", "?"),
         body,
     )
 
@@ -180,14 +187,14 @@ def _metrics_table(metrics: dict) -> str:
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
     change_list_template = "admin/shop/modelversion/change_list.html"
-    list_display = ("__str__", "status", "category", "weights_id", "progress_text", "test_top20", "created_at",
-                    "duration")
+    change_form_template = "admin/shop/modelversion/change_form.html"
+    list_display = ("__str__", "status_badge", "category", "weights_id", "progress_text", "val_top20", "test_top20",
+                    "gate_text", "created_at", "duration", "activate_button")
     list_filter = ("status", "category")
-    actions = ["activate"]
     readonly_fields = (
-        "status", "category", "weights_id", "progress_text", "hyperparameters", "dataset_counts", "metrics_table",
-        "loss_table", "artifact_path", "checksum", "error", "gate_overridden", "requested_by", "created_at",
-        "started_at", "finished_at", "activated_at",
+        "status", "category", "weights_id", "progress_text", "gate_text", "metrics_tables", "curves",
+        "hyperparameters", "dataset_counts", "loss_table", "artifact_path", "checksum", "error", "gate_overridden",
+        "requested_by", "created_at", "started_at", "finished_at", "activated_at",
     )
     exclude = ("history", "metrics", "progress")
 
@@ -197,16 +204,36 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def get_urls(self):
         return [
             path("train/", self.admin_site.admin_view(self.start_training_view), name="shop_modelversion_train"),
+            path("<int:pk>/activate/", self.admin_site.admin_view(self.activate_view),
+                 name="shop_modelversion_activate"),
             *super().get_urls(),
         ]
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
+        self._request = request
+        running = selectors.running_version()
         extra = {
             "can_start_training": request.user.has_perm("shop.start_training"),
-            "running": selectors.running_version(),
+            "running": running,
             **(extra_context or {}),
         }
         return super().changelist_view(request, extra)
+
+    def change_view(self, request: HttpRequest, object_id, form_url="", extra_context=None):
+        version = self.get_object(request, object_id)
+        extra = {
+            "is_running": bool(version and version.is_running),
+            "can_activate": request.user.has_perm("shop.activate_version"),
+            "needs_override": bool(
+                version
+                and version.status == ModelVersion.Status.READY
+                and not (version.metrics or {}).get("gate", {}).get("passed")
+                and version.activated_at is None
+            ),
+            "is_ready": bool(version and version.status == ModelVersion.Status.READY),
+            **(extra_context or {}),
+        }
+        return super().change_view(request, object_id, form_url, extra)
 
     def start_training_view(self, request: HttpRequest):
         if request.method != "POST":
@@ -221,20 +248,48 @@ class ModelVersionAdmin(admin.ModelAdmin):
             self.message_user(request, f"Training run {version} queued: the workers will train, evaluate and embed.")
         return HttpResponseRedirect(reverse("admin:shop_modelversion_changelist"))
 
-    @admin.action(description="Activate the selected ready version (rollback)", permissions=["activate"])
-    def activate(self, request: HttpRequest, queryset) -> None:
-        if queryset.count() != 1:
-            self.message_user(request, "Select exactly one version to activate.", level=messages.ERROR)
-            return
+    def activate_view(self, request: HttpRequest, pk: int):
+        if request.method != "POST":
+            return HttpResponseRedirect(reverse("admin:shop_modelversion_change", args=[pk]))
+        if not request.user.has_perm("shop.activate_version"):
+            raise PermissionDenied
+        override = request.POST.get("override") == "1"
         try:
-            version = training.activate_version(version_id=queryset.get().pk)
+            version = training.activate_version(version_id=pk, override=override, user=request.user)
         except training.ActivationRefused as error:
             self.message_user(request, str(error), level=messages.ERROR)
+        except ModelVersion.DoesNotExist:
+            raise Http404("No such model version") from None
         else:
-            self.message_user(request, f"{version} is now serving similar items.")
+            note = " (gate overridden, recorded)" if override and version.gate_overridden else ""
+            self.message_user(request, f"{version} now serves similar items{note}.")
+        return HttpResponseRedirect(reverse("admin:shop_modelversion_changelist"))
 
-    def has_activate_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("shop.activate_version")
+    @admin.display(description="Status", ordering="status")
+    def status_badge(self, obj: ModelVersion) -> str:
+        colour = {"active": "#2e7d32", "failed": "#b00020", "ready": "#2f6f9f"}.get(obj.status, "#8a5a00")
+        text = "● active (serving)" if obj.status == ModelVersion.Status.ACTIVE else obj.get_status_display()
+        return format_html('<strong style="color:{}">{}</strong>', colour, text)
+
+    @admin.display(description="")
+    def activate_button(self, obj: ModelVersion) -> str:
+        request = getattr(self, "_request", None)
+        if obj.status != ModelVersion.Status.READY or request is None:
+            return ""
+        if not request.user.has_perm("shop.activate_version"):
+            return ""
+        gate_passed = (obj.metrics or {}).get("gate", {}).get("passed")
+        if not gate_passed and obj.activated_at is None:
+            return format_html('<a href="{}">gate refused: review</a>',
+                               reverse("admin:shop_modelversion_change", args=[obj.pk]))
+        label = "Roll back to this" if obj.activated_at else "Activate"
+        return format_html(
+            '<form method="post" action="{}" style="margin:0"><input type="hidden" name="csrfmiddlewaretoken" '
+            'value="{}"><button type="submit" class="button">{}</button></form>',
+            reverse("admin:shop_modelversion_activate", args=[obj.pk]),
+            get_token(request),
+            label,
+        )
 
     @admin.display(description="Progress")
     def progress_text(self, obj: ModelVersion) -> str:
@@ -246,12 +301,30 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return f"{stage}: {progress['done']}/{progress.get('total', '?')}"
         return stage or obj.get_status_display()
 
+    @staticmethod
+    def _top20(obj: ModelVersion, part: str) -> str:
+        figures = (obj.metrics or {}).get(part) or {}
+        if "siamese" not in figures:
+            return "—"
+        return f"{figures['siamese']['top20']:.3f} (raw {figures['baseline']['top20']:.3f})"
+
+    @admin.display(description="Validation top-20")
+    def val_top20(self, obj: ModelVersion) -> str:
+        return self._top20(obj, "validation")
+
     @admin.display(description="Test top-20")
     def test_top20(self, obj: ModelVersion) -> str:
-        test = (obj.metrics or {}).get("test") or {}
-        if "siamese" not in test:
+        return self._top20(obj, "test")
+
+    @admin.display(description="Gate")
+    def gate_text(self, obj: ModelVersion) -> str:
+        gate = (obj.metrics or {}).get("gate")
+        if not gate:
             return "—"
-        return f"{test['siamese']['top20']:.3f} (baseline {test['baseline']['top20']:.3f})"
+        verdict = "passed" if gate.get("passed") else "refused"
+        if obj.gate_overridden:
+            verdict = f"refused, overridden by {gate.get('overridden_by', '?')}"
+        return f"{verdict}: {gate.get('reason', '')}"
 
     @admin.display(description="Duration")
     def duration(self, obj: ModelVersion) -> str:
@@ -259,15 +332,57 @@ class ModelVersionAdmin(admin.ModelAdmin):
         return f"{seconds:.0f} s" if seconds is not None else "—"
 
     @admin.display(description="Metrics")
-    def metrics_table(self, obj: ModelVersion) -> str:
-        return _metrics_table(obj.metrics or {})
+    def metrics_tables(self, obj: ModelVersion) -> str:
+        metrics = obj.metrics or {}
+        html = _metrics_table(metrics, "validation", "validation (gate)") + _metrics_table(metrics, "test", "test")
+        cost = metrics.get("backbone") or {}
+        if "ms_per_image" in cost:
+            html += format_html(
+                "<p>Backbone {} ({}-d{}): {} ms per image on this machine.</p>",
+                cost["name"], cost["dim"], ", random fallback" if cost.get("fallback") else "", cost["ms_per_image"],
+            )
+        return format_html("{}", html) if html else "—"
 
-    @admin.display(description="Per-epoch losses")
+    @admin.display(description="Curves")
+    def curves(self, obj: ModelVersion) -> str:
+        history = obj.history or []
+        if not history:
+            return "—"
+        losses = {"training loss": [(row["epoch"], row.get("loss")) for row in history]}
+        validation = {
+            f"validation {k}": [(row["epoch"], row.get(f"val_{k}")) for row in history] for k in ("top1", "top20")
+        }
+        return line_chart(losses, title="loss per epoch") + line_chart(
+            validation, title="validation accuracy per epoch", y_range=(0.0, 1.0)
+        )
+
+    @admin.display(description="Per-epoch history")
     def loss_table(self, obj: ModelVersion) -> str:
         if not obj.history:
             return "—"
-        rows = [(row.get("epoch"), f"{row.get('loss', float('nan')):.4f}") for row in obj.history]
+
+        def cell(value) -> str:
+            return "—" if value is None else f"{value:.4f}"
+
+        rows = [(row.get("epoch"), cell(row.get("loss")), cell(row.get("val_top1")), cell(row.get("val_top20")))
+                for row in obj.history]
         return format_html(
-            "<table><tr><th>epoch</th><th>loss</th></tr>{}</table>",
-            format_html_join("", "<tr><td>{}</td><td>{}</td></tr>", rows),
+            "<table><tr><th>epoch</th><th>loss</th><th>val top-1</th><th>val top-20</th></tr>{}</table>",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
         )
+
+
+@admin.register(PhotoDownload)
+class PhotoDownloadAdmin(admin.ModelAdmin):
+    """Read-only: rows are written by `seed_street2shop --download`, one per photo."""
+
+    list_display = ("photo_id", "outcome", "http_status", "attempts", "bytes", "error", "updated_at")
+    list_filter = ("outcome", "http_status")
+    search_fields = ("=photo_id", "url")
+    readonly_fields = ("photo_id", "url", "outcome", "http_status", "attempts", "error", "bytes", "updated_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False

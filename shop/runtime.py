@@ -28,11 +28,15 @@ def get_backbone() -> Backbone:
     """The backbone named by settings, loaded once per process."""
     from similarity.backbone import load_backbone
 
-    key = ("vgg19-fc2", settings.BACKBONE_WEIGHTS, settings.BACKBONE_SEED)
+    key = (settings.BACKBONE, settings.BACKBONE_WEIGHTS, settings.BACKBONE_SEED)
     with _lock:
         if key not in _backbones:
             backbone = load_backbone(
-                key[0], weights=key[1], store_dir=Path(settings.MODEL_STORE), seed=key[2]
+                key[0],
+                weights=key[1],
+                store_dir=Path(settings.MODEL_STORE),
+                seed=key[2],
+                allow_download=settings.BACKBONE_ALLOW_DOWNLOAD,
             )
             logger.info("loaded backbone %s", backbone.weights_id)
             _backbones[key] = backbone

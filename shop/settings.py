@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from shop.env import envbool, envfloat, envint, envpath, envstr
 
@@ -96,7 +97,11 @@ MODEL_STORE = envpath("MODEL_STORE", DATA_DIR / "models")
 # "auto" (ImageNet where obtainable, else seeded random with a warning), "imagenet",
 # "random", or a path to a local VGG19 weights file.
 BACKBONE_WEIGHTS = envstr("BACKBONE_WEIGHTS", "auto")
+# vgg19-fc2 (4096-d, the default), vgg19-block5-gem / vgg19-block5-max (512-d) or mobilenetv2 (1280-d).
+BACKBONE = envstr("BACKBONE", "vgg19-fc2")
 BACKBONE_SEED = envint("BACKBONE_SEED", 1234)
+# Offline machines can skip the download attempt that "auto" makes before falling back.
+BACKBONE_ALLOW_DOWNLOAD = envbool("BACKBONE_ALLOW_DOWNLOAD", True)
 FEATURE_BATCH_SIZE = envint("FEATURE_BATCH_SIZE", 16, minimum=1)
 SIMILAR_ITEMS = envint("SIMILAR_ITEMS", 10, minimum=1)
 
@@ -106,6 +111,23 @@ IMAGE_MAX_PIXELS = envint("IMAGE_MAX_PIXELS", 40_000_000, minimum=1)
 # Django refuses larger bodies before our form sees them; leave room for the form fields.
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+
+# --- Street2Shop downloads (seed_street2shop --download) ---------------------------------
+DOWNLOAD_WORKERS = envint("DOWNLOAD_WORKERS", 8, minimum=1)
+DOWNLOAD_PER_HOST = envint("DOWNLOAD_PER_HOST", 2, minimum=1)
+DOWNLOAD_CONNECT_TIMEOUT = envfloat("DOWNLOAD_CONNECT_TIMEOUT", 5.0)
+DOWNLOAD_READ_TIMEOUT = envfloat("DOWNLOAD_READ_TIMEOUT", 20.0)
+# Caps a whole attempt: a server dripping one byte per read timeout would otherwise hold a worker.
+DOWNLOAD_TOTAL_TIMEOUT = envfloat("DOWNLOAD_TOTAL_TIMEOUT", 120.0)
+DOWNLOAD_RETRIES = envint("DOWNLOAD_RETRIES", 3, minimum=0)
+DOWNLOAD_BACKOFF_BASE = envfloat("DOWNLOAD_BACKOFF_BASE", 0.5)
+DOWNLOAD_BACKOFF_MAX = envfloat("DOWNLOAD_BACKOFF_MAX", 30.0)
+DOWNLOAD_MAX_BYTES = envint("DOWNLOAD_MAX_BYTES", 15 * 1024 * 1024, minimum=1)
+for _name in ("DOWNLOAD_CONNECT_TIMEOUT", "DOWNLOAD_READ_TIMEOUT", "DOWNLOAD_TOTAL_TIMEOUT"):
+    if globals()[_name] <= 0:
+        raise ImproperlyConfigured(f"{_name} must be more than 0 seconds")
+if DOWNLOAD_BACKOFF_BASE < 0 or DOWNLOAD_BACKOFF_MAX < 0:
+    raise ImproperlyConfigured("DOWNLOAD_BACKOFF_BASE and DOWNLOAD_BACKOFF_MAX must be 0 or more")
 
 # --- Celery ---------------------------------------------------------------------------
 REDIS_URL = envstr("REDIS_URL", "")
@@ -134,7 +156,7 @@ LOGGING = {
 }
 
 # Siamese training defaults; an admin's run records the values it used.
-SIAMESE_EPOCHS = envint("SIAMESE_EPOCHS", 20, minimum=1)
+SIAMESE_EPOCHS = envint("SIAMESE_EPOCHS", 30, minimum=1)
 SIAMESE_BATCH_SIZE = envint("SIAMESE_BATCH_SIZE", 64, minimum=1)
 SIAMESE_LEARNING_RATE = envfloat("SIAMESE_LEARNING_RATE", 1e-3)
 SIAMESE_MARGIN = envfloat("SIAMESE_MARGIN", 1.0)
@@ -142,3 +164,13 @@ SIAMESE_EMBEDDING_DIM = envint("SIAMESE_EMBEDDING_DIM", 128, minimum=2)
 SIAMESE_HIDDEN_DIM = envint("SIAMESE_HIDDEN_DIM", 512, minimum=2)
 SIAMESE_NEGATIVES = envint("SIAMESE_NEGATIVES", 3, minimum=1)
 SIAMESE_SEED = envint("SIAMESE_SEED", 0)
+# "residual" starts from the raw features' principal directions, so small data stays near the baseline.
+SIAMESE_ARCHITECTURE = envstr("SIAMESE_ARCHITECTURE", "residual")
+SIAMESE_WEIGHT_DECAY = envfloat("SIAMESE_WEIGHT_DECAY", 1e-4)
+SIAMESE_LOSS = envstr("SIAMESE_LOSS", "contrastive")
+SIAMESE_HARD_NEGATIVES = envfloat("SIAMESE_HARD_NEGATIVES", 0.5)
+SIAMESE_PATIENCE = envint("SIAMESE_PATIENCE", 6, minimum=0)
+if SIAMESE_ARCHITECTURE not in ("residual", "mlp"):
+    raise ImproperlyConfigured(f"SIAMESE_ARCHITECTURE={SIAMESE_ARCHITECTURE!r}: use residual or mlp")
+if SIAMESE_LOSS not in ("contrastive", "triplet"):
+    raise ImproperlyConfigured(f"SIAMESE_LOSS={SIAMESE_LOSS!r}: use contrastive or triplet")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from PIL import Image
 
-from similarity.images import preprocess_image
+from similarity.images import preprocess_image, preprocess_image_mobilenet
 
 if TYPE_CHECKING:
     import keras
@@ -55,6 +55,10 @@ class BackboneSpec:
     imagenet_url: str
     imagenet_md5: str | None
     preprocess: Callable[[Image.Image, int], np.ndarray] = preprocess_image
+    # Another backbone whose seeded random weights file this one loads instead of making its own,
+    # so both see the same random layers. This base must be a leading part of that one's: Keras
+    # matches the layers of a .weights.h5 file in order and ignores the ones left over.
+    random_weights_of: str | None = None
 
 
 def _vgg19_with_top() -> keras.Model:
@@ -63,10 +67,64 @@ def _vgg19_with_top() -> keras.Model:
     return keras.applications.VGG19(weights=None, include_top=True)
 
 
+def _vgg19_convolutions() -> keras.Model:
+    import keras
+
+    return keras.applications.VGG19(weights=None, include_top=False)
+
+
+def _mobilenet_v2() -> keras.Model:
+    import keras
+
+    return keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(224, 224, 3))
+
+
 def _cut_at_fc2(base: keras.Model) -> keras.Model:
     import keras
 
     return keras.Model(base.inputs, base.get_layer("fc2").output, name="vgg19_fc2")
+
+
+def _pool_block5(pooling: Literal["max", "gem"]) -> Callable[[keras.Model], keras.Model]:
+    def build(base: keras.Model) -> keras.Model:
+        import keras
+
+        from similarity.pooling import GeMPooling2D
+
+        # block5_conv4 (14×14, ReLU), not block5_pool (7×7): max pooling gives the same vector
+        # either way, and GeM should average every activation, not only the 2×2 local maxima.
+        maps = base.get_layer("block5_conv4").output
+        pool = keras.layers.GlobalMaxPooling2D() if pooling == "max" else GeMPooling2D()
+        return keras.Model(base.inputs, pool(maps), name=f"vgg19_block5_{pooling}")
+
+    return build
+
+
+def _average_pool(base: keras.Model) -> keras.Model:
+    import keras
+
+    pooled = keras.layers.GlobalAveragePooling2D()(base.output)
+    return keras.Model(base.inputs, pooled, name=f"{base.name}_avg")
+
+
+_KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+_VGG19_NOTOP = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+_MOBILENET_V2_NOTOP = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+
+
+def _vgg19_block5(pooling: Literal["max", "gem"]) -> BackboneSpec:
+    return BackboneSpec(
+        name=f"vgg19-block5-{pooling}",
+        dim=512,
+        input_size=224,
+        build_base=_vgg19_convolutions,
+        build_features=_pool_block5(pooling),
+        # Keras' own include_top=False file: the same ImageNet convolutions as vgg19-fc2's, 80 MB.
+        imagenet_file=_VGG19_NOTOP,
+        imagenet_url=_KERAS_WEIGHTS + "vgg19/" + _VGG19_NOTOP,
+        imagenet_md5="253f8cb515780f3b799900260a226db6",
+        random_weights_of="vgg19-fc2",
+    )
 
 
 BACKBONES: dict[str, BackboneSpec] = {
@@ -83,6 +141,20 @@ BACKBONES: dict[str, BackboneSpec] = {
         ),
         # The hash keras.applications.VGG19 itself checks.
         imagenet_md5="cbe5617147190e668d6c5d5026f83318",
+    ),
+    "vgg19-block5-max": _vgg19_block5("max"),
+    "vgg19-block5-gem": _vgg19_block5("gem"),
+    "mobilenetv2": BackboneSpec(
+        name="mobilenetv2",
+        dim=1280,
+        input_size=224,
+        build_base=_mobilenet_v2,
+        build_features=_average_pool,
+        imagenet_file=_MOBILENET_V2_NOTOP,
+        imagenet_url=_KERAS_WEIGHTS + "mobilenet_v2/" + _MOBILENET_V2_NOTOP,
+        # keras.applications.MobileNetV2 checks no hash for this file either.
+        imagenet_md5=None,
+        preprocess=preprocess_image_mobilenet,
     ),
 }
 
@@ -256,7 +328,7 @@ def load_backbone(
     resolved = resolve_weights(weights, allow_download=allow_download, name=name)
     base = spec.build_base()
     if resolved.kind == "random":
-        path = ensure_random_weights(spec, base, Path(store_dir), seed=seed)
+        path = _shared_random_weights(spec, base, Path(store_dir), seed=seed)
         # Load even right after creating it, so this process matches every other one bit for bit.
         base.load_weights(str(path))
         sha = file_sha256(path, cache_dir=_hash_cache_dir(Path(store_dir)))
@@ -285,6 +357,18 @@ def _load_weights_file(model: keras.Model, path: Path) -> None:
         model.load_weights(str(path))
     except (OSError, ValueError, KeyError) as exc:
         raise WeightsUnavailable(f"Could not load backbone weights from {path}: {exc}") from exc
+
+
+def _shared_random_weights(spec: BackboneSpec, base: keras.Model, store_dir: Path, *, seed: int) -> Path:
+    """The random weights file this backbone loads: its own, or the one of random_weights_of."""
+    if spec.random_weights_of is None:
+        return ensure_random_weights(spec, base, store_dir, seed=seed)
+    owner = get_spec(spec.random_weights_of)
+    path = random_weights_path(store_dir, owner.name, seed)
+    if path.is_file():
+        return path
+    # Only when the owner's file is missing: for VGG19 that means building all 143M parameters.
+    return ensure_random_weights(owner, owner.build_base(), store_dir, seed=seed)
 
 
 def random_weights_path(store_dir: Path, name: str, seed: int) -> Path:
@@ -317,17 +401,26 @@ def ensure_random_weights(spec: BackboneSpec, base: keras.Model, store_dir: Path
 
 
 def _seeded_init(model: keras.Model, seed: int) -> None:
-    """He-uniform kernels and zero biases from a numpy Generator.
+    """He-uniform kernels, zero biases and identity batch norms from a numpy Generator.
 
     Drawn in numpy rather than through Keras initialisers so the file depends only on the seed,
     not on Keras' global RNG state. He (not Keras' default Glorot) keeps ReLU activations from
     shrinking towards zero through VGG's 18 layers, so random features still vary between photos.
+    Batch norms start as the identity (gamma and moving variance 1, beta and moving mean 0):
+    zeros there would make every feature the same constant.
     """
     rng = np.random.default_rng(seed)
+    ones = _batch_norm_ones(model)
+    depthwise = _depthwise_kernels(model)
+    # Kernels are drawn in model.weights order, so models without batch norm or depthwise
+    # convolutions (VGG19) get the same values for a seed as before those were handled.
     for variable in model.weights:
         shape = tuple(variable.shape)
-        if len(shape) >= 2:
-            fan_in = int(np.prod(shape[:-1]))
+        if id(variable) in ones:
+            values = np.ones(shape, dtype=np.float32)
+        elif len(shape) >= 2:
+            # A depthwise kernel (h, w, channels, multiplier) sees h×w inputs per output, not h×w×channels.
+            fan_in = int(np.prod(shape[:-2] if id(variable) in depthwise else shape[:-1]))
             limit = np.float32(np.sqrt(6.0 / fan_in))
             # float32 draws and in-place maths: fc1 alone holds 103M weights.
             values = rng.random(shape, dtype=np.float32)
@@ -336,6 +429,31 @@ def _seeded_init(model: keras.Model, seed: int) -> None:
         else:
             values = np.zeros(shape, dtype=np.float32)
         variable.assign(values)
+
+
+def _all_layers(model: keras.Model) -> Iterator[Any]:
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+
+
+def _batch_norm_ones(model: keras.Model) -> set[int]:
+    import keras
+
+    return {
+        id(variable)
+        for layer in _all_layers(model)
+        if isinstance(layer, keras.layers.BatchNormalization)
+        for variable in (layer.gamma, layer.moving_variance)
+        if variable is not None
+    }
+
+
+def _depthwise_kernels(model: keras.Model) -> set[int]:
+    import keras
+
+    return {id(layer.kernel) for layer in _all_layers(model) if isinstance(layer, keras.layers.DepthwiseConv2D)}
 
 
 @contextlib.contextmanager

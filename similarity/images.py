@@ -1,4 +1,4 @@
-"""Safe image loading, Street2Shop boxes and VGG preprocessing (Pillow and numpy only).
+"""Safe image loading, Street2Shop boxes and backbone preprocessing (Pillow and numpy only).
 
 The web process imports this module, so it must never import TensorFlow or Django.
 """
@@ -222,11 +222,24 @@ def crop_box(image: Image.Image, bbox: tuple[int, int, int, int]) -> Image.Image
     return image.crop((left, top, left + width, top + height))
 
 
-def preprocess_image(image: Image.Image, size: int = 224) -> np.ndarray:
-    """Resize to size×size and apply Keras' VGG "caffe" preprocessing, in numpy."""
+def _resized_pixels(image: Image.Image, size: int) -> np.ndarray:
     rgb = image if image.mode == "RGB" else to_rgb(image)
     resized = rgb.resize((size, size), Image.Resampling.BILINEAR)
-    pixels = np.asarray(resized, dtype=np.float32)
+    return np.array(resized, dtype=np.float32)
+
+
+def preprocess_image(image: Image.Image, size: int = 224) -> np.ndarray:
+    """Resize to size×size and apply Keras' VGG "caffe" preprocessing, in numpy."""
+    pixels = _resized_pixels(image, size)
     # Same order of operations as keras.applications.imagenet_utils: flip to BGR, then centre.
     bgr = pixels[..., ::-1] - IMAGENET_BGR_MEANS
     return np.ascontiguousarray(bgr, dtype=np.float32)
+
+
+def preprocess_image_mobilenet(image: Image.Image, size: int = 224) -> np.ndarray:
+    """Resize to size×size and scale RGB to [-1, 1], as Keras' MobileNetV2 ("tf" mode) preprocessing."""
+    pixels = _resized_pixels(image, size)
+    # Divide then subtract, in float32, as imagenet_utils does, so the results match bit for bit.
+    pixels /= np.float32(127.5)
+    pixels -= np.float32(1.0)
+    return np.ascontiguousarray(pixels, dtype=np.float32)

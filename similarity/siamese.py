@@ -24,6 +24,25 @@ class TowerChecksumError(ValueError):
     """A saved tower does not have the checksum recorded when it was trained."""
 
 
+def principal_directions(features: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, components (d_in, dim)) of L2-normalised features; missing directions are zero.
+
+    A projection on these directions keeps most of the raw features' geometry, so a tower that
+    starts from it starts near the raw-feature baseline instead of at a random embedding.
+    """
+    rows = np.asarray(features, dtype=np.float64)
+    rows = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    mean = rows.mean(axis=0)
+    centred = rows - mean
+    components = np.zeros((rows.shape[1], dim), dtype=np.float64)
+    if len(rows) > 1:
+        # The Gram matrix is (n, n): cheaper than the (d, d) covariance when n < 4096.
+        _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+        keep = min(dim, int((singular > singular[0] * 1e-6).sum()) if singular.size else 0)
+        components[:, :keep] = vt[:keep].T
+    return mean.astype(np.float32), components.astype(np.float32)
+
+
 def build_embedding_model(
     input_dim: int,
     *,
@@ -31,25 +50,56 @@ def build_embedding_model(
     embedding_dim: int = 128,
     dropout: float = 0.1,
     seed: int = 0,
+    architecture: str = "mlp",
+    weight_decay: float = 0.0,
+    init_features: np.ndarray | None = None,
 ) -> keras.Model:
-    """The shared tower: L2-normalised features in, L2-normalised embedding out."""
+    """The shared tower: L2-normalised features in, L2-normalised embedding out.
+
+    `mlp` is the seed project's tower (Dense-ReLU-Dense from a random start). `residual` starts
+    as the principal-direction projection of `init_features` plus a residual MLP whose last
+    layer is zero, so before training it ranks like the raw features and small data can only
+    move it as far as the training signal pushes.
+    """
     import keras
 
+    regulariser = keras.regularizers.L2(weight_decay) if weight_decay else None
     inputs = keras.Input(shape=(input_dim,), name="features")
     # Backbone features differ wildly in scale between photos; only their direction matters.
     x = keras.layers.UnitNormalization(name="normalise_input")(inputs)
-    x = keras.layers.Dense(
+    hidden = keras.layers.Dense(
         hidden_dim,
         activation="relu",
         kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+        kernel_regularizer=regulariser,
         name="hidden",
     )(x)
-    x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(x)
-    x = keras.layers.Dense(
-        embedding_dim,
-        kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 1),
-        name="projection",
-    )(x)
+    hidden = keras.layers.Dropout(dropout, seed=seed, name="dropout")(hidden)
+    if architecture == "mlp":
+        x = keras.layers.Dense(
+            embedding_dim,
+            kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 1),
+            kernel_regularizer=regulariser,
+            name="projection",
+        )(hidden)
+    elif architecture == "residual":
+        if init_features is None:
+            raise ValueError("The residual tower starts from init_features' principal directions.")
+        mean, components = principal_directions(init_features, embedding_dim)
+        projection = keras.layers.Dense(
+            embedding_dim,
+            kernel_initializer=keras.initializers.Constant(components),
+            # Centring folded into the bias: (x - mean) @ W == x @ W - mean @ W.
+            bias_initializer=keras.initializers.Constant(-(mean @ components)),
+            kernel_regularizer=regulariser,
+            name="projection",
+        )(x)
+        residual = keras.layers.Dense(
+            embedding_dim, kernel_initializer="zeros", kernel_regularizer=regulariser, name="residual"
+        )(hidden)
+        x = keras.layers.Add(name="projection_plus_residual")([projection, residual])
+    else:
+        raise ValueError(f"Unknown tower architecture {architecture!r}; use 'mlp' or 'residual'.")
     outputs = keras.layers.UnitNormalization(name="embedding")(x)
     return keras.Model(inputs, outputs, name="embedding_tower")
 
@@ -94,18 +144,47 @@ def contrastive_loss(margin: float = 1.0) -> Callable[[Any, Any], Any]:
     return loss
 
 
+def build_triplet(tower: keras.Model) -> keras.Model:
+    """Anchor (street), positive and negative (shop) through the same tower: (d_ap, d_an)."""
+    import keras
+
+    shape = tower.input_shape[1:]
+    anchor, positive, negative = (keras.Input(shape=shape, name=n) for n in ("street", "shop", "other_shop"))
+    a, p, n = tower(anchor), tower(positive), tower(negative)
+    distance = keras.layers.Lambda(euclidean_distance, output_shape=(1,))
+    pair = keras.layers.Concatenate(name="distances")([distance([a, p]), distance([a, n])])
+    return keras.Model(inputs=[anchor, positive, negative], outputs=pair, name="triplet")
+
+
+def triplet_loss(margin: float = 0.5) -> Callable[[Any, Any], Any]:
+    """max(d(a, p)² − d(a, n)² + margin, 0) per triplet; y_true is unused."""
+
+    def loss(y_true: Any, y_pred: Any) -> Any:
+        from keras import ops
+
+        positive, negative = y_pred[:, 0], y_pred[:, 1]
+        return ops.maximum(ops.square(positive) - ops.square(negative) + margin, 0.0)
+
+    loss.__name__ = f"triplet_loss_m{margin:g}"
+    return loss
+
+
 def make_pairs(
     street_labels: np.ndarray,
     shop_labels: np.ndarray,
     *,
     negatives_per_positive: int = 1,
     rng: np.random.Generator,
+    hard_candidates: np.ndarray | None = None,
+    hard_share: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(street index, shop index, label) pairs: one positive per street crop plus negatives.
 
     The positive uses a random shop row of the crop's own product; each negative uses a random
     row of a different product, drawn uniformly over products rather than rows so products with
     many shop photos do not dominate. Street crops whose product has no shop row are skipped.
+    With `hard_candidates` ((n_street, m) product labels, e.g. the nearest wrong products under
+    the current model), a `hard_share` of the negatives is drawn from a crop's candidates instead.
     """
     street_labels = np.asarray(street_labels)
     shop_labels = np.asarray(shop_labels)
@@ -135,6 +214,13 @@ def make_pairs(
     # Uniform over the other products: draw from P-1 slots and skip over the crop's own product.
     other = rng.integers(0, max(len(products) - 1, 1), size=len(negative_own))
     other = other + (other >= negative_own)
+    if hard_candidates is not None and hard_share > 0 and len(negative_street):
+        candidates = np.asarray(hard_candidates)[negative_street]
+        picked = candidates[np.arange(len(candidates)), rng.integers(0, candidates.shape[1], len(candidates))]
+        hard_position = np.minimum(np.searchsorted(products, picked), len(products) - 1)
+        usable = (products[hard_position] == picked) & (hard_position != negative_own)
+        use_hard = usable & (rng.random(len(other)) < hard_share)
+        other = np.where(use_hard, hard_position, other)
     negative_shop = random_row(other)
 
     street = np.concatenate([street_index, negative_street]).astype(np.int64)
@@ -158,15 +244,66 @@ class TrainConfig:
     dropout: float = 0.1
     negatives_per_positive: int = 3
     seed: int = 0
+    architecture: str = "mlp"
+    weight_decay: float = 0.0
+    loss: str = "contrastive"  # or "triplet"
+    hard_negative_share: float = 0.0
+    hard_negative_pool: int = 10
+    patience: int = 0  # epochs without a better validation top-20 before stopping; 0 = never stop early
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 @dataclass
+class ValidationSet:
+    """Held-out products: their street crops query a gallery of shop rows (theirs and others)."""
+
+    queries: np.ndarray
+    query_labels: np.ndarray
+    gallery: np.ndarray
+    gallery_labels: np.ndarray
+
+    def score(self, tower: keras.Model) -> dict[str, float]:
+        from similarity.evaluation import top_k_accuracy
+
+        result = top_k_accuracy(
+            embed(tower, self.queries), self.query_labels, embed(tower, self.gallery), self.gallery_labels,
+            metric="euclidean",
+        )
+        return {f"val_{k}": float(result[k]) for k in ("top1", "top5", "top10", "top20")}
+
+
+@dataclass
 class TrainResult:
     tower: keras.Model
     history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int | None = None
+
+
+def nearest_wrong_products(
+    tower: keras.Model,
+    street_features: np.ndarray,
+    street_labels: np.ndarray,
+    shop_features: np.ndarray,
+    shop_labels: np.ndarray,
+    *,
+    pool: int,
+) -> np.ndarray:
+    """(n_street, pool) labels of the products nearest to each crop under `tower`, its own excluded."""
+    from similarity.neighbours import prepare_matrix, top_k
+
+    shop_labels = np.asarray(shop_labels)
+    street_labels = np.asarray(street_labels)
+    # Over-fetch rows: several rows may belong to one product, and one of them is the crop's own.
+    want = min(len(shop_labels), (pool + 1) * 3)
+    rows, _ = top_k(embed(tower, street_features), prepare_matrix(embed(tower, shop_features)), k=want)
+    result = np.empty((len(street_labels), pool), dtype=shop_labels.dtype)
+    for i, ranked in enumerate(rows):
+        labels = [label for label in dict.fromkeys(shop_labels[ranked].tolist()) if label != street_labels[i]]
+        labels = labels[:pool] or [street_labels[i]]  # make_pairs ignores a crop's own product
+        result[i] = np.resize(np.asarray(labels, dtype=shop_labels.dtype), pool)
+    return result
 
 
 def train_siamese(
@@ -176,14 +313,22 @@ def train_siamese(
     shop_labels: np.ndarray,
     config: TrainConfig,
     *,
+    validation: ValidationSet | None = None,
     on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> TrainResult:
-    """Train a fresh tower on street/shop feature pairs; fresh negatives every epoch."""
+    """Train a tower on street/shop feature pairs; fresh (optionally hard) negatives every epoch.
+
+    With a validation set, each epoch is scored by validation top-20 (epoch 0 is the untrained
+    start); the best epoch's weights are kept and training stops after `patience` epochs
+    without improvement.
+    """
     import keras
     import tensorflow as tf
 
     street_features = np.asarray(street_features, dtype=np.float32)
     shop_features = np.asarray(shop_features, dtype=np.float32)
+    street_labels = np.asarray(street_labels)
+    shop_labels = np.asarray(shop_labels)
     if street_features.shape[1:] != shop_features.shape[1:] or street_features.ndim != 2:
         raise ValueError(
             f"Street and shop features must be 2-D with equal width, got "
@@ -191,6 +336,8 @@ def train_siamese(
         )
     if len(street_features) != len(street_labels) or len(shop_features) != len(shop_labels):
         raise ValueError("Each feature row needs exactly one label.")
+    if config.loss not in ("contrastive", "triplet"):
+        raise ValueError(f"Unknown loss {config.loss!r}; use 'contrastive' or 'triplet'.")
 
     keras.utils.set_random_seed(config.seed)
     tower = build_embedding_model(
@@ -199,44 +346,83 @@ def train_siamese(
         embedding_dim=config.embedding_dim,
         dropout=config.dropout,
         seed=config.seed,
+        architecture=config.architecture,
+        weight_decay=config.weight_decay,
+        init_features=np.concatenate([street_features, shop_features]),
     )
-    siamese = build_siamese(tower)
-    siamese.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
-        loss=contrastive_loss(config.margin),
-    )
+    if config.loss == "triplet":
+        model = build_triplet(tower)
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=triplet_loss(config.margin))
+    else:
+        model = build_siamese(tower)
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=contrastive_loss(config.margin))
     # Features stay in one tensor each; the pipeline carries indices and gathers per batch,
     # so pairs never copy 4096-d rows on the host.
     street_table = tf.constant(street_features)
     shop_table = tf.constant(shop_features)
 
-    def gather(street: Any, shop: Any, label: Any) -> tuple[tuple[Any, Any], Any]:
+    def gather_pair(street: Any, shop: Any, label: Any) -> tuple[tuple[Any, Any], Any]:
         return (tf.gather(street_table, street), tf.gather(shop_table, shop)), label
+
+    def gather_triplet(street: Any, positive: Any, negative: Any) -> tuple[tuple[Any, Any, Any], Any]:
+        inputs = (tf.gather(street_table, street), tf.gather(shop_table, positive), tf.gather(shop_table, negative))
+        return inputs, tf.zeros_like(street, dtype=tf.float32)
 
     rng = np.random.default_rng(config.seed)
     history: list[dict[str, Any]] = []
+    best_score, best_epoch, best_weights, stale = -1.0, None, None, 0
+    if validation is not None:
+        start = validation.score(tower)
+        best_score, best_epoch, best_weights = start["val_top20"], 0, tower.get_weights()
+        history.append({"epoch": 0, "loss": None, **start})
+        if on_epoch is not None:
+            on_epoch(0, dict(history[-1]))
     for epoch in range(1, config.epochs + 1):
+        hard = None
+        if config.hard_negative_share > 0 and epoch > 1:
+            hard = nearest_wrong_products(
+                tower, street_features, street_labels, shop_features, shop_labels, pool=config.hard_negative_pool
+            )
         street, shop, labels = make_pairs(
             street_labels,
             shop_labels,
             negatives_per_positive=config.negatives_per_positive,
             rng=rng,
+            hard_candidates=hard,
+            hard_share=config.hard_negative_share,
         )
         if len(labels) == 0:
             raise ValueError("No training pairs: no street crop has a shop row of its product.")
+        if config.loss == "triplet":
+            positive = {int(a): int(b) for a, b, y in zip(street, shop, labels) if y == 1}
+            negatives = labels == 0
+            slices = (street[negatives], np.array([positive[int(a)] for a in street[negatives]]), shop[negatives])
+            gather = gather_triplet
+        else:
+            slices, gather = (street, shop, labels), gather_pair
         dataset = (
-            tf.data.Dataset.from_tensor_slices((street, shop, labels))
-            .shuffle(len(labels), seed=config.seed + epoch)
+            tf.data.Dataset.from_tensor_slices(slices)
+            .shuffle(len(slices[0]), seed=config.seed + epoch)
             .batch(config.batch_size)
             .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE)
         )
-        fitted = siamese.fit(dataset, epochs=1, verbose=0, shuffle=False)
-        logs = {"epoch": epoch, "loss": float(fitted.history["loss"][-1])}
+        fitted = model.fit(dataset, epochs=1, verbose=0, shuffle=False)
+        logs: dict[str, Any] = {"epoch": epoch, "loss": float(fitted.history["loss"][-1])}
+        if validation is not None:
+            logs.update(validation.score(tower))
+            if logs["val_top20"] > best_score:
+                best_score, best_epoch, best_weights, stale = logs["val_top20"], epoch, tower.get_weights(), 0
+            else:
+                stale += 1
         history.append(logs)
         if on_epoch is not None:
             on_epoch(epoch, dict(logs))
-    return TrainResult(tower=tower, history=history)
+        if validation is not None and config.patience and stale >= config.patience:
+            break
+    if best_weights is not None:
+        tower.set_weights(best_weights)
+    return TrainResult(tower=tower, history=history, best_epoch=best_epoch)
 
 
 def save_tower(tower: keras.Model, path: Path) -> str:

@@ -70,8 +70,12 @@ def test_it_records_the_training_run(indexed_catalogue):
     version = indexed_catalogue
     assert version.artifact_path and Path(version.artifact_path).exists()
     assert len(version.checksum) == 64
-    assert len(version.history) == version.hyperparameters["epochs"]
-    assert version.history[-1]["loss"] < version.history[0]["loss"]
+    history = version.history
+    assert history[0]["epoch"] == 0 and history[0]["loss"] is None  # the untrained start, scored
+    assert 2 <= len(history) <= version.hyperparameters["epochs"] + 1
+    assert history[-1]["loss"] < history[1]["loss"]
+    assert all("val_top20" in row for row in history)
+    assert version.metrics["gate"]["passed"]
     test = version.metrics["test"]
     assert test["queries"] > 0 and test["gallery"] == DEMO_PRODUCTS
     assert set(test["siamese"]) >= {"top1", "top5", "top10", "top20"}

@@ -98,4 +98,6 @@ def evaluate_category(*, category: str, split: str = Split.TEST, version: ModelV
         )
         result["version"] = version.pk
         result["siamese"] = evaluate_features(data, tower=tower)
+        if "backbone" in (version.metrics or {}):
+            result["backbone"] = version.metrics["backbone"]
     return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,11 @@ def default_hyperparameters() -> dict:
         "embedding_dim": settings.SIAMESE_EMBEDDING_DIM,
         "negatives_per_positive": settings.SIAMESE_NEGATIVES,
         "seed": settings.SIAMESE_SEED,
+        "architecture": settings.SIAMESE_ARCHITECTURE,
+        "weight_decay": settings.SIAMESE_WEIGHT_DECAY,
+        "loss": settings.SIAMESE_LOSS,
+        "hard_negative_share": settings.SIAMESE_HARD_NEGATIVES,
+        "patience": settings.SIAMESE_PATIENCE,
     }
 
 
@@ -95,67 +101,146 @@ def _validation_products(train_products: np.ndarray, *, seed: int, share: float 
     return set(rng.choice(unique, size=count, replace=False).tolist()) if count else set()
 
 
-def _train(version: ModelVersion) -> tuple[object, dict]:
-    from similarity.siamese import TrainConfig, train_siamese
+@dataclass
+class TrainingData:
+    """Training pairs' features, and the validation set the gate and early stopping use."""
 
-    weights_id = version.weights_id
-    street, street_labels = evaluation.street_features(
-        category=version.category, split=Split.TRAIN, weights_id=weights_id
-    )
+    street: np.ndarray
+    street_labels: np.ndarray
+    shop: np.ndarray
+    shop_labels: np.ndarray
+    validation: evaluation.EvaluationData | None
+    counts: dict
+
+
+def training_data(*, category: str, weights_id: str, seed: int) -> TrainingData:
+    """Train-split crops, minus held-out validation products; test products are never touched."""
+    street, street_labels = evaluation.street_features(category=category, split=Split.TRAIN, weights_id=weights_id)
     if len(street) == 0:
         raise ValueError("no training street photos with features: seed and index the catalogue first")
-    params = version.hyperparameters
-    validation = _validation_products(street_labels, seed=int(params.get("seed", 0)))
-    fit_products = set(np.unique(street_labels).tolist()) - validation
-    keep = np.isin(street_labels, list(fit_products))
+    held_out = _validation_products(street_labels, seed=seed)
+    fit_products = set(np.unique(street_labels).tolist()) - held_out
+    fit = np.isin(street_labels, list(fit_products))
     # Negatives come from training products only: test products must stay unseen.
-    shop, shop_labels = evaluation.shop_features(
-        category=version.category, weights_id=weights_id, product_ids=fit_products
-    )
+    shop, shop_labels = evaluation.shop_features(category=category, weights_id=weights_id, product_ids=fit_products)
+    validation = None
+    if held_out:
+        # Validation crops rank the training and validation products' shop photos.
+        gallery, gallery_labels = evaluation.shop_features(
+            category=category, weights_id=weights_id, product_ids=fit_products | held_out
+        )
+        validation = evaluation.EvaluationData(street[~fit], street_labels[~fit], gallery, gallery_labels)
     counts = {
         "train_products": len(fit_products),
-        "validation_products": len(validation),
-        "train_street_crops": int(keep.sum()),
+        "validation_products": len(held_out),
+        "train_street_crops": int(fit.sum()),
+        "validation_street_crops": int((~fit).sum()),
         "train_shop_images": int(len(shop)),
-        "test_products": Product.objects.filter(
-            category=version.category, street_photos__split=Split.TEST
-        ).distinct().count(),
+        "test_products": Product.objects.filter(category=category, street_photos__split=Split.TEST)
+        .distinct()
+        .count(),
     }
-    _update(version, dataset_counts=counts, progress={"stage": "training", "epoch": 0, "epochs": params["epochs"]})
+    return TrainingData(street[fit], street_labels[fit], shop, shop_labels, validation, counts)
+
+
+def _train(version: ModelVersion, data: TrainingData):
+    from similarity.siamese import TrainConfig, ValidationSet, train_siamese
+
+    params = version.hyperparameters
+    _update(version, dataset_counts=data.counts,
+            progress={"stage": "training", "epoch": 0, "epochs": params["epochs"]})
     history: list[dict] = []
 
     def on_epoch(epoch: int, logs: dict) -> None:
-        history.append({"epoch": epoch, **{k: float(v) for k, v in logs.items()}})
+        history.append({k: (float(v) if v is not None else None) for k, v in logs.items()} | {"epoch": epoch})
         _update(version, history=history, progress={"stage": "training", "epoch": epoch, "epochs": params["epochs"]})
 
     config = TrainConfig(**{k: params[k] for k in TrainConfig.__dataclass_fields__ if k in params})
-    result = train_siamese(street[keep], street_labels[keep], shop, shop_labels, config, on_epoch=on_epoch)
-    return result.tower, counts
+    validation = None
+    if data.validation is not None:
+        v = data.validation
+        validation = ValidationSet(v.queries, v.query_labels, v.gallery, v.gallery_labels)
+    return train_siamese(
+        data.street, data.street_labels, data.shop, data.shop_labels, config, validation=validation,
+        on_epoch=on_epoch,
+    )
 
 
-def _evaluate(version: ModelVersion, tower) -> dict:
-    metrics: dict = {}
+def _previous_tower(version: ModelVersion):
+    """The active version's tower, where it was trained on the same backbone weights."""
+    active = ModelVersion.objects.filter(category=version.category, status=Status.ACTIVE).exclude(pk=version.pk).first()
+    if active is None or active.weights_id != version.weights_id or not active.artifact_path:
+        return None, None
+    try:
+        return active, runtime.get_tower(
+            version_id=active.pk, artifact_path=active.artifact_path, checksum=active.checksum
+        )
+    except (OSError, ValueError) as error:
+        logger.warning("cannot load the active %s for comparison: %s", active, error)
+        return None, None
+
+
+def _scores(data: evaluation.EvaluationData, tower, previous) -> dict:
+    scores = {"queries": int(len(data.queries)), "gallery": int(data.gallery_products)}
+    scores["baseline"] = evaluation.evaluate_features(data)
+    if previous is not None:
+        scores["previous"] = evaluation.evaluate_features(data, tower=previous)
+    scores["siamese"] = evaluation.evaluate_features(data, tower=tower)
+    return scores
+
+
+def gate_decision(validation: dict | None, *, has_previous: bool) -> dict:
+    """Pass only when validation top-20 is at least the raw baseline's and the active model's."""
+    if not validation:
+        if has_previous:
+            return {"passed": False, "reason": "no validation products to compare with the active model"}
+        return {"passed": True, "reason": "first model; too few products for a validation split"}
+    new = validation["siamese"]["top20"]
+    floors = {"baseline": validation["baseline"]["top20"]}
+    if "previous" in validation:
+        floors["active model"] = validation["previous"]["top20"]
+    below = [f"{name} {value:.3f}" for name, value in floors.items() if new < value]
+    if below:
+        return {"passed": False, "reason": f"validation top-20 {new:.3f} is below the " + " and the ".join(below)}
+    return {"passed": True, "reason": f"validation top-20 {new:.3f} ≥ " + ", ".join(
+        f"{name} {value:.3f}" for name, value in floors.items())}
+
+
+def _evaluate(version: ModelVersion, tower, data: TrainingData, *, best_epoch: int | None) -> dict:
+    previous_version, previous = _previous_tower(version)
     test = evaluation.evaluation_data(category=version.category, split=Split.TEST, weights_id=version.weights_id)
-    metrics["test"] = {
-        "queries": int(len(test.queries)),
-        "gallery": int(test.gallery_products),
-        "baseline": evaluation.evaluate_features(test),
-        "siamese": evaluation.evaluate_features(test, tower=tower),
-    }
+    metrics: dict = {"best_epoch": best_epoch}
+    if previous_version is not None:
+        metrics["previous_version"] = previous_version.pk
+    if len(test.queries):
+        metrics["test"] = _scores(test, tower, previous)
+    if data.validation is not None and len(data.validation.queries):
+        metrics["validation"] = _scores(data.validation, tower, previous)
+    metrics["gate"] = gate_decision(metrics.get("validation"), has_previous=previous is not None)
     return metrics
 
 
 def run_training(*, version_id: int) -> None:
     """Worker entry: run one queued version to `active`, or mark it failed with its error."""
     version = ModelVersion.objects.filter(pk=version_id).first()
-    if version is None or version.status not in RUNNING_STATUSES:
-        return  # done already (a redelivered task), or cancelled
+    if version is None:
+        return
+    if version.status != Status.QUEUED:
+        if version.status in RUNNING_STATUSES:
+            # Redelivered after the worker running it died (acks_late): the run cannot resume.
+            _fail(version_id, f"the worker running this version stopped during {version.status} "
+                              "(killed or out of memory); start a new run")
+        return  # finished already: a duplicate delivery
     try:
         _update(version, status=Status.TRAINING, started_at=timezone.now(), error="")
         backbone = runtime.get_backbone()
         _update(version, weights_id=backbone.weights_id)
         _compute_all_features(version)
-        tower, _counts = _train(version)
+        data = training_data(
+            category=version.category, weights_id=version.weights_id, seed=int(version.hyperparameters.get("seed", 0))
+        )
+        result = _train(version, data)
+        tower = result.tower
 
         from similarity.siamese import save_tower
 
@@ -164,7 +249,8 @@ def run_training(*, version_id: int) -> None:
         checksum = save_tower(tower, path)
         _update(version, status=Status.EVALUATING, artifact_path=str(path), checksum=checksum,
                 progress={"stage": "evaluating"})
-        _update(version, metrics=_evaluate(version, tower))
+        metrics = _evaluate(version, tower, data, best_epoch=result.best_epoch)
+        _update(version, metrics={**metrics, "backbone": _backbone_cost(version, backbone)})
 
         _update(version, status=Status.EMBEDDING, progress={"stage": "embedding", "done": 0})
         product_ids = list(
@@ -184,14 +270,45 @@ def run_training(*, version_id: int) -> None:
             indexing.embed_products(version=version, product_ids=late)
         rebuild_recommendations(version_id=version.pk)
         _update(version, status=Status.READY, finished_at=timezone.now(), progress={"stage": "ready"})
-        activate_version(version_id=version.pk)
     except Exception as error:  # any failure must leave the live model serving and say why
         logger.exception("training run %s failed", version_id)
-        ModelVersion.objects.filter(pk=version_id).update(
-            status=Status.FAILED,
-            finished_at=timezone.now(),
-            error="".join(traceback.format_exception_only(type(error), error)).strip(),
-        )
+        _fail(version_id, "".join(traceback.format_exception_only(type(error), error)).strip())
+        return
+    if not version.metrics["gate"]["passed"]:
+        logger.warning("%s stays ready, not active: %s", version, version.metrics["gate"]["reason"])
+        return
+    try:
+        activate_version(version_id=version.pk)
+    except ActivationRefused as error:
+        logger.warning("%s stays ready: %s", version, error)
+
+
+def _backbone_cost(version: ModelVersion, backbone) -> dict:
+    """What the backbone costs per image on this machine, timed on a few of the category's photos."""
+    import time
+
+    from similarity.images import open_image
+
+    images = []
+    for item in ProductImage.objects.filter(product__category=version.category).order_by("id")[:9]:
+        try:
+            with item.image.open("rb") as handle:
+                images.append(open_image(handle, max_pixels=settings.IMAGE_MAX_PIXELS))
+        except (OSError, ValueError):
+            continue
+    info = {"name": backbone.name, "weights_id": backbone.weights_id, "dim": backbone.dim,
+            "fallback": backbone.is_fallback}
+    if len(images) < 2:
+        return info
+    backbone.extract_images(images[:1])  # warm-up: the first call traces the graph
+    started = time.perf_counter()
+    backbone.extract_images(images[1:], batch_size=len(images) - 1)
+    info["ms_per_image"] = round((time.perf_counter() - started) * 1000 / (len(images) - 1), 1)
+    return info
+
+
+def _fail(version_id: int, error: str) -> None:
+    ModelVersion.objects.filter(pk=version_id).update(status=Status.FAILED, finished_at=timezone.now(), error=error)
 
 
 def _products_missing_embedding(version: ModelVersion):
@@ -203,17 +320,33 @@ def _products_missing_embedding(version: ModelVersion):
     )
 
 
-def activate_version(*, version_id: int) -> ModelVersion:
-    """Make a ready version the live one in one transaction (pages never see a mix)."""
+def activate_version(*, version_id: int, override: bool = False, user=None) -> ModelVersion:
+    """Make a ready version the live one in one transaction (pages never see a mix).
+
+    A version the gate refused goes live only with `override`, which is recorded; a version
+    that was live before (a rollback) needs none.
+    """
     with transaction.atomic():
         version = ModelVersion.objects.select_for_update().get(pk=version_id)
         if version.status == Status.ACTIVE:
             return version
         if version.status != Status.READY:
             raise ActivationRefused(f"{version} is {version.get_status_display().lower()}, not ready")
+        gate = (version.metrics or {}).get("gate") or {}
+        needs_override = not gate.get("passed") and version.activated_at is None
+        if needs_override and not override:
+            raise ActivationRefused(
+                f"the gate refused {version}: {gate.get('reason', 'no evaluation')}. "
+                "Activating it anyway needs an override, which is recorded."
+            )
         missing = _products_missing_embedding(version).count()
         if missing:
             raise ActivationRefused(f"{missing} products have no embedding for {version} yet")
         ModelVersion.objects.filter(category=version.category, status=Status.ACTIVE).update(status=Status.READY)
-        _update(version, status=Status.ACTIVE, activated_at=timezone.now())
+        fields: dict = {"status": Status.ACTIVE, "activated_at": timezone.now()}
+        if needs_override:
+            gate = {**gate, "overridden_by": getattr(user, "username", None) or "system",
+                    "overridden_at": timezone.now().isoformat()}
+            fields |= {"gate_overridden": True, "metrics": {**version.metrics, "gate": gate}}
+        _update(version, **fields)
     return version

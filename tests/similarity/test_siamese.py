@@ -220,4 +220,10 @@ def test_it_serialises_the_train_config():
         "dropout": 0.1,
         "negatives_per_positive": 3,
         "seed": 0,
+        "architecture": "mlp",
+        "weight_decay": 0.0,
+        "loss": "contrastive",
+        "hard_negative_share": 0.0,
+        "hard_negative_pool": 10,
+        "patience": 0,
     }

@@ -19,15 +19,17 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--category", default=Category.DRESSES, choices=Category.values)
         parser.add_argument("--split", default=Split.TEST, choices=Split.values)
-        parser.add_argument("--version", type=int, help="a model version id (default: the active one)")
+        parser.add_argument("--model-version", dest="model_version", type=int, help="a model version id (default: the active one)")
         parser.add_argument("--json", action="store_true", dest="as_json")
 
-    def handle(self, *args, category: str, split: str, version: int | None, as_json: bool, **options):
+    def handle(self, *args, category: str, split: str, model_version: int | None, as_json: bool, **options):
         model = (
-            ModelVersion.objects.filter(pk=version).first() if version else selectors.active_version(category=category)
+            ModelVersion.objects.filter(pk=model_version).first()
+            if model_version
+            else selectors.active_version(category=category)
         )
-        if version and model is None:
-            raise CommandError(f"no model version {version}")
+        if model_version and model is None:
+            raise CommandError(f"no model version {model_version}")
         try:
             result = evaluate_category(category=category, split=split, version=model)
         except ValueError as error:
@@ -47,3 +49,9 @@ class Command(BaseCommand):
             self.stdout.write("(no active siamese model: train one with `manage.py train_model`)")
         for name, figures in rows:
             self.stdout.write(f"{name:<28}" + "".join(f"{figures[k]:>8.3f}" for k in KEYS))
+        cost = (model.metrics or {}).get("backbone", {}) if model else {}
+        if "ms_per_image" in cost:
+            self.stdout.write(
+                f"backbone {cost['name']} ({cost['dim']}-d{', random fallback' if cost.get('fallback') else ''}): "
+                f"{cost['ms_per_image']:.0f} ms per image on this machine"
+            )
