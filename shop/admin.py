@@ -9,6 +9,7 @@ from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.middleware.csrf import get_token
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
 
 from shop import selectors
 from shop.charts import line_chart
@@ -33,31 +34,38 @@ def _thumb(image, size: int = 64) -> str:
     return format_html('<img src="{}" style="max-height:{}px;max-width:{}px" alt="">', image.url, size, size)
 
 
+def _shop_thumb(item: ProductImage | None) -> str:
+    """The worker-made thumbnail where there is one yet, else the original photo."""
+    if item is None:
+        return _thumb(None)
+    return _thumb(getattr(item, "thumbnail", None) or item.image)
+
+
 class ProductImageInline(admin.TabularInline):
     model = ProductImage
     extra = 0
-    fields = ("thumbnail", "image", "s2s_photo_id", "position")
-    readonly_fields = ("thumbnail",)
+    fields = ("photo", "image", "s2s_photo_id", "position")
+    readonly_fields = ("photo",)
 
     @admin.display(description="Photo")
-    def thumbnail(self, obj: ProductImage) -> str:
-        return _thumb(obj.image)
+    def photo(self, obj: ProductImage) -> str:
+        return _shop_thumb(obj) if obj.pk else "—"
 
 
 class StreetPhotoInline(admin.TabularInline):
     model = StreetPhoto
     extra = 0
-    fields = ("thumbnail", "s2s_photo_id", "split", "bbox_left", "bbox_top", "bbox_width", "bbox_height")
-    readonly_fields = ("thumbnail",)
+    fields = ("photo", "s2s_photo_id", "split", "bbox_left", "bbox_top", "bbox_width", "bbox_height")
+    readonly_fields = ("photo",)
 
     @admin.display(description="Photo")
-    def thumbnail(self, obj: StreetPhoto) -> str:
+    def photo(self, obj: StreetPhoto) -> str:
         return _thumb(obj.image)
 
 
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
-    list_display = ("thumbnail", "title", "category", "price", "s2s_product_id", "indexing_status")
+    list_display = ("photo", "title", "category", "price", "s2s_product_id", "indexing_status")
     list_filter = ("category",)
     search_fields = ("title", "s2s_product_id")
     inlines = [ProductImageInline, StreetPhotoInline]
@@ -77,18 +85,22 @@ class ProductAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest):
         queryset = super().get_queryset(request).prefetch_related("images")
-        version = selectors.active_version()
         return queryset.annotate(
             has_features=Exists(Feature.objects.filter(product_image__product=OuterRef("pk"))),
-            has_embedding=Exists(ProductEmbedding.objects.filter(product=OuterRef("pk"), version=version))
-            if version
-            else Exists(ProductEmbedding.objects.none()),
+            # Each product is served by the active version of its own category.
+            has_embedding=Exists(
+                ProductEmbedding.objects.filter(
+                    product=OuterRef("pk"),
+                    version__status=ModelVersion.Status.ACTIVE,
+                    version__category=OuterRef("category"),
+                )
+            ),
         )
 
     @admin.display(description="Photo")
-    def thumbnail(self, obj: Product) -> str:
+    def photo(self, obj: Product) -> str:
         images = list(obj.images.all())
-        return _thumb(images[0].image if images else None)
+        return _shop_thumb(images[0] if images else None)
 
     @admin.display(description="Indexing")
     def indexing_status(self, obj: Product) -> str:
@@ -101,9 +113,13 @@ class ProductAdmin(admin.ModelAdmin):
 
 @admin.register(ProductImage)
 class ProductImageAdmin(admin.ModelAdmin):
-    list_display = ("thumbnail", "product", "s2s_photo_id", "position")
+    list_display = ("photo", "product", "s2s_photo_id", "position")
+    list_select_related = ("product",)
     search_fields = ("product__title", "s2s_photo_id")
     raw_id_fields = ("product",)
+    # The thumbnail is made by the workers from `image`, not uploaded by hand.
+    exclude = ("thumbnail",)
+    readonly_fields = ("photo",)
 
     def save_model(self, request: HttpRequest, obj: ProductImage, form, change: bool) -> None:
         super().save_model(request, obj, form, change)
@@ -111,25 +127,28 @@ class ProductImageAdmin(admin.ModelAdmin):
             product_changed(product_id=obj.product_id, changed_image_ids=[obj.pk] if change else [])
 
     @admin.display(description="Photo")
-    def thumbnail(self, obj: ProductImage) -> str:
-        return _thumb(obj.image)
+    def photo(self, obj: ProductImage) -> str:
+        return _shop_thumb(obj) if obj.pk else "—"
 
 
 @admin.register(StreetPhoto)
 class StreetPhotoAdmin(admin.ModelAdmin):
-    list_display = ("thumbnail", "s2s_photo_id", "product", "split", "bbox")
+    list_display = ("photo", "s2s_photo_id", "product", "split", "bbox")
+    list_select_related = ("product",)
     list_filter = ("split", "product__category")
     search_fields = ("s2s_photo_id", "product__title")
     raw_id_fields = ("product",)
 
     @admin.display(description="Photo")
-    def thumbnail(self, obj: StreetPhoto) -> str:
+    def photo(self, obj: StreetPhoto) -> str:
         return _thumb(obj.image)
 
 
 @admin.register(Feature)
 class FeatureAdmin(admin.ModelAdmin):
     list_display = ("id", "weights_id", "product_image", "street_photo", "created_at")
+    # ProductImage's str names its product; both foreign keys are nullable, so say them explicitly.
+    list_select_related = ("product_image__product", "street_photo")
     list_filter = ("weights_id",)
     raw_id_fields = ("product_image", "street_photo")
     readonly_fields = ("vector",)
@@ -138,6 +157,7 @@ class FeatureAdmin(admin.ModelAdmin):
 @admin.register(ProductEmbedding)
 class ProductEmbeddingAdmin(admin.ModelAdmin):
     list_display = ("product", "version")
+    list_select_related = ("product", "version")
     list_filter = ("version",)
     raw_id_fields = ("product",)
     readonly_fields = ("vector",)
@@ -146,25 +166,28 @@ class ProductEmbeddingAdmin(admin.ModelAdmin):
 @admin.register(SimilarProduct)
 class SimilarProductAdmin(admin.ModelAdmin):
     list_display = ("product", "ranking", "recommendation", "distance", "version")
+    list_select_related = ("product", "recommendation", "version")
     list_filter = ("version",)
     raw_id_fields = ("product", "recommendation")
 
 
 @admin.register(SearchQuery)
 class SearchQueryAdmin(admin.ModelAdmin):
-    list_display = ("thumbnail", "status", "created_at", "finished_at", "version")
+    list_display = ("photo", "status", "created_at", "finished_at", "version")
+    list_select_related = ("version",)
     list_filter = ("status",)
     readonly_fields = ("results", "error")
 
     @admin.display(description="Photo")
-    def thumbnail(self, obj: SearchQuery) -> str:
+    def photo(self, obj: SearchQuery) -> str:
         return _thumb(obj.image)
 
 
 METRIC_ROWS = (("baseline", "raw backbone (cosine)"), ("previous", "previous active"), ("siamese", "this version"))
+NO_VALIDATION = "no validation split (too few products)"
 
 
-def _metrics_table(metrics: dict, part: str, label: str) -> str:
+def _metrics_table(metrics: dict, part: str, label: str) -> SafeString:
     figures = metrics.get(part) or {}
     rows = [
         (name, *(f"{figures[key].get(k, 0):.3f}" for k in ("top1", "top5", "top10", "top20")))
@@ -172,7 +195,8 @@ def _metrics_table(metrics: dict, part: str, label: str) -> str:
         if key in figures
     ]
     if not rows:
-        return ""
+        # Safe, so that concatenating it with a real table keeps the result safe.
+        return mark_safe("")
     body = format_html_join("", "<tr><th>{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
     return format_html(
         '<table style="margin-bottom:8px"><tr><th>{} ({} queries, {} products)</th><th>top-1</th><th>top-5</th>'
@@ -184,12 +208,36 @@ def _metrics_table(metrics: dict, part: str, label: str) -> str:
     )
 
 
+def _gate_passed(version: ModelVersion) -> bool:
+    return bool((version.metrics or {}).get("gate", {}).get("passed"))
+
+
+def _activate_button(version: ModelVersion, request: HttpRequest) -> str:
+    """One-click activate or roll back for a ready version; a link to review one the gate refused."""
+    if version.status != ModelVersion.Status.READY:
+        return ""
+    if not _gate_passed(version) and version.activated_at is None:
+        return format_html('<a href="{}">gate refused: review</a>',
+                           reverse("admin:shop_modelversion_change", args=[version.pk]))
+    label = "Roll back to this" if version.activated_at else "Activate"
+    return format_html(
+        '<form method="post" action="{}" style="margin:0"><input type="hidden" name="csrfmiddlewaretoken" '
+        'value="{}"><button type="submit" class="button">{}</button></form>',
+        reverse("admin:shop_modelversion_activate", args=[version.pk]),
+        get_token(request),
+        label,
+    )
+
+
 @admin.register(ModelVersion)
 class ModelVersionAdmin(admin.ModelAdmin):
+    """Read-only records of training runs; activation and rollback go through their own POST views."""
+
     change_list_template = "admin/shop/modelversion/change_list.html"
     change_form_template = "admin/shop/modelversion/change_form.html"
-    list_display = ("__str__", "status_badge", "category", "weights_id", "progress_text", "val_top20", "test_top20",
-                    "gate_text", "created_at", "duration", "activate_button")
+    # get_list_display adds the activate/rollback column, bound to the request being served.
+    list_display = ("__str__", "status_badge", "category", "progress_text", "val_top20", "test_top20",
+                    "gate_text", "created_at", "duration")
     list_filter = ("status", "category")
     readonly_fields = (
         "status", "category", "weights_id", "progress_text", "gate_text", "metrics_tables", "curves",
@@ -201,6 +249,26 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # versions are made by training runs, not by hand
 
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False  # a run's record is what it produced; only the activate view changes its status
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        # The active version serves the shop and a running one is being written by a worker.
+        if obj is not None and (obj.status == ModelVersion.Status.ACTIVE or obj.is_running):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def get_list_display(self, request: HttpRequest):
+        # The admin instance is shared by every request and thread: the button column gets this
+        # request through a closure instead of through state on `self`.
+        can_activate = request.user.has_perm("shop.activate_version")
+
+        @admin.display(description="")
+        def activate_button(obj: ModelVersion) -> str:
+            return _activate_button(obj, request) if can_activate else ""
+
+        return [*self.list_display, activate_button]
+
     def get_urls(self):
         return [
             path("train/", self.admin_site.admin_view(self.start_training_view), name="shop_modelversion_train"),
@@ -210,7 +278,6 @@ class ModelVersionAdmin(admin.ModelAdmin):
         ]
 
     def changelist_view(self, request: HttpRequest, extra_context=None):
-        self._request = request
         running = selectors.running_version()
         extra = {
             "can_start_training": request.user.has_perm("shop.start_training"),
@@ -227,7 +294,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
             "needs_override": bool(
                 version
                 and version.status == ModelVersion.Status.READY
-                and not (version.metrics or {}).get("gate", {}).get("passed")
+                and not _gate_passed(version)
                 and version.activated_at is None
             ),
             "is_ready": bool(version and version.status == ModelVersion.Status.READY),
@@ -271,30 +338,14 @@ class ModelVersionAdmin(admin.ModelAdmin):
         text = "● active (serving)" if obj.status == ModelVersion.Status.ACTIVE else obj.get_status_display()
         return format_html('<strong style="color:{}">{}</strong>', colour, text)
 
-    @admin.display(description="")
-    def activate_button(self, obj: ModelVersion) -> str:
-        request = getattr(self, "_request", None)
-        if obj.status != ModelVersion.Status.READY or request is None:
-            return ""
-        if not request.user.has_perm("shop.activate_version"):
-            return ""
-        gate_passed = (obj.metrics or {}).get("gate", {}).get("passed")
-        if not gate_passed and obj.activated_at is None:
-            return format_html('<a href="{}">gate refused: review</a>',
-                               reverse("admin:shop_modelversion_change", args=[obj.pk]))
-        label = "Roll back to this" if obj.activated_at else "Activate"
-        return format_html(
-            '<form method="post" action="{}" style="margin:0"><input type="hidden" name="csrfmiddlewaretoken" '
-            'value="{}"><button type="submit" class="button">{}</button></form>',
-            reverse("admin:shop_modelversion_activate", args=[obj.pk]),
-            get_token(request),
-            label,
-        )
-
     @admin.display(description="Progress")
     def progress_text(self, obj: ModelVersion) -> str:
+        if obj.status in (ModelVersion.Status.READY, ModelVersion.Status.ACTIVE):
+            return "done"
         progress = obj.progress or {}
         stage = progress.get("stage", "")
+        if obj.status == ModelVersion.Status.FAILED:
+            return f"failed during {stage}" if stage else "failed"
         if stage == "training":
             return f"training: epoch {progress.get('epoch', 0)}/{progress.get('epochs', '?')}"
         if "done" in progress:
@@ -306,7 +357,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
         figures = (obj.metrics or {}).get(part) or {}
         if "siamese" not in figures:
             return "—"
-        return f"{figures['siamese']['top20']:.3f} (raw {figures['baseline']['top20']:.3f})"
+        text = f"{figures['siamese']['top20']:.3f}"
+        if "baseline" in figures:
+            text += f" (baseline {figures['baseline']['top20']:.3f})"
+        return text
 
     @admin.display(description="Validation top-20")
     def val_top20(self, obj: ModelVersion) -> str:
@@ -334,14 +388,18 @@ class ModelVersionAdmin(admin.ModelAdmin):
     @admin.display(description="Metrics")
     def metrics_tables(self, obj: ModelVersion) -> str:
         metrics = obj.metrics or {}
-        html = _metrics_table(metrics, "validation", "validation (gate)") + _metrics_table(metrics, "test", "test")
+        validation = _metrics_table(metrics, "validation", "validation (gate)")
+        test = _metrics_table(metrics, "test", "test")
+        if not validation and test:
+            validation = format_html("<p>Validation: {}.</p>", NO_VALIDATION)
+        html = validation + test
         cost = metrics.get("backbone") or {}
         if "ms_per_image" in cost:
             html += format_html(
                 "<p>Backbone {} ({}-d{}): {} ms per image on this machine.</p>",
                 cost["name"], cost["dim"], ", random fallback" if cost.get("fallback") else "", cost["ms_per_image"],
             )
-        return format_html("{}", html) if html else "—"
+        return html or "—"
 
     @admin.display(description="Curves")
     def curves(self, obj: ModelVersion) -> str:
@@ -352,9 +410,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
         validation = {
             f"validation {k}": [(row["epoch"], row.get(f"val_{k}")) for row in history] for k in ("top1", "top20")
         }
-        return line_chart(losses, title="loss per epoch") + line_chart(
-            validation, title="validation accuracy per epoch", y_range=(0.0, 1.0)
-        )
+        validation_chart = line_chart(validation, title="validation accuracy per epoch", y_range=(0.0, 1.0))
+        if not validation_chart:
+            validation_chart = format_html('<p class="help">Validation accuracy: {}.</p>', NO_VALIDATION)
+        return line_chart(losses, title="loss per epoch") + validation_chart
 
     @admin.display(description="Per-epoch history")
     def loss_table(self, obj: ModelVersion) -> str:

@@ -17,9 +17,7 @@ import io
 import json
 import math
 import multiprocessing
-import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -29,6 +27,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
+
+from shop.street2shop import photo_filename
+from similarity.files import atomic_write_bytes
 
 CATEGORY = "dresses"
 URL_TEMPLATE = "http://demo.fashion-similarity.invalid/photos/{photo:09d}.jpg"
@@ -925,10 +926,6 @@ def _render_job(job: tuple[PhotoTask, tuple[Dress, ...], int]) -> RenderedPhoto:
 # --------------------------------------------------------------------------- files
 
 
-def photo_filename(photo: int) -> str:
-    return f"{photo:09d}.jpg"
-
-
 def retrieval_entries(plan: Plan) -> list[dict[str, int]]:
     shop = [t for t in plan.photos if t.kind in ("shop", "model")]
     return [{"photo": t.photo, "product": t.products[0]} for t in sorted(shop, key=lambda t: (t.products[0], t.photo))]
@@ -1002,16 +999,8 @@ def check_out_dir(out_dir: Path) -> None:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write beside the target and rename, so a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp makes the file private; the web server and workers must be able to read photos.
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # No fsync: the set is regenerated from its seed, and syncing thousands of photos is slow.
+    atomic_write_bytes(path, data, fsync=False)
 
 
 def remove_stale_photos(photos_dir: Path, keep: set[str]) -> int:

@@ -25,23 +25,24 @@ import email.utils
 import os
 import random
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 from urllib.parse import urlsplit
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from shop.street2shop import photo_filename
+from similarity.files import atomic_write_bytes, exclusive_lock
 from similarity.images import (
     ALLOWED_FORMATS,
     EmptyImage,
@@ -52,11 +53,6 @@ from similarity.images import (
     UnsupportedFormat,
     open_image,
 )
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows has no flock; the folder then goes unlocked.
-    fcntl = None  # type: ignore[assignment]
 
 OUTCOMES = (
     "ok",
@@ -73,6 +69,7 @@ OUTCOMES = (
 SUCCESS_OUTCOMES = frozenset({"ok", "exists"})
 PART_MARKER = ".part-"
 LOCK_NAME = ".download.lock"
+FAILURE_COLUMNS = ("photo_id", "url", "outcome", "http_status", "attempts", "error")
 USER_AGENT = (
     "fashion-similarity/0.1 (Street2Shop research photo downloader; "
     "+https://github.com/fashion-similarity/fashion-similarity)"
@@ -228,11 +225,6 @@ class PhotoList:
         return [DownloadJob(photo_id, self.urls[photo_id]) for photo_id in wanted]
 
 
-def photo_filename(photo_id: int) -> str:
-    """The file name of a photo, as in the dataset's archive."""
-    return f"{photo_id:09d}.jpg"
-
-
 def read_photos_txt(path: str | os.PathLike[str]) -> PhotoList:
     """Parse ``<id>,<url>`` lines, splitting at the first comma since URLs may contain commas.
 
@@ -341,21 +333,38 @@ def summarize(results: Iterable[DownloadResult]) -> dict[str, int]:
     return {outcome: counts[outcome] for outcome in OUTCOMES if counts[outcome]}
 
 
-def write_failures_csv(results: Iterable[DownloadResult], path: str | os.PathLike[str]) -> int:
-    """Write every result that is neither ok nor exists to a CSV; return how many rows."""
-    rows = 0
+class Failure(Protocol):
+    """What a failures CSV row is made of: a DownloadResult, or a caller's record with these fields."""
+
+    photo_id: int
+    url: str
+    outcome: str
+    http_status: int | None
+    attempts: int
+    error: str
+
+
+def failure_row(failure: Failure) -> list[object]:
+    """The values of ``FAILURE_COLUMNS`` for one failure."""
+    status = "" if failure.http_status is None else failure.http_status
+    return [failure.photo_id, failure.url, failure.outcome, status, failure.attempts, failure.error]
+
+
+def write_csv(path: str | os.PathLike[str], header: Sequence[str], rows: Iterable[Sequence[object]]) -> int:
+    """Write a header and rows as UTF-8 CSV; return how many rows."""
+    count = 0
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["photo_id", "url", "outcome", "http_status", "attempts", "error"])
-        for result in results:
-            if result.succeeded:
-                continue
-            status = "" if result.http_status is None else result.http_status
-            writer.writerow(
-                [result.photo_id, result.url, result.outcome, status, result.attempts, result.error]
-            )
-            rows += 1
-    return rows
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow(row)
+            count += 1
+    return count
+
+
+def write_failures_csv(results: Iterable[DownloadResult], path: str | os.PathLike[str]) -> int:
+    """Write every result that is neither ok nor exists to a CSV; return how many rows."""
+    return write_csv(path, FAILURE_COLUMNS, (failure_row(result) for result in results if not result.succeeded))
 
 
 class ProgressPrinter:
@@ -642,7 +651,8 @@ def _download_one(
         if attempt.outcome == "ok":
             outcome, error = _validate(attempt.body, config)
             if outcome == "ok":
-                _write_atomically(final, attempt.body)
+                # A .part name, which the next run deletes if this process is killed mid-write.
+                atomic_write_bytes(final, attempt.body, prefix=f".{final.name}{PART_MARKER}", suffix="")
             return result(outcome, attempt.status, attempts, len(attempt.body), error)
         if not attempt.retryable or attempts > config.retries or stop.is_set():
             return result(attempt.outcome, attempt.status, attempts, 0, attempt.error)
@@ -760,23 +770,6 @@ def _is_present(final: Path, config: DownloadConfig) -> bool:
     return True
 
 
-def _write_atomically(final: Path, data: bytes) -> None:
-    """Write ``data`` to a ``.part`` file, fsync it and rename it over ``final``."""
-    fd, part = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}{PART_MARKER}")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp makes the file 0600; the web server and the indexer must be able to read it.
-        os.chmod(part, 0o644)
-        os.replace(part, final)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(part)
-        raise
-
-
 def _skipped(job: DownloadJob, host: str, limit: int) -> DownloadResult:
     error = f"skipped: the last {limit} jobs on {host} failed to connect or timed out"
     return DownloadResult(job.photo_id, job.url, "connection_error", None, 0, 0, error, 0.0)
@@ -805,15 +798,10 @@ def _isatty(stream: TextIO) -> bool:
 @contextmanager
 def _folder_lock(folder: Path) -> Iterator[None]:
     """Hold an exclusive flock on ``folder/.download.lock`` or raise DownloadDirBusy."""
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    with open(folder / LOCK_NAME, "a+b") as handle:
+    with ExitStack() as stack:
+        # Only taking the lock may mean busy; a BlockingIOError from the run itself is not this.
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            stack.enter_context(exclusive_lock(folder / LOCK_NAME, blocking=False))
         except BlockingIOError:
             raise DownloadDirBusy(f"another download is already writing into {folder}") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        yield

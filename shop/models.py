@@ -59,6 +59,8 @@ class ProductImage(models.Model):
 
     product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="images")
     image = models.ImageField(upload_to="products/")
+    # A small JPEG for grids and admin lists, made by the worker that reads the photo anyway.
+    thumbnail = models.ImageField(upload_to="thumbnails/", blank=True)
     s2s_photo_id = models.PositiveBigIntegerField("Street2Shop photo id", null=True, blank=True)
     position = models.PositiveSmallIntegerField(default=0)
 
@@ -160,6 +162,8 @@ class ModelVersion(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     activated_at = models.DateTimeField(null=True, blank=True)
+    # Every progress write touches it: a running version whose heartbeat stops had its worker die.
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-id"]

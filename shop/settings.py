@@ -16,8 +16,12 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = envpath("DATA_DIR", BASE_DIR / "var")
 DATA_DIR.mkdir(parents=True, exist_ok=True)  # the default SQLite file lives here
 
-SECRET_KEY = envstr("SECRET_KEY", "dev-only-insecure-key-change-me")
+DEV_SECRET_KEY = "dev-only-insecure-key-change-me"
+SECRET_KEY = envstr("SECRET_KEY", DEV_SECRET_KEY)
+# On for the demo (it serves static files through runserver); a deployed shop sets DEBUG=false.
 DEBUG = envbool("DEBUG", True)
+if not DEBUG and SECRET_KEY == DEV_SECRET_KEY:
+    raise ImproperlyConfigured("DEBUG=false needs a SECRET_KEY of your own")
 ALLOWED_HOSTS = [h for h in envstr("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h]
 
 INSTALLED_APPS = [
@@ -142,6 +146,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 3600)}
 CELERY_WORKER_CONCURRENCY = envint("CELERY_WORKER_CONCURRENCY", 1, minimum=1)
+# Shoppers' searches get their own queue (and, in the demo, their own worker) so they never
+# wait behind a training run or a catalogue's worth of indexing.
+CELERY_TASK_ROUTES = {"workers.run_search": {"queue": "search"}}
 
 LOGGING = {
     "version": 1,
@@ -170,6 +177,8 @@ SIAMESE_WEIGHT_DECAY = envfloat("SIAMESE_WEIGHT_DECAY", 1e-4)
 SIAMESE_LOSS = envstr("SIAMESE_LOSS", "contrastive")
 SIAMESE_HARD_NEGATIVES = envfloat("SIAMESE_HARD_NEGATIVES", 0.5)
 SIAMESE_PATIENCE = envint("SIAMESE_PATIENCE", 6, minimum=0)
+# A running version with no progress for this long is taken as lost (its worker died) and marked failed.
+TRAINING_STALL_SECONDS = envint("TRAINING_STALL_SECONDS", 1800, minimum=60)
 if SIAMESE_ARCHITECTURE not in ("residual", "mlp"):
     raise ImproperlyConfigured(f"SIAMESE_ARCHITECTURE={SIAMESE_ARCHITECTURE!r}: use residual or mlp")
 if SIAMESE_LOSS not in ("contrastive", "triplet"):

@@ -7,7 +7,7 @@ Layout of a dataset root::
     meta/json/retrieval_{category}.json     [{"photo", "product"}]  shop photos of each product
     meta/json/demo_products_{category}.json optional, written by make_demo_dataset
     photos/{photo_id:09d}.jpg
-    photos.txt                              {photo_id:09d},{url}
+    photos.txt                              {photo_id:09d},{url}  (read by shop.downloads.read_photos_txt)
 
 Product ids are only unique within a category (dress 2056 and skirt 2056 are different
 products); photo ids are global.
@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -104,6 +103,7 @@ class DemoProduct:
 
 
 def photo_filename(photo_id: int) -> str:
+    """The file name of a photo, as in the dataset's archive."""
     return f"{photo_id:09d}.jpg"
 
 
@@ -192,24 +192,6 @@ def load_demo_products(root: Path, category: str) -> dict[int, DemoProduct]:
             raise MetadataError(f"{path.name}: entry {index}: 'attributes' must be an object")
         products[product_id] = DemoProduct(product_id, title.strip(), price, attributes)
     return products
-
-
-def iter_photo_urls(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield (photo id, url) from photos.txt; lines split at the first comma (URLs may hold commas)."""
-    path = Path(path)
-    try:
-        handle = path.open(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        raise MetadataError(f"{path}: file not found") from None
-    with handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            photo, sep, url = line.partition(",")
-            if not sep or not photo.strip().isdigit() or not url.strip():
-                raise MetadataError(f"{path.name}: line {number}: expected '<photo id>,<url>', got {line[:80]!r}")
-            yield int(photo), url.strip()
 
 
 def _load_json_list(path: Path) -> list[Any]:

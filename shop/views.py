@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from shop import selectors
 from shop.forms import SearchForm
@@ -43,10 +44,41 @@ def search(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = SearchForm(request.POST, request.FILES)
         if form.is_valid():
-            query = create_search_query(image=form.cleaned_data["image"], bbox=form.cleaned_data["bbox"])
+            query = create_search_query(
+                image=form.cleaned_data["image"], image_format=form.image_format, bbox=form.cleaned_data["bbox"]
+            )
             return redirect("search-results", pk=query.pk)
         return render(request, "shop/search.html", {"form": form}, status=400)
     return render(request, "shop/search.html", {"form": SearchForm()})
+
+
+def _upright_size(field) -> tuple[int, int] | None:
+    """A stored photo's size as the browser shows it, from its header alone (EXIF 5-8 swap the sides)."""
+    try:
+        with field.open("rb") as handle, Image.open(handle) as image:
+            width, height = image.size
+            try:
+                orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+            except (OSError, SyntaxError, ValueError, KeyError, TypeError):
+                orientation = 1
+    except (OSError, UnidentifiedImageError):
+        return None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def _box_overlay(query: SearchQuery) -> dict[str, float] | None:
+    """The searched box in percent of the photo's size, to draw it over the photo as shown."""
+    size = _upright_size(query.image) if query.bbox else None
+    if not size or not all(size):
+        return None
+    width, height = size
+    left, top, box_width, box_height = query.bbox
+    return {
+        "left": 100 * left / width,
+        "top": 100 * top / height,
+        "width": 100 * box_width / width,
+        "height": 100 * box_height / height,
+    }
 
 
 def search_results(request: HttpRequest, pk: UUID) -> HttpResponse:
@@ -54,7 +86,9 @@ def search_results(request: HttpRequest, pk: UUID) -> HttpResponse:
     ids = [row["product_id"] for row in query.results]
     distances = {row["product_id"]: row["distance"] for row in query.results}
     products = [(p, distances[p.pk]) for p in selectors.products_by_ids(ids=ids)]
-    return render(request, "shop/search_results.html", {"query": query, "products": products})
+    return render(
+        request, "shop/search_results.html", {"query": query, "products": products, "box": _box_overlay(query)}
+    )
 
 
 def healthz(request: HttpRequest) -> HttpResponse:

@@ -6,7 +6,6 @@ Keras and TensorFlow are imported inside functions so that importing this module
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from PIL import Image
 
+from similarity.files import atomic_path, atomic_write_bytes, exclusive_lock, sha256_file
 from similarity.images import preprocess_image, preprocess_image_mobilenet
 
 if TYPE_CHECKING:
@@ -108,6 +108,7 @@ def _average_pool(base: keras.Model) -> keras.Model:
 
 
 _KERAS_WEIGHTS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+_VGG19_TOP = "vgg19_weights_tf_dim_ordering_tf_kernels.h5"
 _VGG19_NOTOP = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 _MOBILENET_V2_NOTOP = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 
@@ -134,11 +135,8 @@ BACKBONES: dict[str, BackboneSpec] = {
         input_size=224,
         build_base=_vgg19_with_top,
         build_features=_cut_at_fc2,
-        imagenet_file="vgg19_weights_tf_dim_ordering_tf_kernels.h5",
-        imagenet_url=(
-            "https://storage.googleapis.com/tensorflow/keras-applications/"
-            "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels.h5"
-        ),
+        imagenet_file=_VGG19_TOP,
+        imagenet_url=_KERAS_WEIGHTS + "vgg19/" + _VGG19_TOP,
         # The hash keras.applications.VGG19 itself checks.
         imagenet_md5="cbe5617147190e668d6c5d5026f83318",
     ),
@@ -382,20 +380,15 @@ def ensure_random_weights(spec: BackboneSpec, base: keras.Model, store_dir: Path
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(target.with_name(target.name + ".lock")):
+    with exclusive_lock(target.with_name(target.name + ".lock")):
         # Another process may have finished while we waited for the lock.
         if target.is_file():
             return target
         _seeded_init(base, seed)
-        # Keras insists on the .weights.h5 suffix; a same-directory temp file makes os.replace atomic.
-        temporary = target.with_name(f".tmp-{os.getpid()}-{target.name}")
-        try:
+        # Keras insists on the .weights.h5 suffix, so the temporary name ends with the target's.
+        with atomic_path(target, prefix=".tmp-", suffix=f"-{target.name}") as temporary:
             base.save_weights(str(temporary))
-            _fsync(temporary)
             _remember_sha256(temporary, final=target, cache_dir=_hash_cache_dir(store_dir))
-            os.replace(temporary, target)
-        finally:
-            temporary.unlink(missing_ok=True)
         logger.info("Created random backbone weights %s", target)
     return target
 
@@ -456,21 +449,6 @@ def _depthwise_kernels(model: keras.Model) -> set[int]:
     return {id(layer.kernel) for layer in _all_layers(model) if isinstance(layer, keras.layers.DepthwiseConv2D)}
 
 
-@contextlib.contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
-
-
 def _hash_cache_dir(store_dir: Path) -> Path:
     return Path(store_dir) / "backbones" / "sha256"
 
@@ -484,25 +462,17 @@ def _stat_key(path: Path) -> dict[str, Any]:
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_sidecar(cache_dir: Path, path: Path, sha: str, stat_key: dict[str, Any]) -> None:
     cache_dir.mkdir(parents=True, exist_ok=True)
     sidecar = cache_dir / f"{_hash_key(path)}.json"
-    temporary = sidecar.with_name(f".tmp-{os.getpid()}-{sidecar.name}")
-    temporary.write_text(json.dumps({"path": str(Path(path).resolve()), "sha256": sha, **stat_key}))
-    os.replace(temporary, sidecar)
+    record = json.dumps({"path": str(Path(path).resolve()), "sha256": sha, **stat_key})
+    # No fsync: a lost or empty sidecar only costs hashing the file again.
+    atomic_write_bytes(sidecar, record.encode(), prefix=".tmp-", suffix=f"-{sidecar.name}", fsync=False)
 
 
 def _remember_sha256(temporary: Path, *, final: Path, cache_dir: Path) -> None:
     # os.replace keeps size and mtime, so the sidecar written for the temp file stays valid.
-    _write_sidecar(cache_dir, final, _sha256_of(temporary), _stat_key(temporary))
+    _write_sidecar(cache_dir, final, sha256_file(temporary), _stat_key(temporary))
 
 
 def file_sha256(path: Path, *, cache_dir: Path) -> str:
@@ -515,7 +485,7 @@ def file_sha256(path: Path, *, cache_dir: Path) -> str:
             return str(cached["sha256"])
     except (OSError, ValueError, KeyError):
         pass
-    sha = _sha256_of(path)
+    sha = sha256_file(path)
     try:
         _write_sidecar(Path(cache_dir), path, sha, stat_key)
     except OSError:

@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.spatial.distance import cdist
 
-# Query rows per distance block, so a large gallery does not need one huge matrix.
-MAX_BLOCK_CELLS = 16_000_000
+from similarity.neighbours import blocked_distances
 
 
 def top_k_accuracy(
@@ -28,7 +26,7 @@ def top_k_accuracy(
     in the gallery at all count as misses. NaN distances (cosine of a zero vector) rank last.
     """
     queries = np.ascontiguousarray(queries, dtype=np.float64)
-    gallery = np.ascontiguousarray(gallery, dtype=np.float64)
+    gallery = np.asarray(gallery)
     query_labels = list(query_labels)
     gallery_labels = list(gallery_labels)
     if len(queries) != len(query_labels) or len(gallery) != len(gallery_labels):
@@ -43,14 +41,13 @@ def top_k_accuracy(
     # Columns grouped by product so np.minimum.reduceat gives each product's best photo.
     column_order = np.argsort(product_of_row, kind="stable")
     group_starts = np.searchsorted(product_of_row[column_order], np.arange(len(products)))
-    sorted_gallery = gallery[column_order]
+    # Reordering copies the gallery anyway; make that its only float64 copy (cdist then copies none).
+    sorted_gallery = np.ascontiguousarray(gallery[column_order], dtype=np.float64)
 
     truth = np.array([product_index.get(_plain(label), -1) for label in query_labels])
     ranks = np.full(len(queries), np.inf)
-    block = max(1, MAX_BLOCK_CELLS // len(gallery))
-    for start in range(0, len(queries), block):
-        stop = min(start + block, len(queries))
-        distances = cdist(queries[start:stop], sorted_gallery, metric=metric)
+    for start, distances in blocked_distances(queries, sorted_gallery, metric=metric):
+        stop = start + len(distances)
         distances[np.isnan(distances)] = np.inf
         per_product = np.minimum.reduceat(distances, group_starts, axis=1)
         known = np.flatnonzero(truth[start:stop] >= 0)

@@ -63,8 +63,13 @@ def open_image(
     max_pixels: int = 40_000_000,
     max_bytes: int | None = None,
     allowed_formats: Iterable[str] = ALLOWED_FORMATS,
+    upright: bool = True,
 ) -> Image.Image:
-    """Open, validate and fully decode an image; return it upright and in RGB."""
+    """Open, validate and fully decode an image; return it in RGB, turned upright by its EXIF tag.
+
+    `upright=False` keeps the stored pixel grid: Street2Shop's boxes were drawn on it (browsers
+    of the time ignored EXIF orientation), so dataset crops must not be rotated first.
+    """
     data = _read_bytes(source, max_bytes=max_bytes)
     allowed = frozenset(allowed_formats)
     image = _open_header(data, allowed=allowed)
@@ -79,8 +84,7 @@ def open_image(
         if width < 1 or height < 1:
             raise EmptyImage("This image has no pixels.")
         _load_fully(image)
-        upright = _exif_transpose(image)
-        return to_rgb(upright)
+        return to_rgb(_exif_transpose(image) if upright else image)
     finally:
         image.close()
 
@@ -220,6 +224,37 @@ def crop_box(image: Image.Image, bbox: tuple[int, int, int, int]) -> Image.Image
     """Crop a (left, top, width, height) box, clamped to the image."""
     left, top, width, height = clamp_box(bbox, image.size)
     return image.crop((left, top, left + width, top + height))
+
+
+def detected_format(source: BinaryIO) -> str:
+    """The format Pillow reads from a file's header ("JPEG", "PNG", "WEBP"…); the position is kept."""
+    position = source.tell()
+    try:
+        source.seek(0)
+        with Image.open(source) as image:
+            return "JPEG" if image.format == "MPO" else str(image.format)
+    finally:
+        source.seek(position)
+
+
+def backbone_input(image: Image.Image, *, bbox: tuple[int, int, int, int] | None = None, size: int = 224) -> Image.Image:
+    """The (boxed) image at the backbone's input size.
+
+    Resizing here, not in the batch, means a batch holds 224×224 images instead of decoded
+    originals of up to 40 megapixels; preprocessing's own resize is then a no-op.
+    """
+    if bbox is not None:
+        image = crop_box(image, bbox)
+    return image.resize((size, size), Image.Resampling.BILINEAR)
+
+
+def thumbnail_jpeg(image: Image.Image, *, longest: int = 320, quality: int = 85) -> bytes:
+    """A small JPEG of the image for grids and lists, aspect ratio kept."""
+    small = image.copy()
+    small.thumbnail((longest, longest), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    to_rgb(small).save(buffer, "JPEG", quality=quality, optimize=True)
+    return buffer.getvalue()
 
 
 def _resized_pixels(image: Image.Image, size: int) -> np.ndarray:

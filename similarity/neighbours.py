@@ -5,7 +5,7 @@ The web process imports this module, so it must stay free of TensorFlow and Djan
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from scipy.spatial.distance import cdist
@@ -36,6 +36,22 @@ def _as_matrix(matrix: np.ndarray) -> np.ndarray:
     if matrix.ndim != 2:
         raise ValueError(f"Expected a 2-D matrix, got shape {matrix.shape}.")
     return matrix
+
+
+def blocked_distances(
+    queries: np.ndarray, matrix: np.ndarray, *, metric: str, max_rows: int | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(first query row, distances) for consecutive blocks of query rows against every matrix row.
+
+    A block holds at most MAX_BLOCK_CELLS distances (and at most ``max_rows`` rows), so a large
+    matrix never needs one (queries × rows) array. Pass a prepared matrix: cdist copies anything
+    that is not C-contiguous float64 again for every block.
+    """
+    rows = max(1, MAX_BLOCK_CELLS // max(len(matrix), 1))
+    if max_rows is not None:
+        rows = max(1, min(rows, max_rows))
+    for start in range(0, len(queries), rows):
+        yield start, cdist(queries[start : start + rows], matrix, metric=metric)
 
 
 def top_k(
@@ -78,15 +94,10 @@ def all_top_k(
     width = max(min(k, n - 1), 0)
     indices = np.empty((n, width), dtype=np.intp)
     distances = np.empty((n, width), dtype=np.float64)
-    # Bound the (rows × n) distance block whatever chunk says.
-    rows = max(1, min(chunk, MAX_BLOCK_CELLS // max(n, 1)))
-    for start in range(0, n, rows):
-        stop = min(start + rows, n)
-        block_indices, block_distances = top_k(
-            matrix[start:stop], matrix, width, exclude=list(range(start, stop)), metric=metric
-        )
-        indices[start:stop] = block_indices
-        distances[start:stop] = block_distances
+    for start, block in blocked_distances(matrix, matrix, metric=metric, max_rows=chunk):
+        stop = start + len(block)
+        excluded = _exclusion_mask(list(range(start, stop)), rows=len(block), columns=n, single=False)
+        indices[start:stop], distances[start:stop] = _select(block, excluded, width)
     return indices, distances
 
 

@@ -7,14 +7,14 @@ Follows keras-io's siamese_contrastive example: one shared embedding tower used 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from similarity.files import atomic_path, sha256_file
 
 if TYPE_CHECKING:
     import keras
@@ -24,13 +24,20 @@ class TowerChecksumError(ValueError):
     """A saved tower does not have the checksum recorded when it was trained."""
 
 
-def principal_directions(features: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+def principal_directions(
+    features: np.ndarray, dim: int, *, max_rows: int = 8192, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """(mean, components (d_in, dim)) of L2-normalised features; missing directions are zero.
 
     A projection on these directions keeps most of the raw features' geometry, so a tower that
     starts from it starts near the raw-feature baseline instead of at a random embedding.
+    At most `max_rows` rows (a seeded sample) are used: the directions settle long before, and
+    the SVD of the full real dataset would need gigabytes.
     """
-    rows = np.asarray(features, dtype=np.float64)
+    rows = np.asarray(features)
+    if len(rows) > max_rows:
+        rows = rows[np.sort(np.random.default_rng(seed).choice(len(rows), size=max_rows, replace=False))]
+    rows = np.asarray(rows, dtype=np.float64)
     rows = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
     mean = rows.mean(axis=0)
     centred = rows - mean
@@ -297,7 +304,13 @@ def nearest_wrong_products(
     street_labels = np.asarray(street_labels)
     # Over-fetch rows: several rows may belong to one product, and one of them is the crop's own.
     want = min(len(shop_labels), (pool + 1) * 3)
-    rows, _ = top_k(embed(tower, street_features), prepare_matrix(embed(tower, shop_features)), k=want)
+    street = embed(tower, street_features)
+    shop = prepare_matrix(embed(tower, shop_features))
+    # In blocks of crops, so the (crops × shop rows) distance matrix never exists whole.
+    block = max(1, 4_000_000 // max(len(shop), 1))
+    rows = np.concatenate(
+        [np.atleast_2d(top_k(street[i : i + block], shop, k=want)[0]) for i in range(0, len(street), block)]
+    ) if len(street) else np.zeros((0, want), dtype=np.intp)
     result = np.empty((len(street_labels), pool), dtype=shop_labels.dtype)
     for i, ranked in enumerate(rows):
         labels = [label for label in dict.fromkeys(shop_labels[ranked].tolist()) if label != street_labels[i]]
@@ -431,16 +444,10 @@ def save_tower(tower: keras.Model, path: Path) -> str:
     if path.suffix != ".keras":
         raise ValueError(f"A tower is saved as a .keras file, got {path.name}.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Same directory so os.replace is atomic; readers never see a half-written model.
-    temporary = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
+    # Readers never see a half-written model; Keras insists on the .keras suffix for the temp file too.
+    with atomic_path(path, suffix=".keras") as temporary:
         tower.save(str(temporary))
-        with open(temporary, "rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+        digest = sha256_file(temporary)
     return digest
 
 
@@ -450,8 +457,7 @@ def load_tower(path: Path, *, expected_sha256: str | None = None) -> keras.Model
 
     path = Path(path)
     if expected_sha256 is not None:
-        with open(path, "rb") as handle:
-            actual = hashlib.file_digest(handle, "sha256").hexdigest()
+        actual = sha256_file(path)
         if actual != expected_sha256.lower():
             raise TowerChecksumError(
                 f"The model file {path} has sha256 {actual[:12]}…, expected {expected_sha256[:12]}…; "

@@ -80,7 +80,7 @@ def celery_worker_process(redis_url, django_db_setup, django_db_blocker, tmp_pat
     }
     handle = log.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool=prefork", "--concurrency=1",
+        [sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool=prefork", "--concurrency=1", "--queues=celery,search",
          "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
         cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT,
     )

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from shop.downloads import DownloadConfig, DownloadJob, DownloadResult, JobFeed, download_photos, photo_filename
+from shop.downloads import DownloadConfig, DownloadJob, DownloadResult, JobFeed, download_photos
+from shop.street2shop import photo_filename
 from tests import httpserver
 from tests.httpserver import PhotoServer
 

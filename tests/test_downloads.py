@@ -29,11 +29,12 @@ from shop.downloads import (
     backoff_delay,
     download_photos,
     parse_retry_after,
-    photo_filename,
     read_photos_txt,
     summarize,
     write_failures_csv,
 )
+from shop.street2shop import photo_filename
+from tests import httpserver
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "street2shop"
 MAX_BYTES = 200_000
@@ -186,13 +187,7 @@ class Handler(BaseHTTPRequestHandler):
         content_type: str = "image/jpeg",
         headers: dict[str, str] | None = None,
     ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
+        httpserver.send(self, status, body, content_type, headers)
 
 
 class QuietServer(ThreadingHTTPServer):
@@ -835,11 +830,6 @@ def test_it_reads_photos_txt_splitting_at_the_first_comma(tmp_path: Path) -> Non
     ]
     with pytest.raises(KeyError):
         photos.jobs([3])
-
-
-def test_it_names_files_by_the_zero_padded_id() -> None:
-    assert photo_filename(7) == "000000007.jpg"
-    assert photo_filename(425_000) == "000425000.jpg"
 
 
 @pytest.mark.skipif(

@@ -133,14 +133,26 @@ def test_it_refuses_to_start_training_without_the_permission(lifecycle):
 
 
 @pytest.mark.django_db
-def test_it_marks_a_redelivered_run_of_a_dead_worker_failed(lifecycle):
+def test_it_never_runs_a_started_version_twice(lifecycle):
     version = ModelVersion.objects.create(status=Status.TRAINING, hyperparameters={"epochs": 1})
 
-    training.run_training(version_id=version.pk)  # what a redelivery after SIGKILL runs
+    training.run_training(version_id=version.pk)  # a duplicate delivery of its task
 
     version.refresh_from_db()
-    assert version.status == Status.FAILED and "stopped during training" in version.error
+    assert version.status == Status.TRAINING and version.started_at is None
     assert selectors.active_version() == lifecycle["first"]
+
+
+@pytest.mark.django_db
+def test_it_abandons_a_run_that_was_failed_while_it_ran(lifecycle):
+    version = ModelVersion.objects.create(status=Status.TRAINING)
+    ModelVersion.objects.filter(pk=version.pk).update(status=Status.FAILED, error="no progress")
+
+    with pytest.raises(training.RunSuperseded):
+        training._update(version, progress={"stage": "training", "epoch": 3})
+
+    version.refresh_from_db()
+    assert version.status == Status.FAILED and version.progress == {}
 
 
 def test_it_fails_a_broken_run_and_keeps_serving_the_active_version(lifecycle, django_db_blocker):
@@ -151,3 +163,29 @@ def test_it_fails_a_broken_run_and_keeps_serving_the_active_version(lifecycle, d
         assert broken.finished_at is not None
         assert selectors.active_version() == active
         assert not broken.embeddings.exists()
+
+
+@pytest.mark.django_db
+def test_it_fails_a_run_whose_worker_stopped_reporting(lifecycle, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.TRAINING_STALL_SECONDS = 600
+    stuck = ModelVersion.objects.create(status=Status.EMBEDDING)
+    ModelVersion.objects.filter(pk=stuck.pk).update(updated_at=timezone.now() - timedelta(hours=1))
+
+    fresh = training.request_training()
+
+    stuck.refresh_from_db()
+    assert stuck.status == Status.FAILED and "no progress" in stuck.error
+    assert fresh.status == Status.QUEUED
+
+
+@pytest.mark.django_db
+def test_it_prints_the_gate_figures_from_evaluate(lifecycle):
+    out = io.StringIO()
+    call_command("evaluate", stdout=out)
+    text = out.getvalue()
+    assert "baseline (VGG19 fc2, cosine)" in text and f"siamese v{lifecycle['first'].pk}" in text
+    assert "validation (gate" in text and "ms per image" in text

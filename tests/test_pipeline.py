@@ -259,7 +259,9 @@ def test_it_prints_both_rows_from_evaluate(indexed_catalogue):
 
 
 @pytest.mark.django_db(transaction=False)
-def test_it_queues_a_product_added_in_the_admin(indexed_catalogue, admin_client, django_capture_on_commit_callbacks):
+def test_it_queues_a_product_added_in_the_admin(
+    indexed_catalogue, admin_client, django_capture_on_commit_callbacks, monkeypatch
+):
     upload = io.BytesIO(jpeg_bytes())
     upload.name = "new.jpg"
     data = {
@@ -272,4 +274,10 @@ def test_it_queues_a_product_added_in_the_admin(indexed_catalogue, admin_client,
     assert response.status_code == 302, response.content[:2000]
     product = Product.objects.get(title="Admin dress")
     assert product.images.count() == 1
-    assert len(callbacks) == 1  # index_products.delay([product.pk]) once the row is committed
+    from workers import tasks
+
+    sent = []
+    monkeypatch.setattr(tasks.index_products, "delay", lambda ids: sent.append(list(ids)))
+    for callback in callbacks:  # what Django runs once the admin's transaction commits
+        callback()
+    assert sent == [[product.pk]]

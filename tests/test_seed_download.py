@@ -264,14 +264,15 @@ def test_it_uses_photos_already_in_the_folder(db, media, delayed, server, root) 
 def test_it_reads_only_the_header_of_photos_it_has_just_validated(
     db, media, delayed, server, tmp_path, monkeypatch
 ) -> None:
-    # Stored sideways (300×200) with EXIF orientation 6: the box fits only the upright 200×300 photo.
+    # Stored sideways (300×200) with EXIF orientation 6. Street2Shop's boxes are on the stored grid
+    # (the annotators' browsers ignored EXIF), so this box fits the stored 300×200 photo as it is.
     buffer = io.BytesIO()
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.new("RGB", (300, 200), (90, 30, 160)).save(buffer, format="JPEG", exif=exif.tobytes())
     rotated = buffer.getvalue()
     root = make_dataset(
-        tmp_path / "rotated", train=[box(2001, 10, 150, 250, 40, 40)], test=[], retrieval={10: [1001]}, photos={}
+        tmp_path / "rotated", train=[box(2001, 10, 250, 150, 40, 40)], test=[], retrieval={10: [1001]}, photos={}
     )
     urls = [server.add("/r/1001.jpg", httpserver.image(jpeg(seed=1))), server.add("/r/2001.jpg", httpserver.image(rotated))]
     (root / "photos.txt").write_text(f"1001,{urls[0]}\n2001,{urls[1]}\n")
@@ -281,9 +282,11 @@ def test_it_reads_only_the_header_of_photos_it_has_just_validated(
 
     download_and_seed(root=root, category="dresses")
 
-    assert StreetPhoto.objects.get().bbox == (150, 250, 40, 40)
+    assert StreetPhoto.objects.get().bbox == (250, 150, 40, 40)
     assert decoded == []  # the downloader decoded both already
-    assert seeding._upright_size(root / "photos" / "000002001.jpg") == real_open_image(rotated).size == (200, 300)
+    stored = seeding._stored_size(root / "photos" / "000002001.jpg")
+    assert stored == real_open_image(rotated, upright=False).size == (300, 200)
+    assert real_open_image(rotated).size == (200, 300)  # what a shopper's browser shows
 
 
 # --- reruns -----------------------------------------------------------------------------------

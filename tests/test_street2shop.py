@@ -13,7 +13,6 @@ import pytest
 from shop.street2shop import (
     MetadataError,
     category_files,
-    iter_photo_urls,
     load_demo_products,
     load_pairs,
     load_retrieval,
@@ -140,15 +139,6 @@ def test_it_parses_the_real_files_quickly() -> None:
     assert time.perf_counter() - started < 2.0
 
 
-@real
-def test_it_reads_photo_urls_split_at_the_first_comma() -> None:
-    urls = list(iter_photo_urls(REAL_ROOT / "photos.txt"))
-
-    assert len(urls) == 11
-    assert [photo for photo, _ in urls] == list(range(1, 12))
-    assert all(url.startswith("http") and "," not in url[:5] for _, url in urls)
-
-
 # --- written files ------------------------------------------------------------------------
 
 
@@ -250,6 +240,7 @@ def test_it_refuses_category_names_that_are_not_plain_words(tmp_path: Path, cate
 def test_it_pads_photo_file_names_to_nine_digits() -> None:
     assert photo_filename(146763) == "000146763.jpg"
     assert photo_filename(1) == "000000001.jpg"
+    assert photo_filename(425_000) == "000425000.jpg"
 
 
 def test_it_reads_demo_products(tmp_path: Path) -> None:
@@ -281,18 +272,3 @@ def test_it_rejects_malformed_demo_products(tmp_path: Path, item: dict, message:
 
     with pytest.raises(MetadataError, match=f"demo_products_dresses.json: entry 0: {message}"):
         load_demo_products(tmp_path, "dresses")
-
-
-def test_it_splits_photo_lines_at_the_first_comma(tmp_path: Path) -> None:
-    path = tmp_path / "photos.txt"
-    path.write_text("000000001,http://a.example/x.jpg\n\n000000012,http://b.example/img?w=1,h=2\n")
-
-    assert list(iter_photo_urls(path)) == [(1, "http://a.example/x.jpg"), (12, "http://b.example/img?w=1,h=2")]
-
-
-def test_it_rejects_a_photo_line_without_a_url(tmp_path: Path) -> None:
-    path = tmp_path / "photos.txt"
-    path.write_text("000000001,http://a.example/x.jpg\njunk\n")
-
-    with pytest.raises(MetadataError, match="photos.txt: line 2"):
-        list(iter_photo_urls(path))

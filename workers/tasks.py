@@ -7,7 +7,7 @@ from uuid import UUID
 
 from celery import shared_task
 
-from shop.services import indexing, recommendations, search, training
+from shop.services import indexing, search, training
 
 
 @shared_task(name="workers.index_products")
@@ -22,16 +22,19 @@ def index_street_photos(street_photo_ids: Sequence[int]) -> int:
     return indexing.index_street_photos(street_photo_ids=list(street_photo_ids))
 
 
-@shared_task(name="workers.refresh_recommendations")
-def refresh_recommendations(version_id: int) -> int:
-    """Rebuild the ranked similar-items rows of one model version."""
-    return recommendations.rebuild_recommendations(version_id=version_id)
-
-
-@shared_task(name="workers.train_model_version")
+# Acked on receipt, not late: a run can outlast the broker's visibility timeout, and a
+# redelivered copy must not start a second training. A lost run is marked failed by
+# training.fail_stalled_runs once its heartbeat stops.
+@shared_task(name="workers.train_model_version", acks_late=False)
 def train_model_version(version_id: int) -> None:
     """Train, evaluate and embed the catalogue for a queued ModelVersion."""
     training.run_training(version_id=version_id)
+
+
+@shared_task(name="workers.embed_for_version")
+def embed_for_version(version_id: int, product_ids: Sequence[int]) -> int:
+    """Embed products a ready or active version lacks (added since it was built)."""
+    return training.embed_for_version(version_id=version_id, product_ids=list(product_ids))
 
 
 @shared_task(name="workers.run_search")

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 from django.db import transaction
 
-from shop.models import Feature, ProductEmbedding
-from shop.services.indexing import queue_product_indexing
+from shop.models import Feature, ProductEmbedding, ProductImage
+from shop.services.indexing import queue_indexing
 
 
 def product_changed(*, product_id: int, changed_image_ids: Sequence[int] = ()) -> None:
@@ -15,6 +15,8 @@ def product_changed(*, product_id: int, changed_image_ids: Sequence[int] = ()) -
     with transaction.atomic():
         if changed_image_ids:
             Feature.objects.filter(product_image_id__in=changed_image_ids).delete()
+            # The worker makes a new thumbnail for a photo that has none.
+            ProductImage.objects.filter(pk__in=changed_image_ids).update(thumbnail="")
             # Its embedding was made from the old photos; the worker makes a new one.
             ProductEmbedding.objects.filter(product_id=product_id).delete()
-        queue_product_indexing(product_ids=[product_id])
+        queue_indexing(product_ids=[product_id])

@@ -98,6 +98,7 @@ def evaluate_category(*, category: str, split: str = Split.TEST, version: ModelV
         )
         result["version"] = version.pk
         result["siamese"] = evaluate_features(data, tower=tower)
-        if "backbone" in (version.metrics or {}):
-            result["backbone"] = version.metrics["backbone"]
+        for key in ("backbone", "validation", "gate"):
+            if key in (version.metrics or {}):
+                result[key] = version.metrics[key]
     return result

@@ -9,7 +9,9 @@ from typing import TypeVar
 
 import numpy as np
 from django.conf import settings
+from django.core.files.base import ContentFile
 from django.db import transaction
+from PIL import Image
 
 from shop import runtime, selectors
 from shop.models import (
@@ -22,7 +24,7 @@ from shop.models import (
     StreetPhoto,
     vector_to_bytes,
 )
-from similarity.images import BadBox, ImageError, crop_box, open_image
+from similarity.images import BadBox, ImageError, backbone_input, open_image, thumbnail_jpeg
 
 logger = logging.getLogger("shop")
 
@@ -36,24 +38,6 @@ TASK_CHUNK = 32
 def chunked(items: Sequence[T], size: int) -> Iterable[list[T]]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
-
-
-def queue_product_indexing(*, product_ids: Sequence[int]) -> None:
-    """Queue indexing of these products once the current transaction commits."""
-    from workers.tasks import index_products
-
-    ids = list(product_ids)
-    for chunk in chunked(ids, TASK_CHUNK):
-        # robust: a broker outage must not undo a stored product; index_catalogue catches up later.
-        transaction.on_commit(lambda chunk=chunk: index_products.delay(chunk), robust=True)
-
-
-def queue_street_photo_indexing(*, street_photo_ids: Sequence[int]) -> None:
-    from workers.tasks import index_street_photos
-
-    ids = list(street_photo_ids)
-    for chunk in chunked(ids, TASK_CHUNK):
-        transaction.on_commit(lambda chunk=chunk: index_street_photos.delay(chunk), robust=True)
 
 
 class IndexQueue:
@@ -70,6 +54,7 @@ class IndexQueue:
         self._added = False
 
     def add(self, *, product_ids: Sequence[int] = (), street_photo_ids: Sequence[int] = ()) -> None:
+        # robust: a broker outage must not undo what is stored; index_catalogue catches up later.
         products, street = list(product_ids), list(street_photo_ids)
         if not products and not street:
             return
@@ -95,14 +80,20 @@ class IndexQueue:
                 task.delay(batch)
 
 
+def queue_indexing(*, product_ids: Sequence[int] = (), street_photo_ids: Sequence[int] = ()) -> None:
+    """Queue indexing of these products and street photos once the current transaction commits."""
+    queue = IndexQueue()
+    queue.add(product_ids=product_ids, street_photo_ids=street_photo_ids)
+    queue.flush()
+
+
 def queue_catalogue_indexing(*, category: str = Category.DRESSES) -> dict[str, int]:
     """Queue every product and street photo of a category; tasks skip what is already done."""
     product_ids = list(Product.objects.filter(category=category).order_by("id").values_list("id", flat=True))
     street_ids = list(
         StreetPhoto.objects.filter(product__category=category).order_by("id").values_list("id", flat=True)
     )
-    queue_product_indexing(product_ids=product_ids)
-    queue_street_photo_indexing(street_photo_ids=street_ids)
+    queue_indexing(product_ids=product_ids, street_photo_ids=street_ids)
     return {"products": len(product_ids), "street_photos": len(street_ids)}
 
 
@@ -141,24 +132,38 @@ def _extract_features(
     return kept, (np.concatenate(vectors) if vectors else None)
 
 
-def _open_field(field) -> object:
+def open_stored_image(field, *, upright: bool = True) -> Image.Image:
+    """Decode a stored photo with the shop's pixel cap (see similarity.images.open_image)."""
     with field.open("rb") as handle:
-        return open_image(handle, max_pixels=settings.IMAGE_MAX_PIXELS)
+        return open_image(handle, max_pixels=settings.IMAGE_MAX_PIXELS, upright=upright)
 
 
 def compute_product_image_features(*, product_image_ids: Sequence[int]) -> int:
-    """Store backbone features for shop images that lack them under the current weights."""
-    weights_id = runtime.get_backbone().weights_id
+    """Store backbone features (and a thumbnail) for shop images that lack them under the current weights."""
+    backbone = runtime.get_backbone()
     todo = list(
         ProductImage.objects.filter(pk__in=product_image_ids)
-        .exclude(features__weights_id=weights_id)
+        .exclude(features__weights_id=backbone.weights_id)
         .order_by("id")
     )
-    kept, vectors = _extract_features(todo, lambda pi: _open_field(pi.image), label=lambda pi: f"shop image {pi.pk}")
+    thumbnailed: list[ProductImage] = []
+
+    def load(item: ProductImage) -> Image.Image:
+        image = open_stored_image(item.image)
+        if not item.thumbnail:
+            # The worker decodes the photo anyway; pages then never ship multi-megapixel originals.
+            item.thumbnail.save(f"{item.pk}.jpg", ContentFile(thumbnail_jpeg(image)), save=False)
+            thumbnailed.append(item)
+        return backbone_input(image, size=backbone.input_size)
+
+    kept, vectors = _extract_features(todo, load, label=lambda item: f"shop image {item.pk}")
+    if thumbnailed:
+        ProductImage.objects.bulk_update(thumbnailed, ["thumbnail"])
     if vectors is None:
         return 0
     Feature.objects.bulk_create(
-        [Feature(product_image=pi, weights_id=weights_id, vector=vector_to_bytes(v)) for pi, v in zip(kept, vectors)],
+        [Feature(product_image=item, weights_id=backbone.weights_id, vector=vector_to_bytes(v))
+         for item, v in zip(kept, vectors)],
         ignore_conflicts=True,  # a redelivered task may race its first run
     )
     return len(kept)
@@ -166,19 +171,24 @@ def compute_product_image_features(*, product_image_ids: Sequence[int]) -> int:
 
 def compute_street_photo_features(*, street_photo_ids: Sequence[int]) -> int:
     """Store backbone features of street crops (the boxed garment) that lack them."""
-    weights_id = runtime.get_backbone().weights_id
+    backbone = runtime.get_backbone()
     todo = list(
-        StreetPhoto.objects.filter(pk__in=street_photo_ids).exclude(features__weights_id=weights_id).order_by("id")
+        StreetPhoto.objects.filter(pk__in=street_photo_ids)
+        .exclude(features__weights_id=backbone.weights_id)
+        .order_by("id")
     )
 
-    def load(photo: StreetPhoto) -> object:
-        return crop_box(_open_field(photo.image), photo.bbox)
+    def load(photo: StreetPhoto) -> Image.Image:
+        # Dataset boxes are on the stored pixel grid, so no EXIF rotation before cropping.
+        image = open_stored_image(photo.image, upright=False)
+        return backbone_input(image, bbox=photo.bbox, size=backbone.input_size)
 
-    kept, vectors = _extract_features(todo, load, label=lambda sp: f"street photo {sp.pk}")
+    kept, vectors = _extract_features(todo, load, label=lambda photo: f"street photo {photo.pk}")
     if vectors is None:
         return 0
     Feature.objects.bulk_create(
-        [Feature(street_photo=sp, weights_id=weights_id, vector=vector_to_bytes(v)) for sp, v in zip(kept, vectors)],
+        [Feature(street_photo=photo, weights_id=backbone.weights_id, vector=vector_to_bytes(v))
+         for photo, v in zip(kept, vectors)],
         ignore_conflicts=True,
     )
     return len(kept)
@@ -241,9 +251,9 @@ def index_products(*, product_ids: Sequence[int]) -> int:
             Product.objects.filter(pk__in=ids).exclude(embeddings__version=version).values_list("id", flat=True)
         )
         if missing and embed_products(version=version, product_ids=missing):
-            from workers.tasks import refresh_recommendations
+            from shop.services.recommendations import update_recommendations
 
-            refresh_recommendations.delay(version.pk)
+            update_recommendations(version_id=version.pk, product_ids=missing)
     return computed
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import queue
 import threading
 import time
@@ -16,6 +15,7 @@ from django.conf import settings
 
 from shop import selectors
 from shop.downloads import (
+    FAILURE_COLUMNS as DOWNLOAD_FAILURE_COLUMNS,
     DownloadConfig,
     DownloadJob,
     DownloadResult,
@@ -23,7 +23,9 @@ from shop.downloads import (
     PhotoList,
     ProgressPrinter,
     download_photos,
+    failure_row,
     read_photos_txt,
+    write_csv,
 )
 from shop.models import Category, PhotoDownload
 from shop.services.indexing import IndexQueue
@@ -46,9 +48,7 @@ WINDOW_PRODUCTS = 100
 INDEX_FLUSH_SECONDS = 10.0
 RECORD_BATCH = 200
 NOT_LISTED = PhotoDownload.Outcome.NOT_LISTED.value
-FAILURE_COLUMNS = (
-    "photo_id", "url", "outcome", "http_status", "attempts", "error", "kind", "product_ids", "earlier_run"
-)
+FAILURE_COLUMNS = (*DOWNLOAD_FAILURE_COLUMNS, "kind", "product_ids", "earlier_run")
 _DONE = object()
 
 
@@ -201,22 +201,11 @@ def write_failures_csv(*, failures: Sequence[PhotoFailure], path: Path) -> int:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ordered = sorted(failures, key=lambda item: (item.photo_id, item.outcome, item.product_ids))
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(FAILURE_COLUMNS)
-        for item in ordered:
-            writer.writerow([
-                item.photo_id,
-                item.url,
-                item.outcome,
-                "" if item.http_status is None else item.http_status,
-                item.attempts,
-                item.error,
-                item.kind,
-                " ".join(map(str, item.product_ids)),
-                "yes" if item.earlier_run else "",
-            ])
-    return len(ordered)
+    rows = (
+        [*failure_row(item), item.kind, " ".join(map(str, item.product_ids)), "yes" if item.earlier_run else ""]
+        for item in ordered
+    )
+    return write_csv(path, FAILURE_COLUMNS, rows)
 
 
 class _Progress(ProgressPrinter):

@@ -10,6 +10,7 @@ import numpy as np
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
+from django.db.models import Count, Max
 from django.utils import timezone
 
 from shop import runtime, selectors
@@ -18,20 +19,35 @@ from shop.models import Category, ModelVersion, ProductEmbedding, SearchQuery
 logger = logging.getLogger("shop")
 
 _matrix_lock = threading.Lock()
-# version id -> (embedding count, product ids, float64 matrix); rebuilt when the count changes.
-_matrices: dict[int, tuple[int, np.ndarray, np.ndarray]] = {}
+# version id -> (embedding stamp, product ids, float64 matrix); rebuilt when the stamp changes.
+_matrices: dict[int, tuple[tuple, np.ndarray, np.ndarray]] = {}
 
 
-def create_search_query(*, image: UploadedFile, bbox: tuple[int, int, int, int] | None) -> SearchQuery:
+def create_search_query(
+    *, image: UploadedFile, image_format: str, bbox: tuple[int, int, int, int] | None
+) -> SearchQuery:
     """Store a validated upload and queue the search once the row is committed."""
     from workers.tasks import run_search
 
     left, top, width, height = bbox if bbox else (None, None, None, None)
+    query = SearchQuery(bbox_left=left, bbox_top=top, bbox_width=width, bbox_height=height)
+    # Stored under our own name and the detected format's extension, never the shopper's file
+    # name: an "evil.html" holding a valid JPEG must not be served back as a web page.
+    extension = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}[image_format]
+    query.image.save(f"{query.pk}.{extension}", image, save=False)
+
+    def enqueue() -> None:
+        try:
+            run_search.delay(str(query.pk))
+        except Exception:
+            SearchQuery.objects.filter(pk=query.pk).update(
+                status=SearchQuery.Status.FAILED, error="Search is unavailable right now; please try again."
+            )
+            raise
+
     with transaction.atomic():
-        query = SearchQuery.objects.create(
-            image=image, bbox_left=left, bbox_top=top, bbox_width=width, bbox_height=height
-        )
-        transaction.on_commit(lambda: run_search.delay(str(query.pk)))
+        query.save()
+        transaction.on_commit(enqueue, robust=True)
     return query
 
 
@@ -39,19 +55,21 @@ def _version_matrix(version: ModelVersion) -> tuple[np.ndarray, np.ndarray]:
     """The version's product ids and a float64 matrix, cached per process until embeddings change."""
     from similarity.neighbours import prepare_matrix
 
-    count = ProductEmbedding.objects.filter(version=version).count()
+    # Count and newest id together change whenever an embedding is added, replaced or removed.
+    stamp = tuple(ProductEmbedding.objects.filter(version=version).aggregate(n=Count("id"), last=Max("id")).values())
     with _matrix_lock:
         cached = _matrices.get(version.pk)
-        if cached is None or cached[0] != count:
+        if cached is None or cached[0] != stamp:
             ids, matrix = selectors.embedding_matrix(version=version)
-            cached = (count, ids, prepare_matrix(matrix) if len(ids) else matrix)
+            cached = (stamp, ids, prepare_matrix(matrix) if len(ids) else matrix)
             _matrices[version.pk] = cached
         return cached[1], cached[2]
 
 
 def run_search_query(*, query_id: UUID) -> None:
     """Worker entry: fill in a query's results, or its error."""
-    from similarity.images import BadBox, ImageError, crop_box, open_image
+    from shop.services.indexing import open_stored_image
+    from similarity.images import BadBox, ImageError, backbone_input
     from similarity.neighbours import top_k
     from similarity.siamese import embed
 
@@ -65,10 +83,8 @@ def run_search_query(*, query_id: UUID) -> None:
         backbone = runtime.get_backbone()
         if backbone.weights_id != version.weights_id:
             raise LookupError("The search index is being rebuilt for a new backbone; try again shortly.")
-        with query.image.open("rb") as handle:
-            image = open_image(handle, max_pixels=settings.IMAGE_MAX_PIXELS)
-        if query.bbox:
-            image = crop_box(image, query.bbox)
+        # Upright: the shopper drew the box on the preview the browser showed, EXIF applied.
+        image = backbone_input(open_stored_image(query.image), bbox=query.bbox, size=backbone.input_size)
         features = backbone.extract_images([image])
         tower = runtime.get_tower(version_id=version.pk, artifact_path=version.artifact_path, checksum=version.checksum)
         vector = embed(tower, features)[0]

@@ -15,7 +15,7 @@ from typing import IO
 from django.conf import settings
 from django.core.files import File
 from django.db import IntegrityError, transaction
-from PIL import ExifTags, Image
+from PIL import Image
 
 from shop import street2shop
 from shop.models import Category, Product, ProductImage, Split, StreetPhoto
@@ -293,10 +293,12 @@ class _PhotoChecker:
             return None, MISSING_PHOTO, ""
         if photo_id in self.verified:
             with suppress(OSError, ValueError, SyntaxError):
-                return _upright_size(self.path(photo_id)), "", ""
+                return _stored_size(self.path(photo_id)), "", ""
         try:
+            # Not turned upright: Street2Shop's boxes are on the stored pixel grid (see open_image).
             image = open_image(
-                self.path(photo_id), max_pixels=settings.IMAGE_MAX_PIXELS, allowed_formats=ALLOWED_FORMATS
+                self.path(photo_id), max_pixels=settings.IMAGE_MAX_PIXELS, allowed_formats=ALLOWED_FORMATS,
+                upright=False,
             )
         except ImageError as error:
             return None, BAD_IMAGE, str(error)
@@ -307,15 +309,10 @@ class _PhotoChecker:
         return size, "", ""
 
 
-def _upright_size(path: Path) -> tuple[int, int]:
-    """The size open_image would report, from the header alone: EXIF orientations 5-8 swap the sides."""
+def _stored_size(path: Path) -> tuple[int, int]:
+    """The stored pixel grid's size, from the header alone (boxes are clamped to it)."""
     with Image.open(path) as image:
-        width, height = image.size
-        try:
-            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-        except (OSError, SyntaxError, ValueError, KeyError, TypeError):
-            orientation = 1  # open_image keeps a photo with unreadable EXIF as stored
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+        return image.size
 
 
 def _seed_product(

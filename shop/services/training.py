@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import traceback
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from shop import runtime
+from shop import runtime, selectors
 from shop.models import RUNNING_STATUSES, Category, ModelVersion, Product, ProductImage, Split, StreetPhoto
 from shop.services import evaluation, indexing
 from shop.services.recommendations import rebuild_recommendations
@@ -53,6 +54,7 @@ def request_training(
 ) -> ModelVersion:
     """Queue a training run; refused while another run of the category is queued or running."""
     params = {**default_hyperparameters(), **(hyperparameters or {})}
+    fail_stalled_runs(category=category)
     try:
         with transaction.atomic():
             version = ModelVersion.objects.create(
@@ -63,14 +65,40 @@ def request_training(
         raise TrainingAlreadyRunning(f"{running or 'A run'} is still in progress; wait for it to finish.") from None
     from workers.tasks import train_model_version
 
-    transaction.on_commit(lambda: train_model_version.delay(version.pk))
+    def enqueue() -> None:
+        try:
+            train_model_version.delay(version.pk)
+        except Exception as error:  # a queued row nobody will run would block every later run
+            _fail(version.pk, f"could not queue the run: {error}")
+            raise
+
+    transaction.on_commit(enqueue, robust=True)
     return version
 
 
+def fail_stalled_runs(*, category: str) -> int:
+    """Mark failed the running versions whose worker stopped reporting (killed, never redelivered)."""
+    cutoff = timezone.now() - timedelta(seconds=settings.TRAINING_STALL_SECONDS)
+    return ModelVersion.objects.filter(category=category, status__in=RUNNING_STATUSES, updated_at__lt=cutoff).update(
+        status=Status.FAILED,
+        finished_at=timezone.now(),
+        error=f"no progress for {settings.TRAINING_STALL_SECONDS} s: the worker running it was lost",
+    )
+
+
+class RunSuperseded(Exception):
+    """The run was ended elsewhere (marked failed as stalled) while this worker still ran it."""
+
+
 def _update(version: ModelVersion, **fields) -> None:
+    """Write a running version's fields, only while it is still running (compare-and-set)."""
     for name, value in fields.items():
         setattr(version, name, value)
-    version.save(update_fields=list(fields))
+    written = ModelVersion.objects.filter(pk=version.pk, status__in=RUNNING_STATUSES).update(
+        **fields, updated_at=timezone.now()
+    )
+    if not written:
+        raise RunSuperseded(f"{version} is no longer running")
 
 
 def _compute_all_features(version: ModelVersion) -> None:
@@ -223,16 +251,14 @@ def _evaluate(version: ModelVersion, tower, data: TrainingData, *, best_epoch: i
 def run_training(*, version_id: int) -> None:
     """Worker entry: run one queued version to `active`, or mark it failed with its error."""
     version = ModelVersion.objects.filter(pk=version_id).first()
-    if version is None:
+    # Only one delivery of the task may take a queued run; a duplicate finds it started and
+    # leaves it alone (a run whose worker died is failed by fail_stalled_runs).
+    if version is None or not ModelVersion.objects.filter(pk=version.pk, status=Status.QUEUED).update(
+        status=Status.TRAINING, started_at=timezone.now(), updated_at=timezone.now()
+    ):
         return
-    if version.status != Status.QUEUED:
-        if version.status in RUNNING_STATUSES:
-            # Redelivered after the worker running it died (acks_late): the run cannot resume.
-            _fail(version_id, f"the worker running this version stopped during {version.status} "
-                              "(killed or out of memory); start a new run")
-        return  # finished already: a duplicate delivery
+    version.refresh_from_db()
     try:
-        _update(version, status=Status.TRAINING, started_at=timezone.now(), error="")
         backbone = runtime.get_backbone()
         _update(version, weights_id=backbone.weights_id)
         _compute_all_features(version)
@@ -270,6 +296,9 @@ def run_training(*, version_id: int) -> None:
             indexing.embed_products(version=version, product_ids=late)
         rebuild_recommendations(version_id=version.pk)
         _update(version, status=Status.READY, finished_at=timezone.now(), progress={"stage": "ready"})
+    except RunSuperseded as error:
+        logger.warning("training run %s abandoned: %s", version_id, error)
+        return
     except Exception as error:  # any failure must leave the live model serving and say why
         logger.exception("training run %s failed", version_id)
         _fail(version_id, "".join(traceback.format_exception_only(type(error), error)).strip())
@@ -308,7 +337,9 @@ def _backbone_cost(version: ModelVersion, backbone) -> dict:
 
 
 def _fail(version_id: int, error: str) -> None:
-    ModelVersion.objects.filter(pk=version_id).update(status=Status.FAILED, finished_at=timezone.now(), error=error)
+    ModelVersion.objects.filter(pk=version_id, status__in=RUNNING_STATUSES).update(
+        status=Status.FAILED, finished_at=timezone.now(), error=error
+    )
 
 
 def _products_missing_embedding(version: ModelVersion):
@@ -339,14 +370,62 @@ def activate_version(*, version_id: int, override: bool = False, user=None) -> M
                 f"the gate refused {version}: {gate.get('reason', 'no evaluation')}. "
                 "Activating it anyway needs an override, which is recorded."
             )
-        missing = _products_missing_embedding(version).count()
-        if missing:
-            raise ActivationRefused(f"{missing} products have no embedding for {version} yet")
-        ModelVersion.objects.filter(category=version.category, status=Status.ACTIVE).update(status=Status.READY)
-        fields: dict = {"status": Status.ACTIVE, "activated_at": timezone.now()}
-        if needs_override:
-            gate = {**gate, "overridden_by": getattr(user, "username", None) or "system",
-                    "overridden_at": timezone.now().isoformat()}
-            fields |= {"gate_overridden": True, "metrics": {**version.metrics, "gate": gate}}
-        _update(version, **fields)
+        current = selectors.current_weights_id()
+        if current and version.weights_id != current:
+            # Its vectors would not compare with the features the workers now make.
+            raise ActivationRefused(
+                f"{version} was trained on {version.weights_id}, but the workers use {current}: train a new version"
+            )
+        missing = list(_products_missing_embedding(version).values_list("id", flat=True))
+        if not missing:
+            _make_active(version, gate=gate, needs_override=needs_override, user=user)
+    if missing:
+        # Products added since it was built (a rollback): embed them, then it can go live.
+        from workers.tasks import embed_for_version
+
+        transaction.on_commit(lambda: embed_for_version.delay(version.pk, missing), robust=True)
+        raise ActivationRefused(
+            f"{len(missing)} products have no embedding for {version} yet; they are being embedded now, "
+            "try again in a minute"
+        )
     return version
+
+
+def _make_active(version: ModelVersion, *, gate: dict, needs_override: bool, user) -> None:
+    """Switch the category's live version to this one (inside the caller's transaction)."""
+    ModelVersion.objects.filter(category=version.category, status=Status.ACTIVE).update(status=Status.READY)
+    fields: dict = {"status": Status.ACTIVE, "activated_at": timezone.now()}
+    if needs_override:
+        gate = {**gate, "overridden_by": getattr(user, "username", None) or "system",
+                "overridden_at": timezone.now().isoformat()}
+        fields |= {"gate_overridden": True, "metrics": {**version.metrics, "gate": gate}}
+    for name, value in fields.items():
+        setattr(version, name, value)
+    version.save(update_fields=[*fields, "updated_at"])
+    # Products indexed during the switch were embedded for the old version only.
+    transaction.on_commit(lambda: _queue_unembedded(version.pk), robust=True)
+
+
+def _queue_unembedded(version_id: int) -> None:
+    version = ModelVersion.objects.get(pk=version_id)
+    late = list(_products_missing_embedding(version).values_list("id", flat=True))
+    if late:
+        from workers.tasks import embed_for_version
+
+        embed_for_version.delay(version_id, late)
+
+
+def embed_for_version(*, version_id: int, product_ids: list[int]) -> int:
+    """Embed products that lack a vector for a ready or active version, and rank them."""
+    from shop.services.recommendations import update_recommendations
+
+    version = ModelVersion.objects.filter(pk=version_id, status__in=[Status.READY, Status.ACTIVE]).first()
+    if version is None:
+        return 0
+    missing = list(
+        Product.objects.filter(pk__in=product_ids).exclude(embeddings__version=version).values_list("id", flat=True)
+    )
+    embedded = indexing.embed_products(version=version, product_ids=missing) if missing else 0
+    if embedded:
+        update_recommendations(version_id=version.pk, product_ids=missing)
+    return embedded

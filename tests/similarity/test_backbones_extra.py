@@ -236,21 +236,6 @@ def test_it_looks_for_keras_include_top_false_imagenet_file(name, file, empty_ke
     assert BACKBONES[name].imagenet_url.endswith("/" + file)
 
 
-def test_it_preprocesses_exactly_like_keras_mobilenet_v2():
-    from keras.applications import mobilenet_v2
-
-    image = photo(300, 200, seed=7)
-    resized = np.asarray(image.resize((224, 224), Image.Resampling.BILINEAR), dtype=np.float32)
-
-    ours = preprocess_image_mobilenet(image)
-    theirs = mobilenet_v2.preprocess_input(resized.copy())
-
-    assert ours.shape == (224, 224, 3)
-    assert ours.dtype == np.float32
-    assert ours.flags.c_contiguous
-    assert np.array_equal(ours, theirs)
-
-
 def test_it_scales_mobilenet_pixels_to_minus_one_to_one_in_rgb_order():
     red = Image.new("RGBA", (10, 10), (255, 0, 0, 255))
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib
 import io
 import subprocess
 import sys
@@ -16,10 +17,12 @@ from similarity.images import (
     NotAnImage,
     TruncatedImage,
     UnsupportedFormat,
+    backbone_input,
     clamp_box,
     crop_box,
     open_image,
     preprocess_image,
+    preprocess_image_mobilenet,
 )
 
 from .conftest import REPO
@@ -232,14 +235,16 @@ def test_it_crops_the_clamped_box():
     assert np.array_equal(np.asarray(crop), pixels[40:50, 90:100].astype(np.uint8))
 
 
-def test_it_preprocesses_exactly_like_keras_vgg19():
-    from keras.applications import vgg19
-
+@pytest.mark.parametrize(
+    ("preprocess", "application"), [(preprocess_image, "vgg19"), (preprocess_image_mobilenet, "mobilenet_v2")]
+)
+def test_it_preprocesses_exactly_like_keras(preprocess, application):
+    keras_application = importlib.import_module(f"keras.applications.{application}")
     image = photo(300, 200, seed=7)
     resized = np.asarray(image.resize((224, 224), Image.Resampling.BILINEAR), dtype=np.float32)
 
-    ours = preprocess_image(image)
-    theirs = vgg19.preprocess_input(resized.copy())
+    ours = preprocess(image)
+    theirs = keras_application.preprocess_input(resized.copy())
 
     assert ours.shape == (224, 224, 3)
     assert ours.dtype == np.float32
@@ -255,9 +260,25 @@ def test_it_preprocesses_to_the_requested_size_and_converts_to_rgb():
 
 def test_it_keeps_the_web_facing_modules_free_of_tensorflow_and_django():
     code = (
-        "import sys, similarity.images, similarity.neighbours, similarity.evaluation, "
+        "import sys, similarity.files, similarity.images, similarity.neighbours, similarity.evaluation, "
         "similarity.backbone, similarity.siamese\n"
         "heavy = [m for m in ('tensorflow', 'keras', 'django') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
+
+
+def test_it_keeps_the_stored_pixel_grid_when_asked_not_to_turn_upright():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways; viewers turn it a quarter
+    data = encode(Image.new("RGB", (300, 200), (90, 30, 160)), "JPEG", exif=exif.tobytes())
+
+    assert open_image(data).size == (200, 300)
+    assert open_image(data, upright=False).size == (300, 200)
+
+
+def test_it_resizes_the_boxed_crop_to_the_backbone_input():
+    image = Image.new("RGB", (400, 300), (10, 20, 30))
+
+    assert backbone_input(image, bbox=(10, 10, 100, 50)).size == (224, 224)
+    assert backbone_input(image, size=96).size == (96, 96)

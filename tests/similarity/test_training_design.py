@@ -132,3 +132,13 @@ def test_it_stops_early_when_validation_stops_improving(data):
 
     assert len(result.history) < 31
     assert result.history[-1]["epoch"] - result.best_epoch == 2
+
+
+def test_it_takes_principal_directions_from_a_seeded_sample_of_many_rows():
+    rows = np.random.default_rng(3).normal(size=(500, 10)).astype(np.float32)
+
+    first = principal_directions(rows, 4, max_rows=100, seed=1)
+    again = principal_directions(rows, 4, max_rows=100, seed=1)
+
+    assert np.array_equal(first[1], again[1])
+    assert np.allclose(first[1].T @ first[1], np.eye(4), atol=1e-5)

@@ -51,12 +51,14 @@ class Command(BaseCommand):
 
             app.conf.broker_url = broker
             env = {**os.environ, "CELERY_BROKER_URL": broker, "REDIS_URL": broker}
-            children.append(self._spawn(
-                [sys.executable, "-m", "celery", "-A", "workers", "worker", "--loglevel=INFO",
-                 f"--concurrency={concurrency}", "--hostname=demo@%h"],
-                env=env, log=logs / "worker.log",
-            ))
-            self.stdout.write(f"started a Celery worker (log: {logs / 'worker.log'})")
+            for queue in ("celery", "search"):
+                children.append(self._spawn(
+                    [sys.executable, "-m", "celery", "-A", "workers", "worker", "--loglevel=INFO",
+                     f"--concurrency={concurrency if queue == 'celery' else 1}", f"--queues={queue}",
+                     f"--hostname={queue}@%h"],
+                    env=env, log=logs / f"worker-{queue}.log",
+                ))
+            self.stdout.write(f"started Celery workers for indexing/training and for searches (logs in {logs})")
             url = f"http://127.0.0.1:{port}/"
             if not no_serve:
                 children.append(self._spawn(

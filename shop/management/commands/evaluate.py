@@ -49,6 +49,20 @@ class Command(BaseCommand):
             self.stdout.write("(no active siamese model: train one with `manage.py train_model`)")
         for name, figures in rows:
             self.stdout.write(f"{name:<28}" + "".join(f"{figures[k]:>8.3f}" for k in KEYS))
+        recorded = (model.metrics or {}).get("validation") if model else None
+        if recorded:
+            gate = model.metrics.get("gate", {})
+            self.stdout.write(
+                f"validation (gate, recorded when v{model.pk} was trained): {recorded['queries']} queries, "
+                f"{recorded['gallery']} products"
+            )
+            names = {"baseline": "baseline", "previous": f"previous v{model.metrics.get('previous_version')}",
+                     "siamese": f"siamese v{model.pk}"}
+            for key, name in names.items():
+                if key in recorded:
+                    self.stdout.write(f"{name:<28}" + "".join(f"{recorded[key][k]:>8.3f}" for k in KEYS))
+            self.stdout.write(f"gate: {'passed' if gate.get('passed') else 'refused'}: {gate.get('reason', '')}"
+                              + (" (overridden)" if model.gate_overridden else ""))
         cost = (model.metrics or {}).get("backbone", {}) if model else {}
         if "ms_per_image" in cost:
             self.stdout.write(
