@@ -100,7 +100,11 @@ class Command(BaseCommand):
 
     def _spawn(self, command: list[str], *, env: dict, log: Path) -> subprocess.Popen:
         handle = log.open("ab")
-        return subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=settings.BASE_DIR)
+        # Own session: a terminal's Ctrl-C reaches only this command, which then stops the
+        # children in order, instead of every child dying at once mid-task.
+        return subprocess.Popen(
+            command, env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=settings.BASE_DIR, start_new_session=True
+        )
 
     def _seed(self, *, products: int, seed: int) -> None:
         root = Path(settings.DATA_DIR) / f"demo-dataset-{products}-s{seed}"
