@@ -19,6 +19,10 @@ from shop.embedded_redis import EmbeddedRedis, ping
 from shop.models import Product
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 class Command(BaseCommand):
     help = "Migrate, make and seed the demo dataset, start Redis, a worker and the web server, index and train."
 
@@ -31,6 +35,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, products: int, seed: int, port: int, concurrency: int, no_serve: bool, **options):
         started = time.monotonic()
+        # Ctrl-C and a plain `kill` both stop the children cleanly; SIGINT may arrive ignored
+        # when the demo was started in the background by a shell.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _interrupt)
         children: list[subprocess.Popen] = []
         embedded: EmbeddedRedis | None = None
         logs = Path(settings.DATA_DIR) / "logs"
