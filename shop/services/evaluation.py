@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from django.db.models import QuerySet
 
 from shop import selectors
-from shop.models import ModelVersion, ProductImage, Split, StreetPhoto
+from shop.models import Feature, ModelVersion, Split, vector_from_bytes
 
 
 @dataclass
@@ -24,36 +25,38 @@ class EvaluationData:
         return len(np.unique(self.gallery_labels)) if len(self.gallery_labels) else 0
 
 
-def _stack(vectors: list[np.ndarray], dim_hint: int = 0) -> np.ndarray:
-    return np.stack(vectors) if vectors else np.zeros((0, dim_hint), dtype=np.float32)
+def _labelled(features: QuerySet[Feature], *, image: str) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors, product labels) of stored features, in image order, read in one joined query."""
+    labels: list[int] = []
+    vectors: list[np.ndarray] = []
+    rows = features.order_by(f"{image}_id").values_list(f"{image}__product_id", "vector")
+    for product_id, blob in rows.iterator(chunk_size=2000):
+        labels.append(product_id)
+        vectors.append(vector_from_bytes(blob))
+    matrix = np.stack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
+    return matrix, np.array(labels, dtype=np.int64)
 
 
 def street_features(
     *, category: str, split: str | None, weights_id: str, product_ids: set[int] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(features, product labels) of the street crops of a category and split that have features."""
-    photos = StreetPhoto.objects.filter(product__category=category)
+    """(features, product labels) of the street crops of a category (and split) that have features."""
+    features = Feature.objects.filter(weights_id=weights_id, street_photo__product__category=category)
     if split:
-        photos = photos.filter(split=split)
+        features = features.filter(street_photo__split=split)
     if product_ids is not None:
-        photos = photos.filter(product_id__in=product_ids)
-    owners = dict(photos.order_by("id").values_list("id", "product_id"))
-    features = selectors.image_features(weights_id=weights_id, street_photo_ids=list(owners))
-    ids = [i for i in owners if i in features]
-    return _stack([features[i] for i in ids]), np.array([owners[i] for i in ids], dtype=np.int64)
+        features = features.filter(street_photo__product_id__in=product_ids)
+    return _labelled(features, image="street_photo")
 
 
 def shop_features(
     *, category: str, weights_id: str, product_ids: set[int] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(features, product labels) of the shop images of a category that have features."""
-    images = ProductImage.objects.filter(product__category=category)
+    features = Feature.objects.filter(weights_id=weights_id, product_image__product__category=category)
     if product_ids is not None:
-        images = images.filter(product_id__in=product_ids)
-    owners = dict(images.order_by("id").values_list("id", "product_id"))
-    features = selectors.image_features(weights_id=weights_id, product_image_ids=list(owners))
-    ids = [i for i in owners if i in features]
-    return _stack([features[i] for i in ids]), np.array([owners[i] for i in ids], dtype=np.int64)
+        features = features.filter(product_image__product_id__in=product_ids)
+    return _labelled(features, image="product_image")
 
 
 def evaluation_data(*, category: str, split: str, weights_id: str) -> EvaluationData:
