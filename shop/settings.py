@@ -144,7 +144,12 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 3600)}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=1),
+    # How often a worker looks for tasks of a dead worker whose visibility timeout ran out.
+    "unacked_restore_interval": envint("CELERY_RESTORE_INTERVAL", 10, minimum=1),
+    "unacked_restore_throttle": 1,
+}
 CELERY_WORKER_CONCURRENCY = envint("CELERY_WORKER_CONCURRENCY", 1, minimum=1)
 # Shoppers' searches get their own queue (and, in the demo, their own worker) so they never
 # wait behind a training run or a catalogue's worth of indexing.

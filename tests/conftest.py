@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -60,16 +62,56 @@ def _database_url(settings_dict: dict) -> str:
     raise RuntimeError(f"no worker database URL for {engine}")
 
 
+class WorkerProcess:
+    """A real `celery -A workers worker` (prefork) subprocess on the test database and broker."""
+
+    def __init__(self, *, env: dict, queues: str, name: str, log) -> None:
+        self.log = log
+        self.name = f"{name}@{socket.gethostname()}"
+        self._handle = log.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool=prefork", "--concurrency=1",
+             f"--queues={queues}", f"--hostname={self.name}", "--loglevel=INFO", "--without-gossip",
+             "--without-mingle", "--without-heartbeat"],
+            cwd=REPO, env=env, stdout=self._handle, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool processes at once, as an OOM killer or a pulled plug would."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def wait_ready(self, timeout: float = 120) -> WorkerProcess:
+        from workers.celery import app
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"the Celery worker {self.name} exited early:\n{self.log.read_text()[-4000:]}")
+            if app.control.ping(destination=[self.name], timeout=1.0):
+                return self
+        self.process.kill()
+        pytest.fail(f"the Celery worker {self.name} did not answer:\n{self.log.read_text()[-4000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self._handle.close()
+
+
 @pytest.fixture(scope="session")
-def celery_worker_process(redis_url, django_db_setup, django_db_blocker, tmp_path_factory):
-    """A real `celery -A workers worker` (prefork) on the real broker and the test database."""
+def worker_env(redis_url, django_db_setup, django_db_blocker) -> dict:
+    """The environment a worker needs to share the test run's database, broker, media and models."""
     from django.conf import settings
     from django.db import connection
 
     with django_db_blocker.unblock():
         database_url = _database_url(connection.settings_dict)
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
-    env = {
+    return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "DATABASE_URL": database_url,
@@ -78,31 +120,17 @@ def celery_worker_process(redis_url, django_db_setup, django_db_blocker, tmp_pat
         "TEST_MODEL_STORE": str(settings.MODEL_STORE),
         "TEST_RUN_DIR": str(settings.TEST_RUN_DIR),
     }
-    handle = log.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool=prefork", "--concurrency=1", "--queues=celery,search",
-         "--loglevel=INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT,
-    )
-    from workers.celery import app
 
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the Celery worker exited early:\n{log.read_text()[-4000:]}")
-        if app.control.ping(timeout=1.0):
-            break
-    else:
-        process.kill()
-        pytest.fail(f"the Celery worker did not answer:\n{log.read_text()[-4000:]}")
-    yield process
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    handle.close()
-    print(f"worker log: {log}")
+
+@pytest.fixture(scope="session")
+def celery_worker_process(worker_env, tmp_path_factory):
+    """The session's worker for the default and search queues."""
+    worker = WorkerProcess(
+        env=worker_env, queues="celery,search", name="tests", log=tmp_path_factory.mktemp("worker") / "worker.log"
+    ).wait_ready()
+    yield worker.process
+    worker.stop()
+    print(f"worker log: {worker.log}")
 
 
 def wait_for(predicate, *, timeout: float = 180.0, interval: float = 0.5, message: str = "condition"):
