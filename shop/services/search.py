@@ -76,6 +76,7 @@ def run_search_query(*, query_id: UUID) -> None:
     query = SearchQuery.objects.filter(pk=query_id).first()
     if query is None or query.status != SearchQuery.Status.PENDING:
         return
+    SearchQuery.objects.filter(pk=query.pk).update(started_at=timezone.now())
     try:
         version = selectors.active_version(category=Category.DRESSES)
         if version is None:
