@@ -99,7 +99,7 @@ def image_features(
         key = "street_photo_id"
     else:
         raise ValueError("name product_image_ids or street_photo_ids")
-    return {row[0]: vector_from_bytes(row[1]) for row in queryset.values_list(key, "vector")}
+    return {row[0]: vector_from_bytes(row[1], row[2]) for row in queryset.values_list(key, "vector", "dtype")}
 
 
 def indexing_progress(*, category: str = Category.DRESSES) -> dict[str, int]:
@@ -146,3 +146,31 @@ def photo_downloads(*, photo_ids: Sequence[int]) -> dict[int, PhotoDownload]:
         for row in PhotoDownload.objects.filter(photo_id__in=ids[start : start + _IN_BATCH]):
             found[row.photo_id] = row
     return found
+
+
+def search_status(*, query_id) -> str | None:
+    """A search query's status alone (one indexed read by primary key), or None for an unknown id."""
+    from shop.models import SearchQuery
+
+    return SearchQuery.objects.filter(pk=query_id).values_list("status", flat=True).first()
+
+
+def wait_for_search_status(*, query_id, timeout: float, interval: float = 0.05) -> str | None:
+    """A query's status once it is no longer pending, or "pending" after `timeout` seconds.
+
+    Re-reads the one row every `interval` seconds (each read its own autocommit statement, so a
+    worker's commit is seen at the next read); None as soon as the id is unknown.
+    """
+    import time
+
+    from shop.models import SearchQuery
+
+    deadline = time.monotonic() + max(0.0, timeout)
+    while True:
+        status = search_status(query_id=query_id)
+        if status != SearchQuery.Status.PENDING:
+            return status
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return status
+        time.sleep(min(interval, remaining))

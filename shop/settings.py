@@ -104,10 +104,23 @@ BACKBONE_WEIGHTS = envstr("BACKBONE_WEIGHTS", "auto")
 # vgg19-fc2 (4096-d, the default), vgg19-block5-gem / vgg19-block5-max (512-d) or mobilenetv2 (1280-d).
 BACKBONE = envstr("BACKBONE", "vgg19-fc2")
 BACKBONE_SEED = envint("BACKBONE_SEED", 1234)
+# "auto" (bfloat16 where the CPU has avx512_bf16/amx_bf16, else float32), "float32" or "bfloat16".
+BACKBONE_PRECISION = envstr("BACKBONE_PRECISION", "auto")
+if BACKBONE_PRECISION not in ("auto", "float32", "bfloat16"):
+    raise ImproperlyConfigured(f"BACKBONE_PRECISION={BACKBONE_PRECISION!r}: use auto, float32 or bfloat16")
 # Offline machines can skip the download attempt that "auto" makes before falling back.
 BACKBONE_ALLOW_DOWNLOAD = envbool("BACKBONE_ALLOW_DOWNLOAD", True)
 FEATURE_BATCH_SIZE = envint("FEATURE_BATCH_SIZE", 16, minimum=1)
+# How backbone vectors are stored: float16 halves the Feature table at no measured loss of top-k.
+FEATURE_DTYPE = envstr("FEATURE_DTYPE", "float16")
+if FEATURE_DTYPE not in ("float16", "float32"):
+    raise ImproperlyConfigured(f"FEATURE_DTYPE={FEATURE_DTYPE!r}: use float16 or float32")
 SIMILAR_ITEMS = envint("SIMILAR_ITEMS", 10, minimum=1)
+# Products per similar-items ranking task of a training run: the rebuild fans out over the workers.
+RANKING_SLICE_SIZE = envint("RANKING_SLICE_SIZE", 5000, minimum=1)
+# Catalogues up to this many products rank with plain cdist over all of them (the reference);
+# larger ones take candidates from float32 BLAS blocks and re-rank them with cdist.
+CDIST_MAX_ROWS = envint("CDIST_MAX_ROWS", 5000, minimum=0)
 
 # --- Uploads --------------------------------------------------------------------------
 UPLOAD_MAX_BYTES = envint("UPLOAD_MAX_BYTES", 10 * 1024 * 1024, minimum=1)
@@ -115,6 +128,11 @@ IMAGE_MAX_PIXELS = envint("IMAGE_MAX_PIXELS", 40_000_000, minimum=1)
 # Django refuses larger bodies before our form sees them; leave room for the form fields.
 DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES + 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# Longest a results page's wait request (/search/<id>/wait/) holds a web thread, or a sync
+# worker, before answering "pending"; the page then asks again. Keep it under the server's timeout.
+SEARCH_WAIT_SECONDS = envfloat("SEARCH_WAIT_SECONDS", 10.0)
+if not 0 <= SEARCH_WAIT_SECONDS <= 60:
+    raise ImproperlyConfigured(f"SEARCH_WAIT_SECONDS={SEARCH_WAIT_SECONDS} must be between 0 and 60 seconds")
 
 # --- Street2Shop downloads (seed_street2shop --download) ---------------------------------
 DOWNLOAD_WORKERS = envint("DOWNLOAD_WORKERS", 8, minimum=1)

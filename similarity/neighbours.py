@@ -169,3 +169,159 @@ def _select(distances: np.ndarray, excluded: np.ndarray | None, k: int) -> tuple
         candidates[short] = -1
         nearest[short] = np.inf
     return candidates, nearest
+
+
+# Indexes up to this many rows rank with plain cdist over every row: the reference path.
+CDIST_ROWS = 5_000
+# Columns per group in the candidate search's first pass (see VectorIndex._candidates).
+_GROUP = 32
+# Float32 score cells one candidate block may hold (128 MB).
+_SCORE_CELLS = 32_000_000
+
+
+class VectorIndex:
+    """An append-only matrix of row vectors with exact euclidean top-k at catalogue scale.
+
+    Up to ``cdist_rows`` rows, queries rank with plain ``cdist`` over every row (the reference).
+    Above that, float32 BLAS blocks pick candidates (squared distances through one matrix
+    product) and ``cdist`` re-ranks them, so the distances that order a result are still
+    cdist's; only the candidate pool is found another way. Ties go to the lower row index.
+    """
+
+    def __init__(self, dim: int, *, cdist_rows: int = CDIST_ROWS, oversample: int = 3) -> None:
+        if dim < 1:
+            raise ValueError("dim must be at least 1.")
+        self.dim = dim
+        self.cdist_rows = cdist_rows
+        self.oversample = oversample
+        self._size = 0
+        self._ids = np.empty(0, dtype=np.int64)
+        # Rows [x, -|x|²/2]: a query [q, 1] scores q·x - |x|²/2, largest for the nearest x.
+        # Rows past _size are padding [0, -inf], so they score -inf and never win.
+        self._rows = self._padding(0)
+
+    def _padding(self, rows: int) -> np.ndarray:
+        padding = np.zeros((rows, self.dim + 1), dtype=np.float32)
+        padding[:, self.dim] = -np.inf
+        return padding
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The id of each row, in row order."""
+        return self._ids[: self._size]
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """A (rows, dim) float32 view of the stored vectors."""
+        return self._rows[: self._size, : self.dim]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._rows.nbytes + self._ids.nbytes)
+
+    def add(self, ids: Sequence[int] | np.ndarray, vectors: np.ndarray) -> None:
+        """Append rows; storage grows by doubling, so adding batch by batch stays linear."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        ids = np.asarray(ids, dtype=np.int64)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim or len(vectors) != len(ids):
+            raise ValueError(f"Expected {len(ids)} vectors of width {self.dim}, got shape {vectors.shape}.")
+        needed = self._size + len(vectors)
+        capacity = len(self._rows)
+        if needed > capacity:
+            grown = max(needed, 2 * capacity, _GROUP)
+            grown = -(-grown // _GROUP) * _GROUP
+            self._rows = np.concatenate([self._rows[: self._size], self._padding(grown - self._size)])
+            self._ids = np.concatenate([self._ids[: self._size], np.zeros(grown - self._size, dtype=np.int64)])
+        rows = self._rows[self._size : needed]
+        rows[:, : self.dim] = vectors
+        rows[:, self.dim] = -0.5 * np.einsum("ij,ij->i", vectors, vectors)
+        self._ids[self._size : needed] = ids
+        self._size = needed
+
+    def search(
+        self, queries: np.ndarray, k: int, *, exclude_rows: Sequence[int] | np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(row indices, distances), each (q, min(k, rows)), nearest first; -1 / inf pad short rows.
+
+        ``exclude_rows`` names one row per query to leave out (the query's own row).
+        """
+        queries = np.atleast_2d(np.asarray(queries))
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise ValueError(f"Queries shaped {queries.shape} do not fit an index of width {self.dim}.")
+        if k < 0:
+            raise ValueError("k must not be negative.")
+        excluded = None if exclude_rows is None else np.asarray(exclude_rows, dtype=np.intp)
+        if excluded is not None and len(excluded) != len(queries):
+            raise ValueError("exclude_rows needs one row per query.")
+        if self._size <= self.cdist_rows:
+            return top_k(
+                np.asarray(queries, dtype=np.float64), self.vectors, k=k,
+                exclude=None if excluded is None else [int(row) for row in excluded],
+            )
+        return self._rerank(queries, k, excluded)
+
+    def search_rows(self, rows: Sequence[int] | np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest other rows of each of these rows."""
+        rows = np.asarray(rows, dtype=np.intp)
+        return self.search(self.vectors[rows], k, exclude_rows=rows)
+
+    def _rerank(self, queries: np.ndarray, k: int, excluded: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        width = min(k, self._size - (1 if excluded is not None else 0))
+        indices = np.full((len(queries), width), -1, dtype=np.intp)
+        distances = np.full((len(queries), width), np.inf)
+        pool = max(self.oversample * k, k + 8)
+        for start, candidates in self._candidates(queries, pool, excluded):
+            stop = start + len(candidates)
+            chosen = np.maximum(candidates, 0)
+            gathered = self.vectors[chosen].astype(np.float64)
+            exact = np.full(candidates.shape, np.inf)
+            for row in range(len(candidates)):
+                query = np.asarray(queries[start + row : start + row + 1], dtype=np.float64)
+                exact[row] = cdist(query, gathered[row])[0]
+            exact[candidates < 0] = np.inf
+            order = np.lexsort((np.where(candidates < 0, np.iinfo(np.intp).max, candidates), exact), axis=-1)
+            best = order[:, :width]
+            indices[start:stop] = np.take_along_axis(candidates, best, axis=1)
+            distances[start:stop] = np.take_along_axis(exact, best, axis=1)
+        distances[indices < 0] = np.inf
+        return indices, distances
+
+    def _candidates(
+        self, queries: np.ndarray, pool: int, excluded: np.ndarray | None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """(first query, (b, pool) candidate rows) per block of queries; -1 where there are fewer.
+
+        Exact in float32: each group of _GROUP columns keeps its best score, the ``pool`` best
+        groups must hold the ``pool`` best columns (a column ranked j-th leaves at most j-1
+        groups ahead of its own), and only those groups' columns are searched further. That
+        avoids a selection over every column, which costs more than the matrix product.
+        """
+        padded = -(-self._size // _GROUP) * _GROUP
+        matrix = self._rows[:padded]
+        groups = padded // _GROUP
+        take_groups = min(pool, groups)
+        block = max(1, _SCORE_CELLS // padded)
+        offsets = np.arange(_GROUP)
+        for start in range(0, len(queries), block):
+            chunk = queries[start : start + block]
+            augmented = np.ones((len(chunk), self.dim + 1), dtype=np.float32)
+            augmented[:, : self.dim] = chunk
+            scores = augmented @ matrix.T  # float32 @ float32: no silent float64 upcast
+            if excluded is not None:
+                scores[np.arange(len(chunk)), excluded[start : start + block]] = -np.inf
+            best_of_group = scores.reshape(len(chunk), groups, _GROUP).max(axis=2)
+            if take_groups < groups:
+                top_groups = np.argpartition(-best_of_group, take_groups - 1, axis=1)[:, :take_groups]
+            else:
+                top_groups = np.broadcast_to(np.arange(groups), (len(chunk), groups))
+            columns = (top_groups[:, :, None] * _GROUP + offsets).reshape(len(chunk), -1)
+            values = np.take_along_axis(scores, columns, axis=1)
+            take = min(pool, columns.shape[1])
+            if take < columns.shape[1]:
+                picked = np.argpartition(-values, take - 1, axis=1)[:, :take]
+                columns = np.take_along_axis(columns, picked, axis=1)
+                values = np.take_along_axis(values, picked, axis=1)
+            yield start, np.where(np.isneginf(values), -1, columns)

@@ -1,20 +1,31 @@
-"""Ranked similar-items rows: the incremental update agrees with a full rebuild."""
+"""Ranked similar-items rows: slices, incremental updates and the scaled path agree with plain cdist."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.spatial.distance import cdist
 
 from shop.models import ModelVersion, Product, ProductEmbedding, SimilarProduct, vector_to_bytes
-from shop.services.recommendations import rebuild_recommendations, update_recommendations
+from shop.services import embedding_index
+from shop.services.recommendations import rebuild_recommendations, slice_bounds, update_recommendations
 
 
-def _embed(version: ModelVersion, products: list[Product], rng: np.random.Generator) -> None:
-    vectors = rng.normal(size=(len(products), 8)).astype(np.float32)
+@pytest.fixture(autouse=True)
+def _fresh_indexes():
+    # Each test's database is new; a cached index of an earlier test's version id would be wrong.
+    embedding_index.forget()
+    yield
+    embedding_index.forget()
+
+
+def _embed(version: ModelVersion, products: list[Product], rng: np.random.Generator, dim: int = 8) -> np.ndarray:
+    vectors = rng.normal(size=(len(products), dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     ProductEmbedding.objects.bulk_create(
         [ProductEmbedding(product=p, version=version, vector=vector_to_bytes(v)) for p, v in zip(products, vectors)]
     )
+    return vectors
 
 
 def _lists(version: ModelVersion) -> dict[int, list[tuple[int, float]]]:
@@ -24,21 +35,75 @@ def _lists(version: ModelVersion) -> dict[int, list[tuple[int, float]]]:
     return lists
 
 
+def _plain_cdist_lists(products: list[Product], vectors: np.ndarray, k: int = 10) -> dict:
+    """The reference: plain cdist over every product, ties to the earlier product."""
+    distances = cdist(vectors.astype(np.float64), vectors.astype(np.float64))
+    lists = {}
+    for row, product in enumerate(products):
+        order = [j for j in np.lexsort((np.arange(len(products)), distances[row])) if j != row][:k]
+        lists[product.pk] = [(products[j].pk, round(float(distances[row, j]), 6)) for j in order]
+    return lists
+
+
 @pytest.mark.django_db
-def test_it_updates_only_what_new_products_change_and_matches_a_full_rebuild():
+@pytest.mark.parametrize("cdist_rows", [5000, 0], ids=["plain-cdist", "blas-candidates"])
+def test_it_updates_only_what_new_products_change_and_matches_a_full_rebuild(settings, cdist_rows):
+    settings.CDIST_MAX_ROWS = cdist_rows
     rng = np.random.default_rng(4)
     version = ModelVersion.objects.create(status="active")
     products = [Product.objects.create(title=f"dress {i}") for i in range(45)]
-    _embed(version, products[:40], rng)
+    vectors = _embed(version, products[:40], rng)
     rebuild_recommendations(version_id=version.pk)
 
-    _embed(version, products[40:], rng)
+    vectors = np.concatenate([vectors, _embed(version, products[40:], rng)])
     update_recommendations(version_id=version.pk, product_ids=[p.pk for p in products[40:]])
     incremental = _lists(version)
+    embedding_index.forget()
     rebuild_recommendations(version_id=version.pk)
 
-    assert incremental == _lists(version)
+    assert incremental == _lists(version) == _plain_cdist_lists(products, vectors)
     assert len(incremental) == 45 and all(len(rows) == 10 for rows in incremental.values())
+
+
+@pytest.mark.django_db
+def test_it_rebuilds_slice_by_slice_to_the_same_lists_as_plain_cdist(settings):
+    settings.CDIST_MAX_ROWS = 0
+    version = ModelVersion.objects.create(status="ready")
+    products = [Product.objects.create(title=f"dress {i}") for i in range(70)]
+    vectors = _embed(version, products, np.random.default_rng(7), dim=16)
+
+    bounds = slice_bounds(version_id=version.pk, slice_size=9)
+    written = rebuild_recommendations(version_id=version.pk, slice_size=9)
+
+    assert len(bounds) == 8
+    assert bounds[0][0] == products[0].pk and bounds[-1][1] == products[-1].pk + 1
+    assert all(high == next_low for (_, high), (next_low, _) in zip(bounds, bounds[1:]))
+    assert written == 700
+    assert _lists(version) == _plain_cdist_lists(products, vectors)
+
+
+@pytest.mark.django_db
+def test_it_sees_products_embedded_by_another_process_and_reloads_after_a_deletion(settings):
+    settings.CDIST_MAX_ROWS = 0
+    rng = np.random.default_rng(2)
+    version = ModelVersion.objects.create(status="active")
+    products = [Product.objects.create(title=f"dress {i}") for i in range(30)]
+    vectors = _embed(version, products[:25], rng)
+    rebuild_recommendations(version_id=version.pk)
+    cached = embedding_index.version_index(version)
+
+    # Another worker embeds five products; this process's cached index must pick them up.
+    vectors = np.concatenate([vectors, _embed(version, products[25:], rng)])
+    assert len(embedding_index.version_index(version).index) == 30
+    assert embedding_index.version_index(version) is cached
+
+    products[3].delete()
+    refreshed = embedding_index.version_index(version)
+    assert refreshed is not cached and products[3].pk not in refreshed.index.ids.tolist()
+    update_recommendations(version_id=version.pk, product_ids=[p.pk for p in products[25:]])
+    rebuild_recommendations(version_id=version.pk)
+    kept = [p for i, p in enumerate(products) if i != 3]
+    assert _lists(version) == _plain_cdist_lists(kept, np.delete(vectors, 3, axis=0))
 
 
 @pytest.mark.django_db

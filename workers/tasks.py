@@ -41,3 +41,9 @@ def embed_for_version(version_id: int, product_ids: Sequence[int]) -> int:
 def run_search(query_id: str) -> None:
     """Find the products nearest to an uploaded photo."""
     search.run_search_query(query_id=UUID(query_id))
+
+
+@shared_task(name="workers.rank_similar_slice")
+def rank_similar_slice(version_id: int, low: int, high: int, number: int) -> None:
+    """Rank one slice (products with ids in [low, high)) of a training run's similar-item lists."""
+    training.rank_training_slice(version_id=version_id, low=low, high=high, number=number)

@@ -132,6 +132,14 @@ def _extract_features(
     return kept, (np.concatenate(vectors) if vectors else None)
 
 
+def stored_vector(vector: np.ndarray) -> dict:
+    """A Feature's vector and dtype fields, in FEATURE_DTYPE unless float16 cannot hold the values."""
+    dtype = settings.FEATURE_DTYPE
+    if dtype == "float16" and not np.all(np.abs(vector) <= np.finfo(np.float16).max):
+        dtype = "float32"  # keep an out-of-range vector exact rather than infinite
+    return {"vector": vector_to_bytes(vector, dtype), "dtype": dtype}
+
+
 def open_stored_image(field, *, upright: bool = True) -> Image.Image:
     """Decode a stored photo with the shop's pixel cap (see similarity.images.open_image)."""
     with field.open("rb") as handle:
@@ -162,7 +170,7 @@ def compute_product_image_features(*, product_image_ids: Sequence[int]) -> int:
     if vectors is None:
         return 0
     Feature.objects.bulk_create(
-        [Feature(product_image=item, weights_id=backbone.weights_id, vector=vector_to_bytes(v))
+        [Feature(product_image=item, weights_id=backbone.weights_id, **stored_vector(v))
          for item, v in zip(kept, vectors)],
         ignore_conflicts=True,  # a redelivered task may race its first run
     )
@@ -187,7 +195,7 @@ def compute_street_photo_features(*, street_photo_ids: Sequence[int]) -> int:
     if vectors is None:
         return 0
     Feature.objects.bulk_create(
-        [Feature(street_photo=photo, weights_id=backbone.weights_id, vector=vector_to_bytes(v))
+        [Feature(street_photo=photo, weights_id=backbone.weights_id, **stored_vector(v))
          for photo, v in zip(kept, vectors)],
         ignore_conflicts=True,
     )

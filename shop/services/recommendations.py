@@ -1,18 +1,26 @@
-"""Ranked similar-items rows, computed from a version's embeddings with cdist."""
+"""Ranked similar-items rows of a version: built in slices (fanned out over workers), updated per batch.
+
+Distances come from ``similarity.neighbours.VectorIndex``: plain cdist on small catalogues,
+float32 BLAS candidates re-ranked by cdist on large ones.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 
-from shop import selectors
-from shop.models import ModelVersion, SimilarProduct
+from shop.models import ModelVersion, ProductEmbedding, SimilarProduct
+from shop.services import embedding_index
 
 logger = logging.getLogger("shop")
+
+Row = tuple[int, int, int, int, float]  # version, product, recommendation, ranking, distance
+_COLUMNS = ("version_id", "product_id", "recommendation_id", "ranking", "distance")
 
 
 def _locked_version(version_id: int) -> ModelVersion | None:
@@ -24,75 +32,126 @@ def _locked_version(version_id: int) -> ModelVersion | None:
     return version
 
 
-def _rows(version: ModelVersion, product_ids: np.ndarray, positions, indices, distances) -> list[SimilarProduct]:
+def _rows(version_id: int, product_ids: np.ndarray, positions, indices, distances) -> list[Row]:
     return [
-        SimilarProduct(
-            version=version,
-            product_id=int(product_ids[position]),
-            recommendation_id=int(product_ids[index]),
-            ranking=ranking,
-            distance=float(distance),
-        )
+        (version_id, int(product_ids[position]), int(product_ids[index]), ranking, float(distance))
         for position, row_indices, row_distances in zip(positions, indices, distances)
-        for ranking, (index, distance) in enumerate(zip(row_indices, row_distances), start=1)
+        for ranking, (index, distance) in enumerate(zip(row_indices.tolist(), row_distances.tolist()), start=1)
         if index >= 0
     ]
 
 
-def rebuild_recommendations(*, version_id: int) -> int:
-    """Replace every ranked row of a version in one transaction; returns the rows written."""
-    from similarity.neighbours import all_top_k
+def _insert(rows: list[Row]) -> None:
+    """Write ranked rows: COPY on PostgreSQL (a rebuild writes ten rows per product), bulk insert elsewhere."""
+    if not rows:
+        return
+    if connection.vendor == "postgresql":
+        table = SimilarProduct._meta.db_table
+        with connection.cursor() as cursor:
+            with cursor.cursor.copy(f"COPY {table} ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        return
+    SimilarProduct.objects.bulk_create(
+        [SimilarProduct(**dict(zip(_COLUMNS, row))) for row in rows], batch_size=2000
+    )
 
+
+def slice_bounds(*, version_id: int, slice_size: int | None = None) -> list[tuple[int, int]]:
+    """[low, high) product-id ranges of about ``slice_size`` embedded products each, covering them all."""
+    size = slice_size or settings.RANKING_SLICE_SIZE
+    ids = np.array(
+        ProductEmbedding.objects.filter(version_id=version_id).order_by("product_id").values_list("product_id", flat=True)
+    )
+    if not len(ids):
+        return []
+    count = math.ceil(len(ids) / size)
+    starts = [int(ids[(i * len(ids)) // count]) for i in range(count)]
+    return list(zip(starts, [*starts[1:], int(ids[-1]) + 1]))
+
+
+def rank_slice(*, version_id: int, low: int, high: int) -> int:
+    """Rank the version's products with ids in [low, high) against all of its products, and
+    replace their rows in one short transaction. Returns the rows written."""
+    cached = embedding_index.version_index(version_id)
+    if cached is None:
+        return 0
+    ids = cached.index.ids
+    positions = np.flatnonzero((ids >= low) & (ids < high))
+    k = settings.SIMILAR_ITEMS
+    indices, distances = cached.index.search_rows(positions, k) if len(positions) else ([], [])
+    rows = _rows(version_id, ids, positions, indices, distances)
     with transaction.atomic():
-        version = _locked_version(version_id)
-        if version is None:
+        if _locked_version(version_id) is None:
             return 0
-        product_ids, matrix = selectors.embedding_matrix(version=version)
-        rows: list[SimilarProduct] = []
-        if len(product_ids) > 1:
-            indices, distances = all_top_k(matrix, k=settings.SIMILAR_ITEMS)
-            rows = _rows(version, product_ids, range(len(product_ids)), indices, distances)
-        # Pages read one version's rows; replacing them in one transaction means a page
-        # sees either the old list or the new one, never a mix.
-        SimilarProduct.objects.filter(version=version).delete()
-        SimilarProduct.objects.bulk_create(rows, batch_size=2000)
-    logger.info("rebuilt %d similar-item rows for %s", len(rows), version)
+        SimilarProduct.objects.filter(version_id=version_id, product_id__gte=low, product_id__lt=high).delete()
+        _insert(rows)
+    if len(positions) and np.shape(distances)[1] == k:
+        cached.kth[positions] = np.asarray(distances)[:, -1]
     return len(rows)
+
+
+def rebuild_recommendations(*, version_id: int, slice_size: int | None = None) -> int:
+    """Every ranked row of a version, slice by slice in this process; returns the rows written.
+
+    Training runs fan the same slices out over the workers instead (see training.rank_in_slices).
+    Each slice replaces its own products' rows, so a version that pages read (the active one)
+    shows each product's old list or its new one, never a mix within a list.
+    """
+    written = 0
+    for low, high in slice_bounds(version_id=version_id, slice_size=slice_size):
+        written += rank_slice(version_id=version_id, low=low, high=high)
+    # Rows of products whose embedding is gone.
+    SimilarProduct.objects.filter(version_id=version_id).exclude(
+        product_id__in=ProductEmbedding.objects.filter(version_id=version_id).values("product_id")
+    ).delete()
+    logger.info("rebuilt %d similar-item rows for version %s", written, version_id)
+    return written
 
 
 def update_recommendations(*, version_id: int, product_ids: Sequence[int]) -> int:
     """Rank newly embedded products, and re-rank the products they now come close to.
 
-    Costs one (new × catalogue) cdist instead of the catalogue squared, so indexing a
-    catalogue batch by batch stays linear in the number of batches.
+    Costs one (new × catalogue) matrix product against the process's cached index, not a
+    reload of the catalogue: a list changes only where a new product is nearer than its k-th.
     """
-    from scipy.spatial.distance import cdist
-
-    from similarity.neighbours import prepare_matrix, top_k
-
     k = settings.SIMILAR_ITEMS
     with transaction.atomic():
-        version = _locked_version(version_id)
-        if version is None:
+        if _locked_version(version_id) is None:
             return 0
-        ids, matrix = selectors.embedding_matrix(version=version)
-        if len(ids) < 2:
+        # Refreshed under the lock: every product embedded before it was taken is in the index.
+        cached = embedding_index.version_index(version_id)
+        if cached is None or len(cached.index) < 2:
             return 0
-        position = {product_id: i for i, product_id in enumerate(ids.tolist())}
-        new = sorted({position[p] for p in product_ids if p in position})
+        new = sorted(set(cached.position_of(product_ids)))
         if not new:
             return 0
-        prepared = prepare_matrix(matrix)
-        # Each product's current k-th distance: a new product nearer than that enters its list.
-        kth = dict(
-            SimilarProduct.objects.filter(version=version, ranking=k).values_list("product_id", "distance")
-        )
-        limit = np.array([kth.get(product_id, np.inf) for product_id in ids.tolist()])
-        nearest_new = cdist(prepared[new], prepared).min(axis=0)
-        affected = sorted(set(new) | set(np.flatnonzero(nearest_new <= limit).tolist()))
-        indices, distances = top_k(prepared[affected], prepared, k=k, exclude=affected)
-        rows = _rows(version, ids, affected, np.atleast_2d(indices), np.atleast_2d(distances))
-        SimilarProduct.objects.filter(version=version, product_id__in=[int(ids[i]) for i in affected]).delete()
-        SimilarProduct.objects.bulk_create(rows, batch_size=2000)
-    logger.info("ranked %d new products of %s; %d lists changed", len(new), version, len(affected))
+        affected = sorted(set(new) | set(_lists_entered(cached, new).tolist()))
+        indices, distances = cached.index.search_rows(affected, k)
+        ids = cached.index.ids
+        rows = _rows(version_id, ids, affected, indices, distances)
+        SimilarProduct.objects.filter(version_id=version_id, product_id__in=[int(ids[i]) for i in affected]).delete()
+        _insert(rows)
+    if distances.shape[1] == k:
+        cached.kth[affected] = distances[:, -1]
+    logger.info("ranked %d new products of version %s; %d lists changed", len(new), version_id, len(affected))
     return len(rows)
+
+
+def _lists_entered(cached: embedding_index.CachedIndex, new: Iterable[int]) -> np.ndarray:
+    """Rows that some new row is at least as near to as their k-th item (float32, with slack)."""
+    vectors = cached.index.vectors
+    fresh = vectors[list(new)]
+    # |x - q|² = |x|² + |q|² - 2 x·q for every row x and new row q, in float32 blocks.
+    nearest = np.full(len(vectors), np.inf, dtype=np.float32)
+    norms = np.einsum("ij,ij->i", vectors, vectors)
+    fresh_norms = np.einsum("ij,ij->i", fresh, fresh)
+    block = max(1, 8_000_000 // max(len(fresh), 1))
+    for start in range(0, len(vectors), block):
+        products = vectors[start : start + block] @ fresh.T
+        squared = norms[start : start + block, None] + fresh_norms[None, :] - 2 * products
+        nearest[start : start + block] = squared.min(axis=1)
+    limit = cached.kth.astype(np.float64) ** 2
+    # float32 rounding must never hide a list that changes: compare with a margin.
+    slack = 1e-4 * (norms.astype(np.float64) + float(fresh_norms.max())) + 1e-6
+    return np.flatnonzero(nearest <= limit + slack)

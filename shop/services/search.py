@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import logging
-import threading
 from uuid import UUID
 
 import numpy as np
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
-from django.db.models import Count, Max
 from django.utils import timezone
 
 from shop import runtime, selectors
-from shop.models import Category, ModelVersion, ProductEmbedding, SearchQuery
+from shop.models import Category, ModelVersion, SearchQuery
+from shop.services import embedding_index
 
 logger = logging.getLogger("shop")
-
-_matrix_lock = threading.Lock()
-# version id -> (embedding stamp, product ids, float64 matrix); rebuilt when the stamp changes.
-_matrices: dict[int, tuple[tuple, np.ndarray, np.ndarray]] = {}
 
 
 def create_search_query(
@@ -51,26 +46,24 @@ def create_search_query(
     return query
 
 
-def _version_matrix(version: ModelVersion) -> tuple[np.ndarray, np.ndarray]:
-    """The version's product ids and a float64 matrix, cached per process until embeddings change."""
-    from similarity.neighbours import prepare_matrix
-
-    # Count and newest id together change whenever an embedding is added, replaced or removed.
-    stamp = tuple(ProductEmbedding.objects.filter(version=version).aggregate(n=Count("id"), last=Max("id")).values())
-    with _matrix_lock:
-        cached = _matrices.get(version.pk)
-        if cached is None or cached[0] != stamp:
-            ids, matrix = selectors.embedding_matrix(version=version)
-            cached = (stamp, ids, prepare_matrix(matrix) if len(ids) else matrix)
-            _matrices[version.pk] = cached
-        return cached[1], cached[2]
+def nearest_products(version: ModelVersion, vector: np.ndarray) -> list[dict]:
+    """The catalogue's nearest products to an embedding, nearest first, from the process's index."""
+    cached = embedding_index.version_index(version)
+    if cached is None:
+        raise LookupError("The catalogue is not indexed yet.")
+    indices, distances = cached.index.search(vector[None, :], settings.SIMILAR_ITEMS)
+    ids = cached.index.ids
+    return [
+        {"product_id": int(ids[i]), "distance": round(float(d), 6)}
+        for i, d in zip(indices[0].tolist(), distances[0].tolist())
+        if i >= 0
+    ]
 
 
 def run_search_query(*, query_id: UUID) -> None:
     """Worker entry: fill in a query's results, or its error."""
     from shop.services.indexing import open_stored_image
     from similarity.images import BadBox, ImageError, backbone_input
-    from similarity.neighbours import top_k
     from similarity.siamese import embed
 
     query = SearchQuery.objects.filter(pk=query_id).first()
@@ -89,13 +82,7 @@ def run_search_query(*, query_id: UUID) -> None:
         features = backbone.extract_images([image])
         tower = runtime.get_tower(version_id=version.pk, artifact_path=version.artifact_path, checksum=version.checksum)
         vector = embed(tower, features)[0]
-        ids, matrix = _version_matrix(version)
-        if len(ids) == 0:
-            raise LookupError("The catalogue is not indexed yet.")
-        indices, distances = top_k(vector, matrix, k=settings.SIMILAR_ITEMS)
-        results = [
-            {"product_id": int(ids[i]), "distance": round(float(d), 6)} for i, d in zip(indices, distances)
-        ]
+        results = nearest_products(version, vector)
         SearchQuery.objects.filter(pk=query.pk).update(
             status=SearchQuery.Status.DONE, results=results, version=version, finished_at=timezone.now()
         )

@@ -16,7 +16,7 @@ from django.utils import timezone
 from shop import runtime, selectors
 from shop.models import RUNNING_STATUSES, Category, ModelVersion, Product, ProductImage, Split, StreetPhoto
 from shop.services import evaluation, indexing
-from shop.services.recommendations import rebuild_recommendations
+from shop.services.recommendations import rank_slice, slice_bounds
 
 logger = logging.getLogger("shop")
 
@@ -294,17 +294,70 @@ def run_training(*, version_id: int) -> None:
                 product_image_ids=list(ProductImage.objects.filter(product_id__in=late).values_list("id", flat=True))
             )
             indexing.embed_products(version=version, product_ids=late)
-        rebuild_recommendations(version_id=version.pk)
-        _update(version, status=Status.READY, finished_at=timezone.now(), progress={"stage": "ready"})
+        _rank_in_slices(version)
     except RunSuperseded as error:
         logger.warning("training run %s abandoned: %s", version_id, error)
-        return
     except Exception as error:  # any failure must leave the live model serving and say why
         logger.exception("training run %s failed", version_id)
-        _fail(version_id, "".join(traceback.format_exception_only(type(error), error)).strip())
+        _fail(version_id, _error_text(error))
+
+
+def _error_text(error: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(error), error)).strip()
+
+
+def _rank_in_slices(version: ModelVersion) -> None:
+    """Queue the similar-item lists of the new version as slice tasks; the last slice to finish
+    ends the run. Many workers shorten it; pages keep reading the active version meanwhile."""
+    from workers.tasks import rank_similar_slice
+
+    bounds = slice_bounds(version_id=version.pk)
+    _update(version, progress={"stage": "ranking", "done": 0, "total": len(bounds), "slices_done": []})
+    if not bounds:
+        _finish_run(version.pk)
         return
-    if not version.metrics["gate"]["passed"]:
-        logger.warning("%s stays ready, not active: %s", version, version.metrics["gate"]["reason"])
+    for number, (low, high) in enumerate(bounds):
+        rank_similar_slice.delay(version.pk, low, high, number)
+
+
+def rank_training_slice(*, version_id: int, low: int, high: int, number: int) -> None:
+    """Worker entry: one slice of a training run's lists; a failed slice fails the whole run."""
+    if not ModelVersion.objects.filter(pk=version_id, status=Status.EMBEDDING).exists():
+        return  # failed, superseded or already finished: nothing pages read may change
+    try:
+        rank_slice(version_id=version_id, low=low, high=high)
+    except Exception as error:
+        logger.exception("ranking slice %s of version %s failed", number, version_id)
+        _fail(version_id, f"ranking slice {number} (products {low}–{high - 1}) failed: {_error_text(error)}")
+        return
+    if _slice_done(version_id, number):
+        _finish_run(version_id)
+
+
+def _slice_done(version_id: int, number: int) -> bool:
+    """Record a finished slice (a redelivered one counts once); True for the run's last slice."""
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update().filter(pk=version_id, status=Status.EMBEDDING).first()
+        if version is None:
+            return False
+        progress = dict(version.progress or {})
+        done = sorted(set(progress.get("slices_done", [])) | {number})
+        progress.update(slices_done=done, done=len(done))
+        ModelVersion.objects.filter(pk=version_id).update(progress=progress, updated_at=timezone.now())
+        return len(done) >= int(progress.get("total", 0))
+
+
+def _finish_run(version_id: int) -> None:
+    """The run's lists are complete: ready, then live if the gate passed."""
+    finished = ModelVersion.objects.filter(pk=version_id, status=Status.EMBEDDING).update(
+        status=Status.READY, finished_at=timezone.now(), progress={"stage": "ready"}, updated_at=timezone.now()
+    )
+    version = ModelVersion.objects.get(pk=version_id)
+    if not finished:
+        return
+    gate = (version.metrics or {}).get("gate") or {}
+    if not gate.get("passed"):
+        logger.warning("%s stays ready, not active: %s", version, gate.get("reason"))
         return
     try:
         activate_version(version_id=version.pk)

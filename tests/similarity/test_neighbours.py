@@ -143,3 +143,81 @@ def test_it_handles_tiny_catalogues():
     assert all_top_k(np.zeros((1, 3)), k=10)[0].shape == (1, 0)
     assert all_top_k(np.zeros((0, 3)), k=10)[0].shape == (0, 0)
     assert all_top_k(np.eye(3), k=10)[0].shape == (3, 2)
+
+
+# --- VectorIndex: plain cdist below cdist_rows, float32 BLAS candidates re-ranked by cdist above.
+
+from similarity.neighbours import VectorIndex  # noqa: E402
+
+
+def _index(vectors: np.ndarray, *, cdist_rows: int, batch: int = 37) -> VectorIndex:
+    index = VectorIndex(vectors.shape[1], cdist_rows=cdist_rows)
+    for start in range(0, len(vectors), batch):
+        index.add(np.arange(start, min(start + batch, len(vectors))) + 1000, vectors[start : start + batch])
+    return index
+
+
+def _unit(rng: np.random.Generator, rows: int, dim: int) -> np.ndarray:
+    vectors = rng.normal(size=(rows, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 31, 32, 33, 500, 2049])
+def test_it_finds_the_same_neighbours_on_both_paths_as_plain_cdist(rows):
+    vectors = _unit(np.random.default_rng(rows), rows, 12)
+    expected = brute_force(vectors.astype(np.float64), vectors.astype(np.float64), 10, exclude_self=True)
+
+    for cdist_rows in (10**9, 0):
+        indices, distances = _index(vectors, cdist_rows=cdist_rows).search_rows(np.arange(rows), 10)
+        assert indices.tolist() == expected[0].tolist()
+        assert np.allclose(distances, expected[1], rtol=0, atol=1e-9)
+
+
+def test_it_answers_outside_queries_and_keeps_ids_in_row_order():
+    rng = np.random.default_rng(3)
+    vectors, queries = _unit(rng, 300, 8), _unit(rng, 5, 8)
+    index = _index(vectors, cdist_rows=0)
+
+    indices, distances = index.search(queries, 7)
+
+    expected = brute_force(queries.astype(np.float64), vectors.astype(np.float64), 7)
+    assert indices.tolist() == expected[0].tolist()
+    assert index.ids.tolist() == list(range(1000, 1300))
+    assert np.array_equal(index.vectors, vectors)
+
+
+def test_it_breaks_ties_by_the_lower_row_on_the_scaled_path():
+    rng = np.random.default_rng(5)
+    base = _unit(rng, 40, 6)
+    # Every vector three times: each row has two exact twins and many tied distances.
+    vectors = np.concatenate([base, base, base])
+
+    indices, _ = _index(vectors, cdist_rows=0).search_rows(np.arange(len(vectors)), 10)
+
+    expected = brute_force(vectors.astype(np.float64), vectors.astype(np.float64), 10, exclude_self=True)
+    assert indices.tolist() == expected[0].tolist()
+
+
+def test_it_pads_short_results_when_k_exceeds_the_rows():
+    vectors = _unit(np.random.default_rng(1), 3, 4)
+
+    indices, distances = _index(vectors, cdist_rows=0).search_rows([0, 1, 2], 10)
+
+    assert indices.shape == (3, 2) and (indices >= 0).all() and np.isfinite(distances).all()
+    assert _index(vectors, cdist_rows=0).search(vectors[:1], 10)[0].shape == (1, 3)
+
+
+def test_it_refuses_vectors_of_the_wrong_width():
+    index = VectorIndex(4)
+    with pytest.raises(ValueError):
+        index.add([1], np.ones((1, 5)))
+    with pytest.raises(ValueError):
+        index.search(np.ones((1, 3)), 5)
+
+
+def test_it_keeps_float32_and_never_grows_quadratically():
+    index = VectorIndex(4)
+    for i in range(100):
+        index.add([i], np.ones((1, 4)))
+    assert index.vectors.dtype == np.float32
+    assert len(index) == 100 and index.nbytes < 100 * 4 * 5 * 2 + 2000

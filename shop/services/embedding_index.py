@@ -1,0 +1,101 @@
+"""Per-process embedding indexes: loaded once per model version, then refreshed with new rows only.
+
+The database stays the source of truth (workers may run on other hosts): each use asks it for
+the rows added since the last look and for the row count. A count that does not add up
+(a product deleted, a row committed late under a lower id) reloads the whole index.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+from django.conf import settings
+
+from shop.models import ModelVersion, ProductEmbedding, SimilarProduct, vector_from_bytes
+from similarity.neighbours import VectorIndex
+
+logger = logging.getLogger("shop")
+
+_lock = threading.Lock()
+_indexes: dict[int, CachedIndex] = {}
+
+
+@dataclass
+class CachedIndex:
+    """A version's embeddings in row order (by embedding id), and what we know of its lists."""
+
+    index: VectorIndex
+    last_id: int = 0
+    # Each row's k-th similar-item distance as last seen; only ever an overestimate (lists
+    # only get closer as products arrive), so it can flag too many lists for re-ranking, never too few.
+    kth: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    positions: dict[int, int] = field(default_factory=dict)
+
+    def position_of(self, product_ids) -> list[int]:
+        return [self.positions[p] for p in product_ids if p in self.positions]
+
+
+def _rows_after(version_id: int, last_id: int) -> list[tuple[int, int, bytes]]:
+    return list(
+        ProductEmbedding.objects.filter(version_id=version_id, id__gt=last_id)
+        .order_by("id")
+        .values_list("id", "product_id", "vector")
+        .iterator(chunk_size=5000)
+    )
+
+
+def _append(cached: CachedIndex, rows: list[tuple[int, int, bytes]]) -> None:
+    if not rows:
+        return
+    product_ids = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+    matrix = np.stack([vector_from_bytes(r[2]) for r in rows])
+    start = len(cached.index)
+    cached.index.add(product_ids, matrix)
+    cached.positions.update({int(p): start + i for i, p in enumerate(product_ids.tolist())})
+    cached.kth = np.concatenate([cached.kth, np.full(len(rows), np.inf)])
+    cached.last_id = rows[-1][0]
+
+
+def _load(version_id: int) -> CachedIndex | None:
+    rows = _rows_after(version_id, 0)
+    if not rows:
+        return None
+    cached = CachedIndex(VectorIndex(len(vector_from_bytes(rows[0][2])), cdist_rows=settings.CDIST_MAX_ROWS))
+    _append(cached, rows)
+    kth = SimilarProduct.objects.filter(version_id=version_id, ranking=settings.SIMILAR_ITEMS)
+    for product_id, distance in kth.values_list("product_id", "distance").iterator(chunk_size=10000):
+        position = cached.positions.get(product_id)
+        if position is not None:
+            cached.kth[position] = distance
+    logger.info("loaded %d embeddings of version %s (%.1f MB)", len(rows), version_id, cached.index.nbytes / 1e6)
+    return cached
+
+
+def version_index(version: ModelVersion | int) -> CachedIndex | None:
+    """The version's embedding index, up to date with the database; None if it has no embeddings."""
+    version_id = version if isinstance(version, int) else version.pk
+    with _lock:
+        cached = _indexes.get(version_id)
+        if cached is not None:
+            _append(cached, _rows_after(version_id, cached.last_id))
+            if ProductEmbedding.objects.filter(version_id=version_id).count() != len(cached.index):
+                cached = None
+        if cached is None:
+            cached = _load(version_id)
+            if cached is None:
+                _indexes.pop(version_id, None)
+                return None
+            _indexes[version_id] = cached
+        return cached
+
+
+def forget(version_id: int | None = None) -> None:
+    """Drop cached indexes (all, or one version's): the next use reloads from the database."""
+    with _lock:
+        if version_id is None:
+            _indexes.clear()
+        else:
+            _indexes.pop(version_id, None)
