@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from django.conf import settings
@@ -113,7 +113,9 @@ def update_recommendations(*, version_id: int, product_ids: Sequence[int]) -> in
     """Rank newly embedded products, and re-rank the products they now come close to.
 
     Costs one (new × catalogue) matrix product against the process's cached index, not a
-    reload of the catalogue: a list changes only where a new product is nearer than its k-th.
+    reload of the catalogue. A list changes only where a new product is nearer than its k-th
+    item, and then its new top k lies within its old list plus the new products, so only
+    those few are re-ranked with cdist.
     """
     k = settings.SIMILAR_ITEMS
     with transaction.atomic():
@@ -126,22 +128,64 @@ def update_recommendations(*, version_id: int, product_ids: Sequence[int]) -> in
         new = sorted(set(cached.position_of(product_ids)))
         if not new:
             return 0
-        affected = sorted(set(new) | set(_lists_entered(cached, new).tolist()))
-        indices, distances = cached.index.search_rows(affected, k)
         ids = cached.index.ids
-        rows = _rows(version_id, ids, affected, indices, distances)
-        SimilarProduct.objects.filter(version_id=version_id, product_id__in=[int(ids[i]) for i in affected]).delete()
+        entered = np.setdiff1d(_lists_entered(cached, new), new)
+        positions, indices, distances = _merge_lists(version_id, cached, entered, new, k)
+        fresh_indices, fresh_distances = cached.index.search_rows(new, k)
+        positions = [*positions, *new]
+        indices = [*indices, *fresh_indices]
+        distances = [*distances, *fresh_distances]
+        rows = _rows(version_id, ids, positions, indices, distances)
+        SimilarProduct.objects.filter(version_id=version_id, product_id__in=[int(ids[i]) for i in positions]).delete()
         _insert(rows)
-    if distances.shape[1] == k:
-        cached.kth[affected] = distances[:, -1]
-    logger.info("ranked %d new products of version %s; %d lists changed", len(new), version_id, len(affected))
+    for position, row_distances in zip(positions, distances):
+        if len(row_distances) == k:
+            cached.kth[position] = row_distances[-1]
+    logger.info("ranked %d new products of version %s; %d lists changed", len(new), version_id, len(positions))
     return len(rows)
 
 
-def _lists_entered(cached: embedding_index.CachedIndex, new: Iterable[int]) -> np.ndarray:
+def _merge_lists(
+    version_id: int, cached: embedding_index.CachedIndex, entered: np.ndarray, new: list[int], k: int
+) -> tuple[list[int], list[np.ndarray], list[np.ndarray]]:
+    """New lists of existing rows that new rows entered: their stored list plus the new rows,
+    re-ranked by cdist (a row whose stored list is short is searched in full instead)."""
+    from scipy.spatial.distance import cdist
+
+    ids = cached.index.ids
+    stored: dict[int, list[int]] = {}
+    entered_ids = [int(ids[i]) for i in entered]
+    for start in range(0, len(entered_ids), 500):
+        rows = SimilarProduct.objects.filter(version_id=version_id, product_id__in=entered_ids[start : start + 500])
+        for product_id, recommendation_id in rows.values_list("product_id", "recommendation_id"):
+            stored.setdefault(product_id, []).append(recommendation_id)
+    full_length = min(k, len(cached.index) - len(new) - 1)
+    vectors = cached.index.vectors
+    positions, indices, distances = [], [], []
+    searched = []
+    for row in entered.tolist():
+        old = cached.position_of(stored.get(int(ids[row]), []))
+        if len(old) < full_length:
+            searched.append(row)
+            continue
+        pool = np.array(sorted((set(old) | set(new)) - {row}), dtype=np.intp)
+        exact = cdist(vectors[row : row + 1].astype(np.float64), vectors[pool].astype(np.float64))[0]
+        order = np.lexsort((pool, exact))[:k]
+        positions.append(row)
+        indices.append(pool[order])
+        distances.append(exact[order])
+    if searched:
+        full_indices, full_distances = cached.index.search_rows(searched, k)
+        positions += searched
+        indices += list(full_indices)
+        distances += list(full_distances)
+    return positions, indices, distances
+
+
+def _lists_entered(cached: embedding_index.CachedIndex, new: list[int]) -> np.ndarray:
     """Rows that some new row is at least as near to as their k-th item (float32, with slack)."""
     vectors = cached.index.vectors
-    fresh = vectors[list(new)]
+    fresh = vectors[new]
     # |x - q|² = |x|² + |q|² - 2 x·q for every row x and new row q, in float32 blocks.
     nearest = np.full(len(vectors), np.inf, dtype=np.float32)
     norms = np.einsum("ij,ij->i", vectors, vectors)
