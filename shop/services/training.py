@@ -208,13 +208,10 @@ def _previous_tower(version: ModelVersion):
         return None, None
 
 
-def _scores(data: evaluation.EvaluationData, tower, previous) -> dict:
-    scores = {"queries": int(len(data.queries)), "gallery": int(data.gallery_products)}
-    scores["baseline"] = evaluation.evaluate_features(data)
-    if previous is not None:
-        scores["previous"] = evaluation.evaluate_features(data, tower=previous)
-    scores["siamese"] = evaluation.evaluate_features(data, tower=tower)
-    return scores
+def _scores(queries: np.ndarray, query_labels: np.ndarray, chunks, tower, previous) -> dict:
+    """Raw features (baseline), the comparable active model and the new one, in one pass over the gallery chunks."""
+    towers = {"baseline": None, **({"previous": previous} if previous is not None else {}), "siamese": tower}
+    return evaluation.score(queries, query_labels, chunks, towers)
 
 
 def gate_decision(validation: dict | None, *, has_previous: bool) -> dict:
@@ -236,14 +233,20 @@ def gate_decision(validation: dict | None, *, has_previous: bool) -> dict:
 
 def _evaluate(version: ModelVersion, tower, data: TrainingData, *, best_epoch: int | None) -> dict:
     previous_version, previous = _previous_tower(version)
-    test = evaluation.evaluation_data(category=version.category, split=Split.TEST, weights_id=version.weights_id)
     metrics: dict = {"best_epoch": best_epoch}
     if previous_version is not None:
         metrics["previous_version"] = previous_version.pk
-    if len(test.queries):
-        metrics["test"] = _scores(test, tower, previous)
+    # Test crops rank the whole category's gallery, streamed from the database chunk by chunk.
+    queries, query_labels = evaluation.street_features(
+        category=version.category, split=Split.TEST, weights_id=version.weights_id
+    )
+    if len(queries):
+        chunks = evaluation.gallery_chunks(category=version.category, weights_id=version.weights_id)
+        metrics["test"] = _scores(queries, query_labels, chunks, tower, previous)
+    del queries, query_labels
     if data.validation is not None and len(data.validation.queries):
-        metrics["validation"] = _scores(data.validation, tower, previous)
+        v = data.validation
+        metrics["validation"] = _scores(v.queries, v.query_labels, v.chunks(), tower, previous)
     metrics["gate"] = gate_decision(metrics.get("validation"), has_previous=previous is not None)
     return metrics
 
