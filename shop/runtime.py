@@ -20,15 +20,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger("shop")
 
 _lock = threading.Lock()
-_backbones: dict[tuple[str, str, int], Backbone] = {}
+_backbones: dict[tuple[str, str, int, str], Backbone] = {}
 _towers: dict[tuple[int, str], keras.Model] = {}
 
 
 def get_backbone() -> Backbone:
-    """The backbone named by settings, loaded once per process."""
-    from similarity.backbone import load_backbone
+    """The backbone named by settings, in the precision BACKBONE_PRECISION resolves to, loaded once per process."""
+    from similarity.backbone import load_backbone, resolve_precision
 
-    key = (settings.BACKBONE, settings.BACKBONE_WEIGHTS, settings.BACKBONE_SEED)
+    setting = settings.BACKBONE_PRECISION
+    precision = resolve_precision(setting)
+    key = (settings.BACKBONE, settings.BACKBONE_WEIGHTS, settings.BACKBONE_SEED, precision)
     with _lock:
         if key not in _backbones:
             backbone = load_backbone(
@@ -37,10 +39,21 @@ def get_backbone() -> Backbone:
                 store_dir=Path(settings.MODEL_STORE),
                 seed=key[2],
                 allow_download=settings.BACKBONE_ALLOW_DOWNLOAD,
+                precision=precision,
             )
-            logger.info("loaded backbone %s", backbone.weights_id)
+            logger.info(
+                "loaded backbone %s in %s (%s)", backbone.weights_id, precision, _precision_reason(setting, precision)
+            )
             _backbones[key] = backbone
         return _backbones[key]
+
+
+def _precision_reason(setting: str, precision: str) -> str:
+    if setting != "auto":
+        return f"forced by BACKBONE_PRECISION={setting}"
+    if precision == "bfloat16":
+        return "detected: the CPU has native bf16 (avx512_bf16 or amx_bf16)"
+    return "detected: the CPU has no native bf16 (neither avx512_bf16 nor amx_bf16)"
 
 
 def get_tower(*, version_id: int, artifact_path: str, checksum: str) -> keras.Model:

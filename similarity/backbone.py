@@ -30,6 +30,16 @@ logger = logging.getLogger("similarity")
 # Seconds a single network operation of the ImageNet download may stall before we give up.
 DOWNLOAD_TIMEOUT = 10.0
 
+Precision = Literal["float32", "bfloat16"]
+# What BACKBONE_PRECISION accepts: "auto" picks bfloat16 where the CPU computes it natively.
+PRECISION_SETTINGS: tuple[str, ...] = ("auto", "float32", "bfloat16")
+# /proc/cpuinfo flags of x86 CPUs with native bf16 matrix maths (oneDNN uses them; without
+# them TensorFlow emulates bf16, which is slower than float32).
+BF16_CPU_FLAGS: tuple[str, ...] = ("avx512_bf16", "amx_bf16")
+CPUINFO = Path("/proc/cpuinfo")
+# The Keras dtype policy each precision builds the feature model under.
+_DTYPE_POLICIES: dict[str, str] = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+
 RANDOM_WARNING = (
     "Using RANDOMLY initialised {name} weights ({reason}): features are NOT ImageNet features "
     "and similar-items quality will be poor. Put {file} in {cache} to fix this."
@@ -256,6 +266,67 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
         socket.setdefaulttimeout(previous)
 
 
+def read_cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
+    """The flags every processor in a /proc/cpuinfo lists; empty where it cannot be read (not Linux)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return frozenset()
+    per_cpu = [
+        frozenset(value.split())
+        for key, sep, value in (line.partition(":") for line in text.splitlines())
+        if sep and key.strip() == "flags"
+    ]
+    # Only what all of them have: a worker may be scheduled on any.
+    return frozenset.intersection(*per_cpu) if per_cpu else frozenset()
+
+
+def cpu_bf16_flags(cpuinfo: Path = CPUINFO) -> tuple[str, ...]:
+    """Which of BF16_CPU_FLAGS this CPU has (empty: no native bf16)."""
+    flags = read_cpu_flags(cpuinfo)
+    return tuple(flag for flag in BF16_CPU_FLAGS if flag in flags)
+
+
+def cpu_supports_bf16(cpuinfo: Path = CPUINFO) -> bool:
+    """Whether the CPU computes bf16 natively (avx512_bf16 or amx_bf16 in /proc/cpuinfo)."""
+    return bool(cpu_bf16_flags(cpuinfo))
+
+
+def resolve_precision(setting: str) -> Precision:
+    """Turn "auto" | "float32" | "bfloat16" into the precision to run the backbone in.
+
+    "auto" is bfloat16 where cpu_supports_bf16() and float32 elsewhere; the others are forced.
+    """
+    if setting == "auto":
+        return "bfloat16" if cpu_supports_bf16() else "float32"
+    if setting == "float32":
+        return "float32"
+    if setting == "bfloat16":
+        return "bfloat16"
+    raise ValueError(f"Unknown backbone precision {setting!r}; use one of: {', '.join(PRECISION_SETTINGS)}.")
+
+
+@contextlib.contextmanager
+def _dtype_policy(policy: str) -> Iterator[None]:
+    """Keras' global dtype policy set to policy inside the block, the previous one restored after."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _float32_outputs(model: keras.Model) -> keras.Model:
+    """The model with a float32 cast after its (bf16) output, so callers always get float32."""
+    import keras
+
+    outputs = keras.layers.Activation("linear", dtype="float32", name="to_float32")(model.output)
+    return keras.Model(model.inputs, outputs, name=model.name)
+
+
 class Backbone:
     """A loaded feature extractor; one per process."""
 
@@ -267,10 +338,16 @@ class Backbone:
         weights_id: str,
         is_fallback: bool,
         warning: str | None,
+        precision: Precision = "float32",
     ) -> None:
         import tensorflow as tf
 
         self.spec = spec
+        # The compute precision. bfloat16 features sit at cosine >= 0.9999 to float32 ones with
+        # the same demo top-k, but swap near-tie neighbours (tests/similarity/test_precision.py):
+        # not interchangeable for ranking, so their weights id carries "+bf16" and the two are
+        # never compared. Features are always returned as float32.
+        self.precision = precision
         self.name = spec.name
         self.dim = spec.dim
         self.input_size = spec.input_size
@@ -281,13 +358,13 @@ class Backbone:
         size = spec.input_size
         # A None batch dimension means one trace serves every batch size.
         self._forward = tf.function(
-            lambda batch: model(batch, training=False),
+            lambda batch: tf.cast(model(batch, training=False), tf.float32),
             input_signature=[tf.TensorSpec(shape=(None, size, size, 3), dtype=tf.float32)],
             reduce_retracing=True,
         )
 
     def __repr__(self) -> str:
-        return f"<Backbone {self.weights_id} dim={self.dim}>"
+        return f"<Backbone {self.weights_id} dim={self.dim} {self.precision}>"
 
     def extract(self, batch: np.ndarray) -> np.ndarray:
         """Features for a preprocessed (N, size, size, 3) batch, as (N, dim) float32."""
@@ -320,11 +397,21 @@ def load_backbone(
     store_dir: Path,
     seed: int = 1234,
     allow_download: bool = True,
+    precision: Precision = "float32",
 ) -> Backbone:
-    """Build a backbone and load its weights; random weights come from a shared file in store_dir."""
+    """Build a backbone and load its weights; random weights come from a shared file in store_dir.
+
+    precision "bfloat16" builds the model under Keras' mixed_bfloat16 policy: the weights stay
+    float32 variables (the same files load the same way), the maths runs in bf16, and features
+    come back as float32.
+    """
+    if precision not in _DTYPE_POLICIES:
+        raise ValueError(f"Unknown backbone precision {precision!r}; use float32 or bfloat16.")
     spec = get_spec(name)
     resolved = resolve_weights(weights, allow_download=allow_download, name=name)
-    base = spec.build_base()
+    policy = _DTYPE_POLICIES[precision]
+    with _dtype_policy(policy):
+        base = spec.build_base()
     if resolved.kind == "random":
         path = _shared_random_weights(spec, base, Path(store_dir), seed=seed)
         # Load even right after creating it, so this process matches every other one bit for bit.
@@ -340,13 +427,19 @@ def load_backbone(
         else:
             sha = file_sha256(resolved.path, cache_dir=_hash_cache_dir(Path(store_dir)))
             weights_id = f"{name}/file-{sha[:12]}"
-    model = spec.build_features(base)
+    with _dtype_policy(policy):
+        model = spec.build_features(base)
+        if precision != "float32":
+            model = _float32_outputs(model)
+    if precision == "bfloat16":
+        weights_id += "+bf16"  # near-tie neighbours differ from float32's: keep the two apart
     return Backbone(
         spec,
         model,
         weights_id=weights_id,
         is_fallback=resolved.kind == "random",
         warning=resolved.warning,
+        precision=precision,
     )
 
 

@@ -19,5 +19,7 @@ MODEL_STORE = envpath("TEST_MODEL_STORE", DATA_DIR / "test-models")
 BACKBONE = "vgg19-fc2"
 BACKBONE_WEIGHTS = "random"
 BACKBONE_ALLOW_DOWNLOAD = False
+# Bit-exact features on every CI machine; tests/similarity/test_precision.py covers bfloat16.
+BACKBONE_PRECISION = "float32"
 SIAMESE_EPOCHS = 8
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
