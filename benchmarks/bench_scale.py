@@ -45,6 +45,10 @@ def setup_django(database_url: str, data_dir: str) -> None:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident memory since exec (VmHWM; ru_maxrss would include the parent's at fork)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -298,13 +302,28 @@ def reset_database() -> None:
         call_command("flush", interactive=False, verbosity=0)
 
 
+def reuse(n: int) -> dict:
+    """The catalogue an earlier run of the same N left (--reuse-db), its similar rows removed."""
+    from shop.models import ModelVersion, Product, SimilarProduct
+
+    version = ModelVersion.objects.get(status="active")
+    products = np.array(Product.objects.filter(title__startswith="Dress ").order_by("id").values_list("id", flat=True))
+    if len(products) != n:
+        raise SystemExit(f"--reuse-db: the database holds {len(products):,} products, not {n:,}")
+    SimilarProduct.objects.filter(version=version).delete()
+    return {"version": version.pk, "products": products, "fill_s": 0.0}
+
+
 def measure_size(n: int, args, env: dict) -> dict:
     from shop.services import embedding_index
 
-    reset_database()
     embedding_index.forget()
     print(f"\n== N = {n:,} ({args.database}, {'uniform' if args.uniform else 'clustered'})", flush=True)
-    filled = fill(n, clustered=not args.uniform)
+    if args.reuse_db:
+        filled = reuse(n)
+    else:
+        reset_database()
+        filled = fill(n, clustered=not args.uniform)
     version_id, product_ids = filled["version"], filled["products"]
     result: dict = {"n": n, "fill_s": filled["fill_s"]}
     print(f"filled in {filled['fill_s']:.0f} s", flush=True)
@@ -452,6 +471,8 @@ def main() -> None:
     parser.add_argument("--skip-training", action="store_true", help="skip the training-read and evaluation children")
     parser.add_argument("--million", action="store_true", help="the in-memory 1e6 measurements only")
     parser.add_argument("--recall-queries", type=int, default=1000)
+    parser.add_argument("--reuse-db", action="store_true",
+                        help="measure the catalogue the last PostgreSQL run left (one size), without refilling")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--version", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--slices", help=argparse.SUPPRESS)
@@ -474,7 +495,9 @@ def main() -> None:
         return
 
     data_dir = tempfile.mkdtemp(prefix="bench-scale-")
-    if args.database == "postgres":
+    if args.database == "postgres" and args.reuse_db:
+        database_url = PG_URL
+    elif args.database == "postgres":
         import psycopg
 
         with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as admin:

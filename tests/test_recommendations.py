@@ -98,12 +98,60 @@ def test_it_sees_products_embedded_by_another_process_and_reloads_after_a_deleti
     assert embedding_index.version_index(version) is cached
 
     products[3].delete()
+    # Without a count the deletion goes unseen for a while; the writer below still never uses it.
+    assert embedding_index.version_index(version) is cached
+    update_recommendations(version_id=version.pk, product_ids=[p.pk for p in products[25:]])
     refreshed = embedding_index.version_index(version)
     assert refreshed is not cached and products[3].pk not in refreshed.index.ids.tolist()
-    update_recommendations(version_id=version.pk, product_ids=[p.pk for p in products[25:]])
     rebuild_recommendations(version_id=version.pk)
     kept = [p for i, p in enumerate(products) if i != 3]
     assert _lists(version) == _plain_cdist_lists(kept, np.delete(vectors, 3, axis=0))
+
+
+@pytest.mark.django_db
+def test_it_finds_a_batch_committed_late_under_lower_ids(settings):
+    settings.CDIST_MAX_ROWS = 0
+    rng = np.random.default_rng(6)
+    version = ModelVersion.objects.create(status="active")
+    products = [Product.objects.create(title=f"dress {i}") for i in range(24)]
+    vectors = _embed(version, products[:12], rng)
+    late = _embed(version, products[12:18], rng)  # worker A's batch: lower ids, committed last
+    vectors = np.concatenate([vectors, late, _embed(version, products[18:], rng)])
+    rebuild_recommendations(version_id=version.pk)
+    ProductEmbedding.objects.filter(product__in=products[12:18]).delete()
+    SimilarProduct.objects.filter(version=version).delete()
+    rebuild_recommendations(version_id=version.pk)  # this process now holds 18 rows, the last id past A's
+    lower_ids = range(13, 19)
+    assert max(lower_ids) < embedding_index.version_index(version).last_id
+    ProductEmbedding.objects.bulk_create(
+        [ProductEmbedding(id=row_id, product=p, version=version, vector=vector_to_bytes(v))
+         for row_id, p, v in zip(lower_ids, products[12:18], late)]
+    )
+    assert len(embedding_index.version_index(version).index) == 18  # not seen by "rows after the last id"
+
+    update_recommendations(version_id=version.pk, product_ids=[p.pk for p in products[12:18]])
+
+    assert len(embedding_index.version_index(version).index) == 24
+    assert _lists(version) == _plain_cdist_lists(products, vectors)
+
+
+@pytest.mark.django_db
+def test_it_never_returns_a_deleted_product_from_a_search(settings):
+    from shop.services.search import nearest_products
+
+    settings.CDIST_MAX_ROWS = 0
+    version = ModelVersion.objects.create(status="active")
+    products = [Product.objects.create(title=f"dress {i}") for i in range(30)]
+    vectors = _embed(version, products, np.random.default_rng(9))
+    first = nearest_products(version, vectors[0])
+    nearest = products[0].pk
+    products[0].delete()
+
+    second = nearest_products(version, vectors[0])
+
+    assert first[0]["product_id"] == nearest
+    assert nearest not in {r["product_id"] for r in second} and len(second) == 10
+    assert [r["product_id"] for r in second[:9]] == [r["product_id"] for r in first[1:10]]
 
 
 @pytest.mark.django_db

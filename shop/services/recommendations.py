@@ -73,7 +73,8 @@ def slice_bounds(*, version_id: int, slice_size: int | None = None) -> list[tupl
 def rank_slice(*, version_id: int, low: int, high: int) -> int:
     """Rank the version's products with ids in [low, high) against all of its products, and
     replace their rows in one short transaction. Returns the rows written."""
-    cached = embedding_index.version_index(version_id)
+    # Slices take seconds: counting (~40 ms at 1e5) rules out a deleted product for sure.
+    cached = embedding_index.version_index(version_id, recount=True)
     if cached is None:
         return 0
     ids = cached.index.ids
@@ -117,32 +118,45 @@ def update_recommendations(*, version_id: int, product_ids: Sequence[int]) -> in
     item, and then its new top k lies within its old list plus the new products, so only
     those few are re-ranked with cdist.
     """
-    k = settings.SIMILAR_ITEMS
     with transaction.atomic():
         if _locked_version(version_id) is None:
             return 0
-        # Refreshed under the lock: every product embedded before it was taken is in the index.
-        cached = embedding_index.version_index(version_id)
-        if cached is None or len(cached.index) < 2:
-            return 0
-        new = sorted(set(cached.position_of(product_ids)))
-        if not new:
-            return 0
+        for recount in (False, True):
+            # Refreshed under the lock: every product embedded before it was taken is in the index.
+            cached = embedding_index.version_index(version_id, ensure=product_ids, recount=recount)
+            if cached is None or len(cached.index) < 2:
+                return 0
+            ranked = _rank_new(version_id, cached, product_ids)
+            if ranked is None:
+                return 0
+            positions, indices, distances, rows = ranked
+            referenced = {row[1] for row in rows} | {row[2] for row in rows}
+            # A product deleted since the index was loaded: reload (counting) and rank again.
+            if not embedding_index.missing_products(version_id, sorted(referenced)):
+                break
         ids = cached.index.ids
-        entered = np.setdiff1d(_lists_entered(cached, new), new)
-        positions, indices, distances = _merge_lists(version_id, cached, entered, new, k)
-        fresh_indices, fresh_distances = cached.index.search_rows(new, k)
-        positions = [*positions, *new]
-        indices = [*indices, *fresh_indices]
-        distances = [*distances, *fresh_distances]
-        rows = _rows(version_id, ids, positions, indices, distances)
         SimilarProduct.objects.filter(version_id=version_id, product_id__in=[int(ids[i]) for i in positions]).delete()
         _insert(rows)
     for position, row_distances in zip(positions, distances):
-        if len(row_distances) == k:
+        if len(row_distances) == settings.SIMILAR_ITEMS:
             cached.kth[position] = row_distances[-1]
-    logger.info("ranked %d new products of version %s; %d lists changed", len(new), version_id, len(positions))
+    logger.info("ranked %d new products of version %s; %d lists changed", len(product_ids), version_id, len(positions))
     return len(rows)
+
+
+def _rank_new(version_id: int, cached: embedding_index.CachedIndex, product_ids: Sequence[int]):
+    """(positions, neighbour indices, distances, rows) of the new rows and the lists they enter."""
+    k = settings.SIMILAR_ITEMS
+    new = sorted(set(cached.position_of(product_ids)))
+    if not new:
+        return None
+    entered = np.setdiff1d(_lists_entered(cached, new), new)
+    positions, indices, distances = _merge_lists(version_id, cached, entered, new, k)
+    fresh_indices, fresh_distances = cached.index.search_rows(new, k)
+    positions = [*positions, *new]
+    indices = [*indices, *fresh_indices]
+    distances = [*distances, *fresh_distances]
+    return positions, indices, distances, _rows(version_id, cached.index.ids, positions, indices, distances)
 
 
 def _merge_lists(

@@ -48,16 +48,21 @@ def create_search_query(
 
 def nearest_products(version: ModelVersion, vector: np.ndarray) -> list[dict]:
     """The catalogue's nearest products to an embedding, nearest first, from the process's index."""
-    cached = embedding_index.version_index(version)
-    if cached is None:
-        raise LookupError("The catalogue is not indexed yet.")
-    indices, distances = cached.index.search(vector[None, :], settings.SIMILAR_ITEMS)
-    ids = cached.index.ids
-    return [
-        {"product_id": int(ids[i]), "distance": round(float(d), 6)}
-        for i, d in zip(indices[0].tolist(), distances[0].tolist())
-        if i >= 0
-    ]
+    for recount in (False, True):
+        cached = embedding_index.version_index(version, recount=recount)
+        if cached is None:
+            raise LookupError("The catalogue is not indexed yet.")
+        indices, distances = cached.index.search(vector[None, :], settings.SIMILAR_ITEMS)
+        ids = cached.index.ids
+        results = [
+            {"product_id": int(ids[i]), "distance": round(float(d), 6)}
+            for i, d in zip(indices[0].tolist(), distances[0].tolist())
+            if i >= 0
+        ]
+        # A product deleted since the index was loaded: reload (counting) and search again.
+        if not embedding_index.missing_products(version.pk, [r["product_id"] for r in results]):
+            break
+    return results
 
 
 def run_search_query(*, query_id: UUID) -> None:
