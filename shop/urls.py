@@ -10,6 +10,7 @@ urlpatterns = [
     path("products/<int:pk>/", views.product_detail, name="product-detail"),
     path("search/", views.search, name="search"),
     path("search/<uuid:pk>/", views.search_results, name="search-results"),
+    path("search/<uuid:pk>/wait/", views.search_wait, name="search-wait"),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
 ]

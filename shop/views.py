@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from uuid import UUID
 
 from django.conf import settings
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 from shop import selectors
@@ -81,14 +85,49 @@ def _box_overlay(query: SearchQuery) -> dict[str, float] | None:
     }
 
 
-def search_results(request: HttpRequest, pk: UUID) -> HttpResponse:
-    query = get_object_or_404(SearchQuery, pk=pk)
+def _search_results_page(request: HttpRequest, query: SearchQuery) -> str:
     ids = [row["product_id"] for row in query.results]
     distances = {row["product_id"]: row["distance"] for row in query.results}
     products = [(p, distances[p.pk]) for p in selectors.products_by_ids(ids=ids)]
-    return render(
-        request, "shop/search_results.html", {"query": query, "products": products, "box": _box_overlay(query)}
-    )
+    context = {"query": query, "products": products, "box": _box_overlay(query)}
+    return render_to_string("shop/search_results.html", context, request=request)
+
+
+def search_results(request: HttpRequest, pk: UUID) -> HttpResponse:
+    query = get_object_or_404(SearchQuery, pk=pk)
+    return HttpResponse(_search_results_page(request, query))
+
+
+@require_GET
+@never_cache
+def search_wait(request: HttpRequest, pk: UUID) -> JsonResponse:
+    """{"status": ...} once the search is done or failed, or "pending" after a short wait.
+
+    The results page asks in a loop instead of refreshing every second. `?timeout=S` asks for
+    a shorter wait; SEARCH_WAIT_SECONDS caps it, since each wait holds a web thread or worker.
+    `?include=page` adds the finished search's results page as "page", saving the page a
+    second request before it can show the results.
+    """
+    timeout = settings.SEARCH_WAIT_SECONDS
+    asked = request.GET.get("timeout")
+    if asked is not None:
+        try:
+            seconds = float(asked)
+        except ValueError:
+            seconds = math.nan
+        if not math.isfinite(seconds) or seconds < 0:
+            return JsonResponse({"error": "timeout must be a number of seconds, 0 or more"}, status=400)
+        timeout = min(seconds, timeout)
+    status = selectors.wait_for_search_status(query_id=pk, timeout=timeout)
+    if status is None:
+        return JsonResponse({"error": "no such search"}, status=404)
+    body = {"status": status}
+    if status != SearchQuery.Status.PENDING and request.GET.get("include") == "page":
+        query = SearchQuery.objects.filter(pk=pk).first()
+        if query is None:
+            return JsonResponse({"error": "no such search"}, status=404)
+        body["page"] = _search_results_page(request, query)
+    return JsonResponse(body)
 
 
 def healthz(request: HttpRequest) -> HttpResponse:
