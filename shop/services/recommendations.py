@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
@@ -19,8 +20,48 @@ from shop.services import embedding_index
 
 logger = logging.getLogger("shop")
 
-Row = tuple[int, int, int, int, float]  # version, product, recommendation, ranking, distance
 _COLUMNS = ("version_id", "product_id", "recommendation_id", "ranking", "distance")
+# One row of PostgreSQL's binary COPY format: a field count, then (length, big-endian value) per field.
+_COPY_ROW = np.dtype([
+    ("fields", ">i2"),
+    ("version_size", ">i4"), ("version_id", ">i8"),
+    ("product_size", ">i4"), ("product_id", ">i8"),
+    ("recommendation_size", ">i4"), ("recommendation_id", ">i8"),
+    ("ranking_size", ">i4"), ("ranking", ">i2"),
+    ("distance_size", ">i4"), ("distance", ">f8"),
+])
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, no flags, no header extension
+_COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
+
+
+@dataclass
+class RankedRows:
+    """Ranked rows of one version as columns: rows[i] puts recommendation[i] at ranking[i] for product[i]."""
+
+    version_id: int
+    product_id: np.ndarray
+    recommendation_id: np.ndarray
+    ranking: np.ndarray
+    distance: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.product_id)
+
+    def referenced(self) -> np.ndarray:
+        return np.union1d(self.product_id, self.recommendation_id)
+
+    def copy_binary(self) -> bytes:
+        """The rows in PostgreSQL's binary COPY format, built by numpy rather than row by row."""
+        rows = np.empty(len(self), dtype=_COPY_ROW)
+        rows["fields"] = len(_COLUMNS)
+        rows["version_size"] = rows["product_size"] = rows["recommendation_size"] = rows["distance_size"] = 8
+        rows["ranking_size"] = 2
+        rows["version_id"] = self.version_id
+        rows["product_id"] = self.product_id
+        rows["recommendation_id"] = self.recommendation_id
+        rows["ranking"] = self.ranking
+        rows["distance"] = self.distance
+        return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
 
 
 def _locked_version(version_id: int) -> ModelVersion | None:
@@ -32,28 +73,44 @@ def _locked_version(version_id: int) -> ModelVersion | None:
     return version
 
 
-def _rows(version_id: int, product_ids: np.ndarray, positions, indices, distances) -> list[Row]:
-    return [
-        (version_id, int(product_ids[position]), int(product_ids[index]), ranking, float(distance))
-        for position, row_indices, row_distances in zip(positions, indices, distances)
-        for ranking, (index, distance) in enumerate(zip(row_indices.tolist(), row_distances.tolist()), start=1)
-        if index >= 0
-    ]
+def _rows(version_id: int, product_ids: np.ndarray, positions, indices, distances) -> RankedRows:
+    """Rows for each position's list (index -1: no more neighbours); lists may differ in length."""
+    if isinstance(indices, np.ndarray) and indices.ndim == 2:
+        lists, lengths = [indices], [indices.shape[1]] * len(indices)
+    else:
+        lists, lengths = [np.asarray(row) for row in indices], [len(row) for row in indices]
+    flat_indices = np.concatenate([row.ravel() for row in lists]) if lists else np.zeros(0, dtype=np.intp)
+    flat_distances = (np.concatenate([np.ravel(row) for row in distances]) if len(flat_indices)
+                      else np.zeros(0))
+    owners = np.repeat(np.asarray(positions, dtype=np.intp), lengths)
+    rankings = np.concatenate([np.arange(1, n + 1) for n in lengths]) if lengths else np.zeros(0, dtype=np.intp)
+    kept = flat_indices >= 0
+    return RankedRows(
+        version_id,
+        product_ids[owners[kept]].astype(np.int64),
+        product_ids[flat_indices[kept]].astype(np.int64),
+        rankings[kept].astype(np.int16),
+        flat_distances[kept].astype(np.float64),
+    )
 
 
-def _insert(rows: list[Row]) -> None:
-    """Write ranked rows: COPY on PostgreSQL (a rebuild writes ten rows per product), bulk insert elsewhere."""
-    if not rows:
+def _insert(rows: RankedRows) -> None:
+    """Write ranked rows: binary COPY on PostgreSQL (a rebuild writes ten rows per product), bulk insert elsewhere."""
+    if not len(rows):
         return
     if connection.vendor == "postgresql":
         table = SimilarProduct._meta.db_table
         with connection.cursor() as cursor:
-            with cursor.cursor.copy(f"COPY {table} ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
+            with cursor.cursor.copy(f"COPY {table} ({', '.join(_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.write(rows.copy_binary())
         return
     SimilarProduct.objects.bulk_create(
-        [SimilarProduct(**dict(zip(_COLUMNS, row))) for row in rows], batch_size=2000
+        [
+            SimilarProduct(version_id=rows.version_id, product_id=p, recommendation_id=r, ranking=k, distance=d)
+            for p, r, k, d in zip(rows.product_id.tolist(), rows.recommendation_id.tolist(),
+                                  rows.ranking.tolist(), rows.distance.tolist())
+        ],
+        batch_size=2000,
     )
 
 
@@ -130,9 +187,8 @@ def update_recommendations(*, version_id: int, product_ids: Sequence[int]) -> in
             if ranked is None:
                 return 0
             positions, indices, distances, rows = ranked
-            referenced = {row[1] for row in rows} | {row[2] for row in rows}
             # A product deleted since the index was loaded: reload (counting) and rank again.
-            if not embedding_index.missing_products(version_id, sorted(referenced)):
+            if not embedding_index.missing_products(version_id, rows.referenced().tolist()):
                 break
         ids = cached.index.ids
         SimilarProduct.objects.filter(version_id=version_id, product_id__in=[int(ids[i]) for i in positions]).delete()
