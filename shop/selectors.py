@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from django.db.models import Exists, OuterRef, Prefetch, QuerySet
+from django.db.models import Exists, OuterRef, Prefetch, QuerySet, prefetch_related_objects
 
 from shop.models import (
     Category,
@@ -64,6 +64,27 @@ def similar_products(*, product: Product, version: ModelVersion | None, k: int =
         .order_by("ranking")[:k]
     )
     return list(rows)
+
+
+def product_page(*, product_id: int, k: int = 10) -> tuple[Product, ModelVersion | None, list[SimilarProduct]]:
+    """A product, its category's active version and its ranked similar items (4 queries, any catalogue size).
+
+    The product's photos and its recommendations' photos come in one query, not one each.
+    """
+    product = Product.objects.get(pk=product_id)
+    version = active_version(category=product.category)
+    rows: list[SimilarProduct] = []
+    if version is not None:
+        rows = list(
+            SimilarProduct.objects.filter(version=version, product=product)
+            .select_related("recommendation")
+            .order_by("ranking")[:k]
+        )
+    prefetch_related_objects(
+        [product, *(row.recommendation for row in rows)],
+        Prefetch("images", queryset=ProductImage.objects.order_by("position", "id")),
+    )
+    return product, version, rows
 
 
 def products_by_ids(*, ids: Sequence[int]) -> list[Product]:

@@ -36,11 +36,9 @@ def catalogue(request: HttpRequest) -> HttpResponse:
 
 def product_detail(request: HttpRequest, pk: int) -> HttpResponse:
     try:
-        product = selectors.product_detail(product_id=pk)
+        product, version, similar = selectors.product_page(product_id=pk, k=settings.SIMILAR_ITEMS)
     except Product.DoesNotExist:
         raise Http404("No such product") from None
-    version = selectors.active_version(category=product.category)
-    similar = selectors.similar_products(product=product, version=version, k=settings.SIMILAR_ITEMS)
     return render(request, "shop/product_detail.html", {"product": product, "similar": similar, "version": version})
 
 
