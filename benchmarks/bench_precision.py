@@ -36,21 +36,7 @@ PRECISIONS = ("float32", "bfloat16")
 
 def demo_images(products: int, seed: int) -> tuple[list, list, list, list]:
     """Shop photos (the gallery) and boxed street crops (the queries) of demo products."""
-    plan = demodata.plan_catalogue(seed=seed, n_products=products, street_per_product=1)
-    shop, shop_labels, street, street_labels = [], [], [], []
-    for task in plan.photos:
-        if len(task.products) != 1:
-            continue
-        dress = plan.product(task.products[0]).dress
-        rng = demodata.photo_rng(plan.seed, task.photo)
-        if task.kind == "shop":
-            shop.append(demodata.shop_photo(dress, rng))
-            shop_labels.append(task.products[0])
-        elif task.kind == "street":
-            image, (box,) = demodata.street_photo([dress], rng)
-            street.append(image.crop((box.left, box.top, box.left + box.width, box.top + box.height)))
-            street_labels.append(task.products[0])
-    return shop, shop_labels, street, street_labels
+    return demodata.labelled_photos(seed=seed, n_products=products)
 
 
 def cpu_model() -> str:

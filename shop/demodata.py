@@ -1075,3 +1075,25 @@ def _render_all(jobs: list[tuple[PhotoTask, tuple[Dress, ...], int]], workers: i
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         # Results come back in job order, so the output does not depend on the worker count.
         yield from pool.map(_render_job, jobs, chunksize=8)
+
+
+def labelled_photos(*, seed: int, n_products: int) -> tuple[list[Image.Image], list[int], list[Image.Image], list[int]]:
+    """(shop photos, their products, boxed street crops, their products) of single-product photos of a plan."""
+    plan = plan_catalogue(seed=seed, n_products=n_products, street_per_product=1)
+    shop: list[Image.Image] = []
+    street: list[Image.Image] = []
+    shop_labels: list[int] = []
+    street_labels: list[int] = []
+    for task in plan.photos:
+        if task.kind not in ("shop", "street") or len(task.products) != 1:
+            continue
+        dress = plan.product(task.products[0]).dress
+        rng = photo_rng(plan.seed, task.photo)
+        if task.kind == "shop":
+            shop.append(shop_photo(dress, rng))
+            shop_labels.append(task.products[0])
+        else:
+            image, (box,) = street_photo([dress], rng)
+            street.append(image.crop((box.left, box.top, box.left + box.width, box.top + box.height)))
+            street_labels.append(task.products[0])
+    return shop, shop_labels, street, street_labels

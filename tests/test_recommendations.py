@@ -28,6 +28,14 @@ def _embed(version: ModelVersion, products: list[Product], rng: np.random.Genera
     return vectors
 
 
+def _active_catalogue(size: int, seed: int) -> tuple[ModelVersion, list[Product], np.random.Generator]:
+    return (
+        ModelVersion.objects.create(status="active"),
+        [Product.objects.create(title=f"dress {i}") for i in range(size)],
+        np.random.default_rng(seed),
+    )
+
+
 def _lists(version: ModelVersion) -> dict[int, list[tuple[int, float]]]:
     lists: dict[int, list[tuple[int, float]]] = {}
     for row in SimilarProduct.objects.filter(version=version).order_by("product_id", "ranking"):
@@ -85,9 +93,7 @@ def test_it_rebuilds_slice_by_slice_to_the_same_lists_as_plain_cdist(settings):
 @pytest.mark.django_db
 def test_it_sees_products_embedded_by_another_process_and_reloads_after_a_deletion(settings):
     settings.CDIST_MAX_ROWS = 0
-    rng = np.random.default_rng(2)
-    version = ModelVersion.objects.create(status="active")
-    products = [Product.objects.create(title=f"dress {i}") for i in range(30)]
+    version, products, rng = _active_catalogue(30, seed=2)
     vectors = _embed(version, products[:25], rng)
     rebuild_recommendations(version_id=version.pk)
     cached = embedding_index.version_index(version)
@@ -97,12 +103,13 @@ def test_it_sees_products_embedded_by_another_process_and_reloads_after_a_deleti
     assert len(embedding_index.version_index(version).index) == 30
     assert embedding_index.version_index(version) is cached
 
+    deleted = products[3].pk
     products[3].delete()
     # Without a count the deletion goes unseen for a while; the writer below still never uses it.
-    assert embedding_index.version_index(version) is cached
+    assert deleted in embedding_index.version_index(version).index.ids.tolist()
     update_recommendations(version_id=version.pk, product_ids=[p.pk for p in products[25:]])
     refreshed = embedding_index.version_index(version)
-    assert refreshed is not cached and products[3].pk not in refreshed.index.ids.tolist()
+    assert refreshed is not cached and deleted not in refreshed.index.ids.tolist()
     rebuild_recommendations(version_id=version.pk)
     kept = [p for i, p in enumerate(products) if i != 3]
     assert _lists(version) == _plain_cdist_lists(kept, np.delete(vectors, 3, axis=0))
@@ -111,9 +118,7 @@ def test_it_sees_products_embedded_by_another_process_and_reloads_after_a_deleti
 @pytest.mark.django_db
 def test_it_finds_a_batch_committed_late_under_lower_ids(settings):
     settings.CDIST_MAX_ROWS = 0
-    rng = np.random.default_rng(6)
-    version = ModelVersion.objects.create(status="active")
-    products = [Product.objects.create(title=f"dress {i}") for i in range(24)]
+    version, products, rng = _active_catalogue(24, seed=6)
     vectors = _embed(version, products[:12], rng)
     late = _embed(version, products[12:18], rng)  # worker A's batch: lower ids, committed last
     vectors = np.concatenate([vectors, late, _embed(version, products[18:], rng)])

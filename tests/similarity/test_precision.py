@@ -167,21 +167,7 @@ DEMO_PRODUCTS = 10
 def demo_images() -> tuple[list, list, list, list]:
     from shop import demodata
 
-    plan = demodata.plan_catalogue(seed=5, n_products=DEMO_PRODUCTS, street_per_product=1)
-    shop, shop_labels, street, street_labels = [], [], [], []
-    for task in plan.photos:
-        if task.kind not in ("shop", "street") or len(task.products) != 1:
-            continue
-        dress = plan.product(task.products[0]).dress
-        rng = demodata.photo_rng(plan.seed, task.photo)
-        if task.kind == "shop":
-            shop.append(demodata.shop_photo(dress, rng))
-            shop_labels.append(task.products[0])
-        else:
-            image, (box,) = demodata.street_photo([dress], rng)
-            street.append(image.crop((box.left, box.top, box.left + box.width, box.top + box.height)))
-            street_labels.append(task.products[0])
-    return shop, shop_labels, street, street_labels
+    return demodata.labelled_photos(seed=5, n_products=DEMO_PRODUCTS)
 
 
 @pytest.fixture(scope="module")
