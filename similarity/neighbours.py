@@ -219,6 +219,11 @@ class VectorIndex:
         return self._rows[: self._size, : self.dim]
 
     @property
+    def augmented_rows(self) -> np.ndarray:
+        """(rows, dim + 1) float32 view of [x, -|x|²/2] per row: one matrix product scores every row."""
+        return self._rows[: self._size]
+
+    @property
     def nbytes(self) -> int:
         return int(self._rows.nbytes + self._ids.nbytes)
 

@@ -254,18 +254,20 @@ def _merge_lists(
 
 def _lists_entered(cached: embedding_index.CachedIndex, new: list[int]) -> np.ndarray:
     """Rows that some new row is at least as near to as their k-th item (float32, with slack)."""
-    vectors = cached.index.vectors
-    fresh = vectors[new]
-    # |x - q|² = |x|² + |q|² - 2 x·q for every row x and new row q, in float32 blocks.
-    nearest = np.full(len(vectors), np.inf, dtype=np.float32)
-    norms = np.einsum("ij,ij->i", vectors, vectors)
+    index = cached.index
+    fresh = index.vectors[new]
     fresh_norms = np.einsum("ij,ij->i", fresh, fresh)
-    block = max(1, 8_000_000 // max(len(fresh), 1))
-    for start in range(0, len(vectors), block):
-        products = vectors[start : start + block] @ fresh.T
-        squared = norms[start : start + block, None] + fresh_norms[None, :] - 2 * products
-        nearest[start : start + block] = squared.min(axis=1)
+    # The index keeps rows as [x, -|x|²/2]: row · [q, 1] = x·q - |x|²/2, so |x - q|² = |q|² - 2 (row · [q, 1]).
+    augmented = np.ones((len(new), index.dim + 1), dtype=np.float32)
+    augmented[:, : index.dim] = fresh
+    rows = index.augmented_rows
+    nearest = np.empty(len(rows), dtype=np.float32)
+    block = max(1, 8_000_000 // len(new))
+    for start in range(0, len(rows), block):
+        scores = rows[start : start + block] @ augmented.T
+        nearest[start : start + block] = (fresh_norms[None, :] - 2 * scores).min(axis=1)
     limit = cached.kth.astype(np.float64) ** 2
     # float32 rounding must never hide a list that changes: compare with a margin.
-    slack = 1e-4 * (norms.astype(np.float64) + float(fresh_norms.max())) + 1e-6
+    squared_norms = -2.0 * rows[:, index.dim].astype(np.float64)
+    slack = 1e-4 * (squared_norms + float(fresh_norms.max())) + 1e-6
     return np.flatnonzero(nearest <= limit + slack)
