@@ -116,6 +116,8 @@ FEATURE_DTYPE = envstr("FEATURE_DTYPE", "float16")
 if FEATURE_DTYPE not in ("float16", "float32"):
     raise ImproperlyConfigured(f"FEATURE_DTYPE={FEATURE_DTYPE!r}: use float16 or float32")
 SIMILAR_ITEMS = envint("SIMILAR_ITEMS", 10, minimum=1)
+if SIMILAR_ITEMS > 100:
+    raise ImproperlyConfigured(f"SIMILAR_ITEMS={SIMILAR_ITEMS}: at most 100 similar items are ranked per product")
 # Products per similar-items ranking task of a training run: the rebuild fans out over the workers.
 RANKING_SLICE_SIZE = envint("RANKING_SLICE_SIZE", 5000, minimum=1)
 # Catalogues up to this many products rank with plain cdist over all of them (the reference);

@@ -291,6 +291,16 @@ class VectorIndex:
             best = order[:, :width]
             indices[start:stop] = np.take_along_axis(candidates, best, axis=1)
             distances[start:stop] = np.take_along_axis(exact, best, axis=1)
+            # A tie at the pool's edge (many identical vectors) may have left out a lower row
+            # index with the same distance: such rows are answered by plain cdist instead.
+            if width == 0:
+                continue
+            full = (candidates >= 0).all(axis=1)
+            tied = np.flatnonzero(full & (distances[start:stop, -1] >= exact.max(axis=1)))
+            for row in tied.tolist():
+                query = np.asarray(queries[start + row], dtype=np.float64)
+                own = None if excluded is None else [int(excluded[start + row])]
+                indices[start + row], distances[start + row] = top_k(query, self.vectors, k=width, exclude=own)
         distances[indices < 0] = np.inf
         return indices, distances
 

@@ -180,3 +180,22 @@ def test_it_writes_nothing_for_a_failed_version():
 
     assert rebuild_recommendations(version_id=version.pk) == 0
     assert update_recommendations(version_id=version.pk, product_ids=[product.pk]) == 0
+
+
+@pytest.mark.django_db
+def test_it_reloads_when_a_product_is_embedded_again_from_new_photos(settings):
+    settings.CDIST_MAX_ROWS = 0
+    version, products, rng = _active_catalogue(30, seed=12)
+    vectors = _embed(version, products, rng)
+    rebuild_recommendations(version_id=version.pk)
+    embedding_index.version_index(version)
+
+    # New photos: the product's embedding is deleted and made again, under a new id.
+    ProductEmbedding.objects.filter(product=products[5]).delete()
+    vectors[5] = _embed(version, [products[5]], rng)[0]
+    update_recommendations(version_id=version.pk, product_ids=[products[5].pk])
+
+    ids = embedding_index.version_index(version).index.ids.tolist()
+    assert len(ids) == len(set(ids)) == 30
+    assert _lists(version)[products[5].pk] == _plain_cdist_lists(products, vectors)[products[5].pk]
+    assert not SimilarProduct.objects.filter(product_id=products[5].pk, recommendation_id=products[5].pk).exists()

@@ -64,9 +64,13 @@ def _rows_of(version_id: int, product_ids: list[int]) -> list[tuple[int, int, by
     )
 
 
-def _append(cached: CachedIndex, rows: list[tuple[int, int, bytes]]) -> None:
+def _append(cached: CachedIndex, rows: list[tuple[int, int, bytes]]) -> bool:
+    """Add new rows; False (nothing added) when one is a product the index already holds: its
+    embedding was replaced (new photos), so the old row must go and only a reload does that."""
     if not rows:
-        return
+        return True
+    if any(row[1] in cached.positions for row in rows):
+        return False
     product_ids = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
     matrix = np.stack([vector_from_bytes(r[2]) for r in rows])
     start = len(cached.index)
@@ -74,6 +78,7 @@ def _append(cached: CachedIndex, rows: list[tuple[int, int, bytes]]) -> None:
     cached.positions.update({int(p): start + i for i, p in enumerate(product_ids.tolist())})
     cached.kth = np.concatenate([cached.kth, np.full(len(rows), np.inf)])
     cached.last_id = max(cached.last_id, max(row[0] for row in rows))
+    return True
 
 
 def _load(version_id: int) -> CachedIndex | None:
@@ -103,11 +108,13 @@ def version_index(
     with _lock:
         cached = _indexes.get(version_id)
         if cached is not None:
-            _append(cached, _rows_after(version_id, cached.last_id))
+            fresh = _append(cached, _rows_after(version_id, cached.last_id))
             missing = [int(p) for p in ensure if int(p) not in cached.positions]
-            if missing:
-                _append(cached, _rows_of(version_id, missing))
-            if recount or time.monotonic() - cached.counted_at > RECOUNT_SECONDS:
+            if fresh and missing:
+                fresh = _append(cached, _rows_of(version_id, missing))
+            if not fresh:
+                cached = None
+            elif recount or time.monotonic() - cached.counted_at > RECOUNT_SECONDS:
                 if ProductEmbedding.objects.filter(version_id=version_id).count() != len(cached.index):
                     cached = None
                 else:

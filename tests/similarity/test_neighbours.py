@@ -221,3 +221,15 @@ def test_it_keeps_float32_and_never_grows_quadratically():
         index.add([i], np.ones((1, 4)))
     assert index.vectors.dtype == np.float32
     assert len(index) == 100 and index.nbytes < 100 * 4 * 5 * 2 + 2000
+
+
+def test_it_breaks_a_tie_wider_than_the_candidate_pool_by_the_lower_row():
+    rng = np.random.default_rng(8)
+    # 60 copies of one vector (pool is 30) among 200 others: every copy's 10 nearest are tied copies.
+    vectors = np.concatenate([_unit(rng, 100, 6), np.repeat(_unit(rng, 1, 6), 60, axis=0), _unit(rng, 100, 6)])
+
+    indices, distances = _index(vectors, cdist_rows=0).search_rows(np.arange(len(vectors)), 10)
+
+    expected = brute_force(vectors.astype(np.float64), vectors.astype(np.float64), 10, exclude_self=True)
+    assert indices.tolist() == expected[0].tolist()
+    assert np.allclose(distances, expected[1], rtol=0, atol=1e-9)
