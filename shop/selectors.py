@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from uuid import UUID
 
 import numpy as np
 from django.db.models import Exists, OuterRef, Prefetch, QuerySet, prefetch_related_objects
@@ -15,6 +17,7 @@ from shop.models import (
     Product,
     ProductEmbedding,
     ProductImage,
+    SearchQuery,
     SimilarProduct,
     StreetPhoto,
     vector_from_bytes,
@@ -36,8 +39,12 @@ def current_weights_id() -> str | None:
     return Feature.objects.order_by("-id").values_list("weights_id", flat=True).first()
 
 
+def _images() -> Prefetch:
+    return Prefetch("images", queryset=ProductImage.objects.order_by("position", "id"))
+
+
 def _with_images(queryset: QuerySet[Product]) -> QuerySet[Product]:
-    return queryset.prefetch_related(Prefetch("images", queryset=ProductImage.objects.order_by("position", "id")))
+    return queryset.prefetch_related(_images())
 
 
 def product_list(*, category: str | None = None) -> QuerySet[Product]:
@@ -47,23 +54,18 @@ def product_list(*, category: str | None = None) -> QuerySet[Product]:
     return _with_images(queryset.order_by("id"))
 
 
-def product_detail(*, product_id: int) -> Product:
-    return _with_images(Product.objects.all()).get(pk=product_id)
+def _ranked_rows(*, product: Product, version: ModelVersion | None, k: int) -> list[SimilarProduct]:
+    if version is None:
+        return []
+    rows = SimilarProduct.objects.filter(version=version, product=product).select_related("recommendation")
+    return list(rows.order_by("ranking")[:k])
 
 
 def similar_products(*, product: Product, version: ModelVersion | None, k: int = 10) -> list[SimilarProduct]:
     """The ranked similar-items rows of a product under a version, nearest first (2 queries)."""
-    if version is None:
-        return []
-    rows = (
-        SimilarProduct.objects.filter(version=version, product=product)
-        .select_related("recommendation")
-        .prefetch_related(
-            Prefetch("recommendation__images", queryset=ProductImage.objects.order_by("position", "id"))
-        )
-        .order_by("ranking")[:k]
-    )
-    return list(rows)
+    rows = _ranked_rows(product=product, version=version, k=k)
+    prefetch_related_objects([row.recommendation for row in rows], _images())
+    return rows
 
 
 def product_page(*, product_id: int, k: int = 10) -> tuple[Product, ModelVersion | None, list[SimilarProduct]]:
@@ -73,17 +75,8 @@ def product_page(*, product_id: int, k: int = 10) -> tuple[Product, ModelVersion
     """
     product = Product.objects.get(pk=product_id)
     version = active_version(category=product.category)
-    rows: list[SimilarProduct] = []
-    if version is not None:
-        rows = list(
-            SimilarProduct.objects.filter(version=version, product=product)
-            .select_related("recommendation")
-            .order_by("ranking")[:k]
-        )
-    prefetch_related_objects(
-        [product, *(row.recommendation for row in rows)],
-        Prefetch("images", queryset=ProductImage.objects.order_by("position", "id")),
-    )
+    rows = _ranked_rows(product=product, version=version, k=k)
+    prefetch_related_objects([product, *(row.recommendation for row in rows)], _images())
     return product, version, rows
 
 
@@ -169,23 +162,17 @@ def photo_downloads(*, photo_ids: Sequence[int]) -> dict[int, PhotoDownload]:
     return found
 
 
-def search_status(*, query_id) -> str | None:
+def search_status(*, query_id: UUID) -> str | None:
     """A search query's status alone (one indexed read by primary key), or None for an unknown id."""
-    from shop.models import SearchQuery
-
     return SearchQuery.objects.filter(pk=query_id).values_list("status", flat=True).first()
 
 
-def wait_for_search_status(*, query_id, timeout: float, interval: float = 0.05) -> str | None:
+def wait_for_search_status(*, query_id: UUID, timeout: float, interval: float = 0.05) -> str | None:
     """A query's status once it is no longer pending, or "pending" after `timeout` seconds.
 
     Re-reads the one row every `interval` seconds (each read its own autocommit statement, so a
     worker's commit is seen at the next read); None as soon as the id is unknown.
     """
-    import time
-
-    from shop.models import SearchQuery
-
     deadline = time.monotonic() + max(0.0, timeout)
     while True:
         status = search_status(query_id=query_id)

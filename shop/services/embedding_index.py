@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 from django.conf import settings
@@ -23,6 +24,8 @@ from shop.models import ModelVersion, ProductEmbedding, SimilarProduct, vector_f
 from similarity.neighbours import VectorIndex
 
 logger = logging.getLogger("shop")
+
+T = TypeVar("T")
 
 # The longest a row committed late under a lower id can stay out of a process's index.
 RECOUNT_SECONDS = 10.0
@@ -126,6 +129,35 @@ def version_index(
                 return None
             _indexes[version_id] = cached
         return cached
+
+
+class ProductsVanished(LookupError):
+    """Products kept disappearing while a result was computed from the index."""
+
+
+def with_existing_products(
+    version_id: int,
+    compute: Callable[[CachedIndex], T | None],
+    referenced: Callable[[T], Sequence[int]],
+    *,
+    ensure: Sequence[int] = (),
+) -> tuple[CachedIndex, T] | None:
+    """compute(index) on the version's index, checked: if a product it names lost its embedding
+    (deleted since the index was loaded), reload and compute again once. None where the version
+    has no embeddings or compute returns None; ProductsVanished if the second try fails too."""
+    for attempt in range(2):
+        if attempt:
+            forget(version_id)
+        cached = version_index(version_id, ensure=ensure)
+        if cached is None:
+            return None
+        result = compute(cached)
+        if result is None:
+            return None
+        missing = missing_products(version_id, referenced(result))
+        if not missing:
+            return cached, result
+    raise ProductsVanished(f"products {sorted(missing)[:10]} of version {version_id} vanished while ranking")
 
 
 def missing_products(version_id: int, product_ids: Sequence[int]) -> set[int]:

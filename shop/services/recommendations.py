@@ -178,26 +178,20 @@ def update_recommendations(*, version_id: int, product_ids: Sequence[int]) -> in
     with transaction.atomic():
         if _locked_version(version_id) is None:
             return 0
-        for attempt in range(2):
-            if attempt:
-                embedding_index.forget(version_id)
-            # Refreshed under the lock: every product embedded before it was taken is in the index.
-            cached = embedding_index.version_index(version_id, ensure=product_ids)
-            if cached is None or len(cached.index) < 2:
-                return 0
-            ranked = _rank_new(version_id, cached, product_ids)
-            if ranked is None:
-                return 0
-            positions, indices, distances, rows = ranked
-            # A product deleted since the index was loaded: reload and rank again.
-            missing = embedding_index.missing_products(version_id, rows.referenced().tolist())
-            if not missing:
-                break
-        else:
-            # Deleted again while we reloaded: write nothing now; the next batch or rebuild catches up.
-            logger.warning("version %s: products %s vanished while ranking; lists left as they were",
-                           version_id, sorted(missing)[:10])
+        try:
+            # Under the lock: every product embedded before it was taken is in the index.
+            checked = embedding_index.with_existing_products(
+                version_id,
+                lambda cached: _rank_new(version_id, cached, product_ids) if len(cached.index) > 1 else None,
+                lambda ranked: ranked[3].referenced().tolist(),
+                ensure=product_ids,
+            )
+        except embedding_index.ProductsVanished as error:
+            logger.warning("%s; lists left as they were, the next batch or rebuild catches up", error)
             return 0
+        if checked is None:
+            return 0
+        cached, (positions, indices, distances, rows) = checked
         ids = cached.index.ids
         SimilarProduct.objects.filter(version_id=version_id, product_id__in=[int(ids[i]) for i in positions]).delete()
         _insert(rows)

@@ -48,21 +48,24 @@ def create_search_query(
 
 def nearest_products(version: ModelVersion, vector: np.ndarray) -> list[dict]:
     """The catalogue's nearest products to an embedding, nearest first, from the process's index."""
-    for recount in (False, True):
-        cached = embedding_index.version_index(version, recount=recount)
-        if cached is None:
-            raise LookupError("The catalogue is not indexed yet.")
+
+    def search(cached: embedding_index.CachedIndex) -> list[dict]:
         indices, distances = cached.index.search(vector[None, :], settings.SIMILAR_ITEMS)
-        ids = cached.index.ids
-        results = [
-            {"product_id": int(ids[i]), "distance": round(float(d), 6)}
+        return [
+            {"product_id": int(cached.index.ids[i]), "distance": round(float(d), 6)}
             for i, d in zip(indices[0].tolist(), distances[0].tolist())
             if i >= 0
         ]
-        # A product deleted since the index was loaded: reload (counting) and search again.
-        if not embedding_index.missing_products(version.pk, [r["product_id"] for r in results]):
-            break
-    return results
+
+    try:
+        checked = embedding_index.with_existing_products(
+            version.pk, search, lambda results: [r["product_id"] for r in results]
+        )
+    except embedding_index.ProductsVanished:
+        raise LookupError("The catalogue changed during the search; please try again.") from None
+    if checked is None:
+        raise LookupError("The catalogue is not indexed yet.")
+    return checked[1]
 
 
 def run_search_query(*, query_id: UUID) -> None:
