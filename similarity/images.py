@@ -11,6 +11,7 @@ import os
 import threading
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
 from numbers import Integral
 from typing import BinaryIO
 
@@ -20,6 +21,9 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 logger = logging.getLogger("similarity")
 
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
+
+_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
+_EXIF_ORIENTATION = 0x0112
 
 # Keras "caffe" preprocessing for VGG: BGR channel order, ImageNet means, no scaling.
 IMAGENET_BGR_MEANS = np.array([103.939, 116.779, 123.68], dtype=np.float32)
@@ -57,6 +61,29 @@ class BadBox(ValueError):
     """A bounding box that selects no pixels."""
 
 
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image's header says, read without decoding a pixel."""
+
+    format: str  # "JPEG", "PNG" or "WEBP"; phone photos stored as MPO count as JPEG
+    width: int  # of the stored pixel grid
+    height: int
+    orientation: int  # EXIF orientation, 1 (as stored) to 8
+
+    @property
+    def upright_size(self) -> tuple[int, int]:
+        """(width, height) as shown, once the EXIF orientation is applied."""
+        # Orientations 5 to 8 turn the picture a quarter, so its sides swap.
+        if 5 <= self.orientation <= 8:
+            return self.height, self.width
+        return self.width, self.height
+
+    @property
+    def extension(self) -> str:
+        """The file extension to store the image under: "jpg", "png" or "webp"."""
+        return _EXTENSIONS[self.format]
+
+
 def open_image(
     source: str | os.PathLike | bytes | BinaryIO,
     *,
@@ -64,29 +91,88 @@ def open_image(
     max_bytes: int | None = None,
     allowed_formats: Iterable[str] = ALLOWED_FORMATS,
     upright: bool = True,
+    max_side: int | None = None,
 ) -> Image.Image:
     """Open, validate and fully decode an image; return it in RGB, turned upright by its EXIF tag.
 
     `upright=False` keeps the stored pixel grid: Street2Shop's boxes were drawn on it (browsers
     of the time ignored EXIF orientation), so dataset crops must not be rotated first.
+
+    `max_side` lets a JPEG decode at 1/2, 1/4 or 1/8 scale, the smallest that keeps both sides
+    at least `max_side`; other formats, and JPEGs already small enough, decode at full size.
+    The pixel cap still applies to the full size. Boxes drawn on the full grid need scaling.
     """
+    if max_side is not None and max_side < 1:
+        raise ValueError(f"max_side must be at least 1, got {max_side}.")
     data = _read_bytes(source, max_bytes=max_bytes)
     allowed = frozenset(allowed_formats)
     image = _open_header(data, allowed=allowed)
     try:
-        width, height = image.size
-        # Checked on the header only, before any pixel is decoded.
-        if width * height > max_pixels:
-            raise ImageTooLarge(
-                f"This image is too large ({width}×{height} pixels); "
-                f"the limit is {max_pixels / 1e6:g} megapixels."
-            )
-        if width < 1 or height < 1:
-            raise EmptyImage("This image has no pixels.")
+        _check_size(image, max_pixels=max_pixels)
+        if max_side is not None and image.format in ("JPEG", "MPO"):
+            # libjpeg scales while decoding, so a 12 MP phone photo wanted at 1024 px never
+            # exists at full size in memory: it decodes at half size, a quarter of the pixels.
+            image.draft("RGB", (max_side, max_side))
         _load_fully(image)
         return to_rgb(_exif_transpose(image) if upright else image)
     finally:
         image.close()
+
+
+def read_header(
+    source: str | os.PathLike | bytes | BinaryIO,
+    *,
+    max_pixels: int,
+    max_bytes: int | None = None,
+    allowed_formats: Iterable[str] = ALLOWED_FORMATS,
+) -> ImageHeader:
+    """Validate an image from its header alone: format, size, pixel cap and EXIF orientation.
+
+    Cheap enough for the web process: no pixel is decoded, so damaged pixel data is only
+    found by open_image later (in the worker). Raises the same ImageError subclasses.
+    """
+    data = _read_bytes(source, max_bytes=max_bytes)
+    image = _open_header(data, allowed=frozenset(allowed_formats))
+    try:
+        _check_size(image, max_pixels=max_pixels)
+        return ImageHeader(
+            format=_format_name(image),
+            width=image.width,
+            height=image.height,
+            orientation=_header_orientation(image),
+        )
+    finally:
+        image.close()
+
+
+def _check_size(image: Image.Image, *, max_pixels: int) -> None:
+    width, height = image.size
+    # Checked on the header only, before any pixel is decoded.
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"This image is too large ({width}×{height} pixels); "
+            f"the limit is {max_pixels / 1e6:g} megapixels."
+        )
+    if width < 1 or height < 1:
+        raise EmptyImage("This image has no pixels.")
+
+
+def _format_name(image: Image.Image) -> str:
+    # MPO is a JPEG with extra frames (phone previews, depth maps) that we never read.
+    return "JPEG" if image.format == "MPO" else str(image.format)
+
+
+def _header_orientation(image: Image.Image) -> int:
+    """The EXIF (or XMP) orientation from the metadata already read with the header; 1 if unreadable."""
+    try:
+        # The base class method, not PngImageFile.getexif(): that one decodes the whole image
+        # to look for an eXIf chunk after the pixels. Writers, Pillow too, put it before them;
+        # one after them is missed here and only open_image applies it.
+        value = Image.Image.getexif(image).get(_EXIF_ORIENTATION, 1)
+    except Exception:  # whatever a hostile EXIF block breaks, the photo is kept as stored
+        logger.debug("Ignoring unreadable EXIF orientation", exc_info=True)
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def _read_bytes(source: str | os.PathLike | bytes | BinaryIO, *, max_bytes: int | None) -> bytes:
@@ -130,6 +216,9 @@ def _open_header(data: bytes, *, allowed: frozenset[str]) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge("This image is too large to process safely.") from exc
     except UnidentifiedImageError:
+        if _has_signature(data, allowed=allowed):
+            # Pillow gives up on a header cut short as if the file were no image at all.
+            raise TruncatedImage("This image is damaged or incomplete.") from None
         other = _identify_any(data)
         if other is not None:
             names = ", ".join(sorted(allowed))
@@ -138,6 +227,16 @@ def _open_header(data: bytes, *, allowed: frozenset[str]) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise TruncatedImage("This image is damaged or incomplete.") from exc
     return image
+
+
+def _has_signature(data: bytes, *, allowed: frozenset[str]) -> bool:
+    """Whether the data starts like a file of an allowed format."""
+    signatures = {
+        "JPEG": data.startswith(b"\xff\xd8\xff"),
+        "PNG": data.startswith(b"\x89PNG\r\n\x1a\n"),
+        "WEBP": data[:4] == b"RIFF" and data[8:12] == b"WEBP",
+    }
+    return any(signatures.get(name, False) for name in allowed)
 
 
 def _identify_any(data: bytes) -> str | None:
@@ -227,12 +326,20 @@ def crop_box(image: Image.Image, bbox: tuple[int, int, int, int]) -> Image.Image
 
 
 def detected_format(source: BinaryIO) -> str:
-    """The format Pillow reads from a file's header ("JPEG", "PNG", "WEBP"…); the position is kept."""
+    """The allowed format Pillow reads from a file's header ("JPEG", "PNG" or "WEBP"); the position is kept.
+
+    Superseded by read_header(), which gives the format from the same single read as the checks.
+    """
     position = source.tell()
     try:
         source.seek(0)
-        with Image.open(source) as image:
-            return "JPEG" if image.format == "MPO" else str(image.format)
+        # Only the allowed decoders, as in _open_header: no other plugin parses shoppers' files.
+        with Image.open(source, formats=sorted(ALLOWED_FORMATS)) as image:
+            return _format_name(image)
+    except UnidentifiedImageError:
+        raise UnsupportedFormat("This kind of image is not supported.") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise TruncatedImage("This image is damaged or incomplete.") from exc
     finally:
         source.seek(position)
 
@@ -249,11 +356,28 @@ def backbone_input(image: Image.Image, *, bbox: tuple[int, int, int, int] | None
 
 
 def thumbnail_jpeg(image: Image.Image, *, longest: int = 320, quality: int = 85) -> bytes:
-    """A small JPEG of the image for grids and lists, aspect ratio kept."""
+    """A small JPEG of the image for grids and lists, aspect ratio kept, without metadata."""
+    return _bare_jpeg(image, longest=longest, quality=quality)
+
+
+def clean_jpeg(image: Image.Image, *, longest: int = 1024, quality: int = 88) -> bytes:
+    """The (upright) image as a JPEG at most `longest` pixels a side, with no metadata at all.
+
+    No EXIF (GPS position, camera serial, time), ICC profile, XMP or comment survives: only
+    pixels. Turn the image upright first (open_image does), as the orientation tag goes too.
+    """
+    return _bare_jpeg(image, longest=longest, quality=quality)
+
+
+def _bare_jpeg(image: Image.Image, *, longest: int, quality: int) -> bytes:
     small = image.copy()
     small.thumbnail((longest, longest), Image.Resampling.LANCZOS)
+    rgb = to_rgb(small)
+    # Pillow's JPEG encoder copies the comment from .info, and a decoded upload's .info holds
+    # its EXIF, ICC and XMP blocks; start from none so nothing can be carried over.
+    rgb.info = {}
     buffer = io.BytesIO()
-    to_rgb(small).save(buffer, "JPEG", quality=quality, optimize=True)
+    rgb.save(buffer, "JPEG", quality=quality, optimize=True)
     return buffer.getvalue()
 
 
