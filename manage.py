@@ -8,8 +8,18 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
     # TensorFlow's C++ start-up chatter drowns the commands' own output.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if sys.argv[1:2] == ["demo"]:
+        # The demo is a development server on 127.0.0.1 (runserver, media served by Django).
+        os.environ.setdefault("DEBUG", "true")
+    from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
 
+    try:
+        from django.conf import settings
+
+        settings.INSTALLED_APPS  # noqa: B018 - load the settings here so a bad variable is one line, not a traceback
+    except ImproperlyConfigured as error:
+        sys.exit(f"error: {error}")
     execute_from_command_line(sys.argv)
 
 

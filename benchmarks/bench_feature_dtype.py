@@ -32,7 +32,7 @@ def main() -> None:
         if (args.data_dir / f"db.sqlite3{suffix}").exists():
             shutil.copy(args.data_dir / f"db.sqlite3{suffix}", copy / f"db.sqlite3{suffix}")
     os.environ.update(DATA_DIR=str(copy), DATABASE_URL=f"sqlite:///{copy / 'db.sqlite3'}",
-                      MODEL_STORE=str(args.data_dir / "models"), DJANGO_SETTINGS_MODULE="shop.settings",
+                      MODEL_STORE=str(args.data_dir / "models"), DJANGO_SETTINGS_MODULE="shop.settings", DEBUG="true",
                       LOG_LEVEL="WARNING", TF_CPP_MIN_LOG_LEVEL="3")
     import django
 

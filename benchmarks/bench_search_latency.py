@@ -150,9 +150,9 @@ def main() -> None:
     data_dir = args.data_dir.resolve()
     port = args.port or free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": "shop.settings"}
+    env = {**os.environ, "DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": "shop.settings", "DEBUG": "true"}
     env.setdefault("BACKBONE_ALLOW_DOWNLOAD", "false")  # offline: never reach for the ImageNet weights
-    os.environ.update({k: env[k] for k in ("DATA_DIR", "DJANGO_SETTINGS_MODULE", "BACKBONE_ALLOW_DOWNLOAD")})
+    os.environ.update({k: env[k] for k in ("DATA_DIR", "DJANGO_SETTINGS_MODULE", "DEBUG", "BACKBONE_ALLOW_DOWNLOAD")})
 
     print(f"starting the demo shop on {base} with DATA_DIR={data_dir}", flush=True)
     shop = start_shop(

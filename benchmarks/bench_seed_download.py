@@ -300,7 +300,7 @@ def main() -> None:
 
         redis_server = EmbeddedRedis(work / "redis").start()
         os.environ.update({
-            "DJANGO_SETTINGS_MODULE": "shop.settings",
+            "DJANGO_SETTINGS_MODULE": "shop.settings", "DEBUG": "true",
             "DATA_DIR": str(work / "data"),
             "DATABASE_URL": f"sqlite:///{work / 'data' / 'db.sqlite3'}",
             "CELERY_BROKER_URL": redis_server.url,

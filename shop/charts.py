@@ -39,7 +39,7 @@ def line_chart(
 
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-        f'aria-label="{escape(title)}" style="background:#fff;border:1px solid #ddd;margin:4px 8px 4px 0">',
+        f'aria-label="{escape(title)}" class="chart">',
         f'<text x="{pad}" y="16" font-size="12" fill="#333">{escape(title)}</text>',
         f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#999"/>',
         f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#999"/>',

@@ -8,8 +8,22 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 
+class MissingSetting(ImproperlyConfigured):
+    """A variable production needs is not set; manage.py prints this as one line."""
+
+
 def envstr(name: str, default: str) -> str:
     return os.environ.get(name, default)
+
+
+def required_unless(debug: bool, name: str, debug_default: str, hint: str) -> str:
+    """A variable that development may leave unset (it gets debug_default) but production may not."""
+    value = os.environ.get(name, "")
+    if value:
+        return value
+    if debug:
+        return debug_default
+    raise MissingSetting(f"{name} is not set: with DEBUG off the shop needs {hint} (or set DEBUG=true for development)")
 
 
 def envbool(name: str, default: bool) -> bool:

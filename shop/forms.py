@@ -6,7 +6,7 @@ from django import forms
 from django.conf import settings
 from django.template.defaultfilters import filesizeformat
 
-from similarity.images import BadBox, ImageError, clamp_box, detected_format, open_image
+from similarity.images import BadBox, ImageError, ImageHeader, clamp_box, read_header
 
 
 BOX_FIELDS = ("box_left", "box_top", "box_width", "box_height")
@@ -21,6 +21,10 @@ class SearchForm(forms.Form):
     box_width = forms.IntegerField(required=False, widget=forms.HiddenInput)
     box_height = forms.IntegerField(required=False, widget=forms.HiddenInput)
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["image"].help_text = f"JPEG, PNG or WebP, up to {filesizeformat(settings.UPLOAD_MAX_BYTES)}."
+
     def clean_image(self):
         upload = self.cleaned_data["image"]
         if upload.size == 0:
@@ -29,15 +33,18 @@ class SearchForm(forms.Form):
             raise forms.ValidationError(
                 f"The file is {filesizeformat(upload.size)}; the limit is {filesizeformat(settings.UPLOAD_MAX_BYTES)}."
             )
+        # The header only: format, size and orientation. The worker decodes the pixels, so a
+        # pixel bomb or a 16 MP photo costs the web process a few kilobytes, not hundreds of MB.
         try:
             upload.seek(0)
-            image = open_image(upload, max_pixels=settings.IMAGE_MAX_PIXELS, max_bytes=settings.UPLOAD_MAX_BYTES)
-            self.image_format = detected_format(upload)
+            self.header: ImageHeader = read_header(
+                upload, max_pixels=settings.UPLOAD_MAX_PIXELS, max_bytes=settings.UPLOAD_MAX_BYTES
+            )
         except ImageError as error:
             raise forms.ValidationError(str(error)) from None
         finally:
             upload.seek(0)
-        self.image_size = image.size
+        self.image_size = self.header.upright_size
         return upload
 
     def clean(self):

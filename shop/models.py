@@ -6,6 +6,7 @@ import uuid
 
 import numpy as np
 from django.conf import settings
+from django.core.files.storage import Storage, storages
 from django.db import models
 from django.db.models import Q
 
@@ -178,6 +179,7 @@ class ModelVersion(models.Model):
         permissions = [
             ("start_training", "Can start a training run"),
             ("activate_version", "Can activate or roll back a model version"),
+            ("override_gate", "Can activate a version the quality gate refused"),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -252,8 +254,17 @@ class SimilarProduct(models.Model):
         ]
 
 
+def search_storage() -> Storage:
+    """Where shoppers' photos live: STORAGES["searches"], outside MEDIA_ROOT and never served by URL."""
+    return storages["searches"]
+
+
 class SearchQuery(models.Model):
-    """A shopper's uploaded photo and the products found for it."""
+    """A shopper's uploaded photo and the products found for it.
+
+    `image` is the upload as sent until the worker replaces it with a re-encoded copy without
+    metadata (`photo_ready`); only that copy is ever shown, and only to the session that searched.
+    """
 
     class Status(models.TextChoices):
         PENDING = "pending", "Searching"
@@ -261,7 +272,11 @@ class SearchQuery(models.Model):
         FAILED = "failed", "Failed"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    image = models.ImageField(upload_to="searches/%Y/%m/%d/")
+    image = models.ImageField(upload_to="%Y/%m/%d/", storage=search_storage)
+    photo_ready = models.BooleanField(default=False)
+    # The upload's upright size from its header, so the searched box can be drawn over any copy.
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
     bbox_left = models.PositiveIntegerField(null=True, blank=True)
     bbox_top = models.PositiveIntegerField(null=True, blank=True)
     bbox_width = models.PositiveIntegerField(null=True, blank=True)
@@ -278,6 +293,8 @@ class SearchQuery(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "search queries"
+        # The busy check counts pending searches; the purge deletes old ones.
+        indexes = [models.Index(fields=["status", "created_at"], name="search_status_created")]
 
     @property
     def bbox(self) -> tuple[int, int, int, int] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from collections.abc import Sequence
 from uuid import UUID
 
@@ -165,6 +166,11 @@ def photo_downloads(*, photo_ids: Sequence[int]) -> dict[int, PhotoDownload]:
 def search_status(*, query_id: UUID) -> str | None:
     """A search query's status alone (one indexed read by primary key), or None for an unknown id."""
     return SearchQuery.objects.filter(pk=query_id).values_list("status", flat=True).first()
+
+
+def search_state(*, query_id: UUID) -> tuple[str, datetime] | None:
+    """A search's status and creation time (one read by primary key), or None for an unknown id."""
+    return SearchQuery.objects.filter(pk=query_id).values_list("status", "created_at").first()
 
 
 def wait_for_search_status(*, query_id: UUID, timeout: float, interval: float = 0.05) -> str | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from shop.env import envbool, envfloat, envint, envpath, envstr
+from shop.env import envbool, envfloat, envint, envpath, envstr, required_unless
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -16,13 +16,34 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = envpath("DATA_DIR", BASE_DIR / "var")
 DATA_DIR.mkdir(parents=True, exist_ok=True)  # the default SQLite file lives here
 
+# Off unless set: a forgotten variable must not put a debug page in front of the public.
+# `manage.py demo` and the test settings turn it on for themselves.
+DEBUG = envbool("DEBUG", False)
 DEV_SECRET_KEY = "dev-only-insecure-key-change-me"
-SECRET_KEY = envstr("SECRET_KEY", DEV_SECRET_KEY)
-# On for the demo (it serves static files through runserver); a deployed shop sets DEBUG=false.
-DEBUG = envbool("DEBUG", True)
-if not DEBUG and SECRET_KEY == DEV_SECRET_KEY:
-    raise ImproperlyConfigured("DEBUG=false needs a SECRET_KEY of your own")
-ALLOWED_HOSTS = [h for h in envstr("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h]
+SECRET_KEY = required_unless(DEBUG, "SECRET_KEY", DEV_SECRET_KEY, "a long random string, e.g. from "
+                             "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`")
+ALLOWED_HOSTS = [h for h in envstr("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",") if h]
+
+# --- Production safety (on whenever DEBUG is off; each can be relaxed from the environment) ---
+# A shop behind a TLS-terminating proxy sets SECURE_PROXY_SSL_HEADER=HTTP_X_FORWARDED_PROTO.
+_proxy_header = envstr("SECURE_PROXY_SSL_HEADER", "")
+SECURE_PROXY_SSL_HEADER = (_proxy_header, "https") if _proxy_header else None
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", not DEBUG)
+SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Sent by shop.middleware.ContentSecurityPolicy: scripts and styles come from our own static
+# files only (no inline code), photos from our media and the previews the upload page makes.
+CONTENT_SECURITY_POLICY = envstr(
+    "CONTENT_SECURITY_POLICY",
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -37,6 +58,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "shop.middleware.ContentSecurityPolicy",
+    # Serves the static files (admin CSS, our scripts) from the app itself, DEBUG or not.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -88,10 +112,26 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT = envpath("STATIC_ROOT", DATA_DIR / "static")
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Without a `collectstatic` run (the demo, the tests) WhiteNoise finds files where they are.
+WHITENOISE_USE_FINDERS = envbool("WHITENOISE_USE_FINDERS", True)
+WHITENOISE_AUTOREFRESH = DEBUG
 MEDIA_URL = "/media/"
 MEDIA_ROOT = envpath("MEDIA_ROOT", DATA_DIR / "media")
-SERVE_MEDIA = envbool("SERVE_MEDIA", True)
+# Catalogue photos and thumbnails; a production shop serves MEDIA_ROOT from its web server or a bucket.
+SERVE_MEDIA = envbool("SERVE_MEDIA", DEBUG)
+# Shoppers' uploaded photos live outside MEDIA_ROOT: no URL maps to them, and the shop hands
+# a search's photo only to the browser session that made the search.
+SEARCH_UPLOAD_ROOT = envpath("SEARCH_UPLOAD_ROOT", DATA_DIR / "searches")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "searches": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": SEARCH_UPLOAD_ROOT, "base_url": None},
+    },
+}
 
 LOGIN_URL = "admin:login"
 
@@ -126,9 +166,24 @@ CDIST_MAX_ROWS = envint("CDIST_MAX_ROWS", 5000, minimum=0)
 
 # --- Uploads --------------------------------------------------------------------------
 UPLOAD_MAX_BYTES = envint("UPLOAD_MAX_BYTES", 10 * 1024 * 1024, minimum=1)
+# Dataset and admin photos; shoppers' uploads have their own, smaller cap below.
 IMAGE_MAX_PIXELS = envint("IMAGE_MAX_PIXELS", 40_000_000, minimum=1)
-# Django refuses larger bodies before our form sees them; leave room for the form fields.
-DATA_UPLOAD_MAX_MEMORY_SIZE = UPLOAD_MAX_BYTES + 1024 * 1024
+# A phone's main camera is 12 MP (16 MP on some): more is refused from the header alone.
+UPLOAD_MAX_PIXELS = envint("UPLOAD_MAX_PIXELS", 16_000_000, minimum=1)
+# Uploads per client address; "10/m" is ten a minute (also /s, /h, /d). Behind a proxy, set
+# SEARCH_RATE_LIMIT_IP_HEADER (e.g. HTTP_X_FORWARDED_FOR) to the header carrying the client's address.
+SEARCH_RATE_LIMIT = envstr("SEARCH_RATE_LIMIT", "10/m")
+SEARCH_RATE_LIMIT_IP_HEADER = envstr("SEARCH_RATE_LIMIT_IP_HEADER", "REMOTE_ADDR")
+# Past this many searches waiting for a worker, uploads get "busy, try again" (503).
+SEARCH_MAX_PENDING = envint("SEARCH_MAX_PENDING", 50, minimum=1)
+# A search still pending after this long is ended as failed (a lost message, a dead worker).
+SEARCH_TIMEOUT_SECONDS = envint("SEARCH_TIMEOUT_SECONDS", 60, minimum=5)
+# Searches and their photos are deleted after this many hours (`manage.py purge_searches`, hourly in the demo).
+SEARCH_RETENTION_HOURS = envfloat("SEARCH_RETENTION_HOURS", 24.0)
+if SEARCH_RETENTION_HOURS <= 0:
+    raise ImproperlyConfigured("SEARCH_RETENTION_HOURS must be more than 0")
+# Non-file form data; the search view's upload handler caps the whole body at UPLOAD_MAX_BYTES.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 # Longest a results page's wait request (/search/<id>/wait/) holds a web thread, or a sync
 # worker, before answering "pending"; the page then asks again. Keep it under the server's timeout.
@@ -174,6 +229,21 @@ CELERY_WORKER_CONCURRENCY = envint("CELERY_WORKER_CONCURRENCY", 1, minimum=1)
 # Shoppers' searches get their own queue (and, in the demo, their own worker) so they never
 # wait behind a training run or a catalogue's worth of indexing.
 CELERY_TASK_ROUTES = {"workers.run_search": {"queue": "search"}}
+# Periodic jobs (a worker started with --beat, as the demo's search worker is).
+CELERY_BEAT_SCHEDULE = {
+    "end-overdue-searches": {"task": "workers.end_overdue_searches", "schedule": 30.0},
+    "purge-searches": {"task": "workers.purge_searches", "schedule": 3600.0},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+
+# The rate limit's counters; shared by every web process, so on Redis (LocMem in one-process tests).
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": envstr("CACHE_URL", CELERY_BROKER_URL),
+        "KEY_PREFIX": "shop",
+    }
+}
 
 LOGGING = {
     "version": 1,

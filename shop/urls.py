@@ -11,6 +11,7 @@ urlpatterns = [
     path("search/", views.search, name="search"),
     path("search/<uuid:pk>/", views.search_results, name="search-results"),
     path("search/<uuid:pk>/wait/", views.search_wait, name="search-wait"),
+    path("search/<uuid:pk>/photo.jpg", views.search_photo, name="search-photo"),
     path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
 ]

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from uuid import UUID
 
 from django.conf import settings
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET
-from PIL import ExifTags, Image, UnidentifiedImageError
+from redis.exceptions import RedisError
 
 from shop import selectors
 from shop.forms import SearchForm
 from shop.models import Category, Product, SearchQuery
-from shop.services.search import create_search_query
+from shop.services import search as search_service
+from shop.uploads import UploadTooLarge, cap_body, count_upload
 
 PAGE_SIZE = 24
+logger = logging.getLogger("shop")
 
 
 def catalogue(request: HttpRequest) -> HttpResponse:
@@ -42,44 +46,84 @@ def product_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "shop/product_detail.html", {"product": product, "similar": similar, "version": version})
 
 
+SESSION_SEARCHES = "searches"  # the ids of the searches this browser made: only it sees their photos
+SESSION_SEARCHES_KEPT = 20
+
+
+@csrf_exempt  # checked by _search_post, after the cheap refusals, so a refused body is never read
 def search(request: HttpRequest) -> HttpResponse:
-    if request.method == "POST":
-        form = SearchForm(request.POST, request.FILES)
-        if form.is_valid():
-            query = create_search_query(
-                image=form.cleaned_data["image"], image_format=form.image_format, bbox=form.cleaned_data["bbox"]
-            )
-            return redirect("search-results", pk=query.pk)
-        return render(request, "shop/search.html", {"form": form}, status=400)
-    return render(request, "shop/search.html", {"form": SearchForm()})
-
-
-def _upright_size(field) -> tuple[int, int] | None:
-    """A stored photo's size as the browser shows it, from its header alone (EXIF 5-8 swap the sides)."""
+    if request.method != "POST":
+        return render(request, "shop/search.html", {"form": SearchForm()})
     try:
-        with field.open("rb") as handle, Image.open(handle) as image:
-            width, height = image.size
-            try:
-                orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-            except (OSError, SyntaxError, ValueError, KeyError, TypeError):
-                orientation = 1
-    except (OSError, UnidentifiedImageError):
-        return None
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+        rate = count_upload(request)
+        search_service.check_capacity()
+    except RedisError:
+        logger.exception("the rate limit's cache does not answer")
+        return _refused(request, status=503, retry_after=30)
+    except search_service.SearchBusy:
+        return _refused(request, status=503, retry_after=10)
+    if rate.limited:
+        return _refused(request, status=429, retry_after=rate.retry_after)
+    cap_body(request)
+    try:
+        return csrf_protect(_search_post)(request)
+    except UploadTooLarge:
+        return _refused(request, status=413)
+
+
+def _search_post(request: HttpRequest) -> HttpResponse:
+    form = SearchForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return render(request, "shop/search.html", {"form": form}, status=400)
+    try:
+        query = search_service.create_search_query(
+            image=form.cleaned_data["image"], header=form.header, bbox=form.cleaned_data["bbox"]
+        )
+    except search_service.SearchBusy:
+        return _refused(request, status=503, retry_after=10)
+    request.session[SESSION_SEARCHES] = [*request.session.get(SESSION_SEARCHES, []), str(query.pk)][
+        -SESSION_SEARCHES_KEPT:
+    ]
+    return redirect("search-results", pk=query.pk)
+
+
+def _refused(request: HttpRequest, *, status: int, retry_after: int | None = None) -> HttpResponse:
+    """A friendly page for an upload the shop will not take now: too many, too busy, too large."""
+    context = {"status": status, "retry_after": retry_after, "limit": settings.UPLOAD_MAX_BYTES}
+    response = render(request, "shop/refused.html", context, status=status)
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
+
+
+def _owns(request: HttpRequest, query_id: UUID) -> bool:
+    return str(query_id) in request.session.get(SESSION_SEARCHES, [])
+
+
+@require_GET
+def search_photo(request: HttpRequest, pk: UUID) -> FileResponse:
+    """A search's photo (the clean copy), for the browser session that made the search only."""
+    if not _owns(request, pk):
+        raise Http404("No such photo")
+    query = get_object_or_404(SearchQuery, pk=pk, photo_ready=True)
+    try:
+        response = FileResponse(query.image.open("rb"), content_type="image/jpeg")
+    except FileNotFoundError:
+        raise Http404("No such photo") from None
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
 
 
 def _box_overlay(query: SearchQuery) -> dict[str, float] | None:
-    """The searched box in percent of the photo's size, to draw it over the photo as shown."""
-    size = _upright_size(query.image) if query.bbox else None
-    if not size or not all(size):
+    """The searched box in percent of the photo's upright size, to draw it over the photo as shown."""
+    if not query.bbox or not query.width or not query.height:
         return None
-    width, height = size
     left, top, box_width, box_height = query.bbox
     return {
-        "left": 100 * left / width,
-        "top": 100 * top / height,
-        "width": 100 * box_width / width,
-        "height": 100 * box_height / height,
+        "left": 100 * left / query.width,
+        "top": 100 * top / query.height,
+        "width": 100 * box_width / query.width,
+        "height": 100 * box_height / query.height,
     }
 
 
@@ -87,11 +131,12 @@ def _search_results_page(request: HttpRequest, query: SearchQuery) -> str:
     ids = [row["product_id"] for row in query.results]
     distances = {row["product_id"]: row["distance"] for row in query.results}
     products = [(p, distances[p.pk]) for p in selectors.products_by_ids(ids=ids)]
-    context = {"query": query, "products": products, "box": _box_overlay(query)}
+    context = {"query": query, "products": products, "box": _box_overlay(query), "owner": _owns(request, query.pk)}
     return render_to_string("shop/search_results.html", context, request=request)
 
 
 def search_results(request: HttpRequest, pk: UUID) -> HttpResponse:
+    search_service.end_overdue_searches(query_id=pk)
     query = get_object_or_404(SearchQuery, pk=pk)
     return HttpResponse(_search_results_page(request, query))
 
@@ -116,7 +161,7 @@ def search_wait(request: HttpRequest, pk: UUID) -> JsonResponse:
         if not math.isfinite(seconds) or seconds < 0:
             return JsonResponse({"error": "timeout must be a number of seconds, 0 or more"}, status=400)
         timeout = min(seconds, timeout)
-    status = selectors.wait_for_search_status(query_id=pk, timeout=timeout)
+    status = _wait_within_deadline(pk, timeout)
     if status is None:
         return JsonResponse({"error": "no such search"}, status=404)
     body = {"status": status}
@@ -126,6 +171,18 @@ def search_wait(request: HttpRequest, pk: UUID) -> JsonResponse:
             return JsonResponse({"error": "no such search"}, status=404)
         body["page"] = _search_results_page(request, query)
     return JsonResponse(body)
+
+
+def _wait_within_deadline(pk: UUID, timeout: float) -> str | None:
+    """Wait for a search's outcome, never past its deadline; at the deadline the search ends as failed."""
+    state = selectors.search_state(query_id=pk)
+    if state is None or state[0] != SearchQuery.Status.PENDING:
+        return state[0] if state else None
+    left = search_service.seconds_left(created_at=state[1])
+    status = selectors.wait_for_search_status(query_id=pk, timeout=min(timeout, left + 0.1))
+    if status == SearchQuery.Status.PENDING and search_service.end_overdue_searches(query_id=pk):
+        return SearchQuery.Status.FAILED
+    return status
 
 
 def healthz(request: HttpRequest) -> HttpResponse:

@@ -4,14 +4,21 @@ import os
 import tempfile
 from pathlib import Path
 
-from shop.settings import *  # noqa: F403
-from shop.settings import DATA_DIR, DATABASES
-from shop.env import envpath
+# Development defaults for the suite and the workers it starts; the browser tests start their
+# server with DEBUG=false and a key of their own to exercise the production headers.
+os.environ.setdefault("DEBUG", "true")
+os.environ.setdefault("SECRET_KEY", "test-only-" + "k" * 50)
+
+from shop.settings import *  # noqa: E402, F403
+from shop.settings import DATA_DIR, DATABASES  # noqa: E402
+from shop.env import envpath  # noqa: E402
 
 # One folder per test run, inherited by the worker processes the run starts (through the
 # environment), so two runs on one machine never share a database file or media.
 TEST_RUN_DIR = Path(os.environ.setdefault("TEST_RUN_DIR", tempfile.mkdtemp(prefix="fashion-test-")))
 MEDIA_ROOT = TEST_RUN_DIR / "media"
+SEARCH_UPLOAD_ROOT = TEST_RUN_DIR / "searches"
+STORAGES = {**STORAGES, "searches": {**STORAGES["searches"], "OPTIONS": {"location": SEARCH_UPLOAD_ROOT, "base_url": None}}}  # noqa: F405
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(TEST_RUN_DIR / "test-db.sqlite3")}
 # The ~550 MB random VGG19 is saved once per machine and reused by every run and worker.
@@ -23,3 +30,8 @@ BACKBONE_ALLOW_DOWNLOAD = False
 BACKBONE_PRECISION = "float32"
 SIAMESE_EPOCHS = 8
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# One process: counters in memory. The abuse test runs the real server on Redis.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# Enough for every upload the suite makes; tests of the limit lower it.
+SEARCH_RATE_LIMIT = "1000/m"

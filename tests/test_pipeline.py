@@ -171,7 +171,7 @@ def test_it_rejects_a_bad_upload(kind, client):
 
 @pytest.mark.django_db
 def test_it_rejects_too_many_pixels(client, settings):
-    settings.IMAGE_MAX_PIXELS = 100 * 100
+    settings.UPLOAD_MAX_PIXELS = 100 * 100
     upload = io.BytesIO(image_bytes("PNG", size=(200, 200)))
     upload.name = "big.png"
     assert client.post(reverse("search"), {"image": upload}).status_code == 400
@@ -234,6 +234,7 @@ def test_it_finds_the_product_of_an_uploaded_street_photo(street_searches, clien
     found = 0
     for product_id, url, query in street_searches:
         assert query.status == "done", query.error
+        assert query.photo_ready and query.image.name.endswith(f"{query.pk}.jpg")  # the clean copy
         assert len(query.results) == 10
         distances = [row["distance"] for row in query.results]
         assert distances == sorted(distances)

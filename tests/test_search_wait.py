@@ -149,11 +149,12 @@ def _page(client, status: str) -> tuple[str, SearchQuery]:
 def test_it_waits_for_a_pending_search_with_a_script_and_refreshes_only_without_javascript(client):
     content, query = _page(client, "pending")
     assert reverse("search-wait", args=[query.pk]) in content
-    assert "<script>" in content and "?include=page" in content
-    assert '<noscript><meta http-equiv="refresh" content="1"></noscript>' in content
+    assert "/static/shop/results.js" in content and "?include=page" in content
+    assert "<script>" not in content  # no inline code: the Content-Security-Policy forbids it
+    assert '<noscript><meta http-equiv="refresh" content="2"></noscript>' in content
     # No refresh outside <noscript>: with JavaScript the wait request alone brings the results.
     assert len(re.findall(r'http-equiv="refresh"', content)) == 1
-    assert re.search(r'<p class="notice" id="search-pending" role="status" aria-live="polite">', content)
+    assert re.search(r'<p class="notice" id="search-pending" role="status" aria-live="polite" data-wait-url=', content)
 
 
 @pytest.mark.parametrize("status", ["done", "failed"])

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import threading
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Permission, User
 from django.core.files.base import ContentFile
 from django.db import connection
@@ -20,6 +22,8 @@ pytestmark = pytest.mark.django_db
 
 FIGURES = {"top1": 0.1, "top5": 0.3, "top10": 0.4, "top20": 0.5}
 BASELINE = {"top1": 0.05, "top5": 0.2, "top10": 0.3, "top20": 0.35}
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _scores(**extra) -> dict:
@@ -44,7 +48,7 @@ def _query_count(client, url: str) -> int:
 def test_it_renders_test_metrics_as_a_table_when_there_is_no_validation_split(admin_client):
     version = make_version(metrics={"test": _scores(), "gate": {"passed": True, "reason": "first model"}})
     content = admin_client.get(reverse("admin:shop_modelversion_change", args=[version.pk])).content.decode()
-    assert '<table style="margin-bottom:8px"><tr><th>test (12 queries, 30 products)' in content
+    assert '<table class="metrics"><tr><th>test (12 queries, 30 products)' in content
     assert "&lt;table" not in content
     assert "raw backbone" in content and "top-20" in content
     assert "no validation split (too few products)" in content
@@ -217,7 +221,8 @@ def test_it_says_so_when_the_whole_catalogue_is_empty(client):
 
 def test_it_styles_the_current_filter_and_page(client):
     content = client.get(reverse("catalogue")).content.decode()
-    assert ".filters a.active" in content
+    assert 'href="/static/shop/shop.css"' in content
+    assert ".filters a.active" in (REPO / "static" / "shop" / "shop.css").read_text()
     assert 'class="active" aria-current="page">All</a>' in content
     assert 'class="active" aria-current="page">Catalogue</a>' in content
     content = client.get(reverse("search")).content.decode()
@@ -294,15 +299,25 @@ def test_it_offers_clear_box_only_once_a_box_is_drawn(client):
     assert '<a href="#" id="clear-box" hidden>Clear box</a>' in client.get(reverse("search")).content.decode()
 
 
-def test_it_draws_the_searched_box_over_the_photo(client):
-    query = SearchQuery(status="done", bbox_left=16, bbox_top=20, bbox_width=32, bbox_height=40)
-    query.image.save("q.jpg", ContentFile(jpeg_bytes(size=(64, 80))), save=True)
-    content = client.get(reverse("search-results", args=[query.pk])).content.decode()
-    assert 'style="left:25.000%; top:25.000%; width:50.000%; height:50.000%"' in content
+def _own(client, query: SearchQuery) -> None:
+    session = client.session
+    session["searches"] = [str(query.pk)]
+    session.save()
 
-    whole = SearchQuery(status="done")
+
+def test_it_draws_the_searched_box_over_the_photo(client):
+    query = SearchQuery(status="done", bbox_left=16, bbox_top=20, bbox_width=32, bbox_height=40, width=64, height=80,
+                        photo_ready=True)
+    query.image.save("q.jpg", ContentFile(jpeg_bytes(size=(64, 80))), save=True)
+    _own(client, query)
+    content = client.get(reverse("search-results", args=[query.pk])).content.decode()
+    assert '<rect x="25.000" y="25.000" width="50.000" height="50.000"/>' in content
+
+    whole = SearchQuery(status="done", width=64, height=80, photo_ready=True)
     whole.image.save("w.jpg", ContentFile(jpeg_bytes()), save=True)
-    assert 'id="searched-box"' not in client.get(reverse("search-results", args=[whole.pk])).content.decode()
+    _own(client, whole)
+    content = client.get(reverse("search-results", args=[whole.pk])).content.decode()
+    assert reverse("search-photo", args=[whole.pk]) in content and 'id="searched-box"' not in content
 
 
 # --- admin smoke ---------------------------------------------------------------------------------
@@ -339,5 +354,7 @@ def test_it_stores_an_upload_under_its_own_name_and_detected_format(client, djan
 
     assert response.status_code == 302
     query = SearchQuery.objects.get()
-    assert query.image.name.endswith(f"{query.pk}.png") and "evil" not in query.image.name
+    assert query.image.name.endswith(f"{query.pk}-upload.png") and "evil" not in query.image.name
+    # Kept outside MEDIA_ROOT, where no URL reaches it.
+    assert not Path(query.image.path).is_relative_to(settings.MEDIA_ROOT)
     assert len(callbacks) == 1  # the search is queued once the row is committed

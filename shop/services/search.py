@@ -1,12 +1,20 @@
-"""Upload search: a shopper's photo goes through the same features → embedding → cdist path."""
+"""Upload search: a shopper's photo goes through the same features → embedding → cdist path.
+
+A search always ends: done, failed with a message, or failed by `end_overdue_searches` once it
+has been pending SEARCH_TIMEOUT_SECONDS (a lost message or a dead worker). It is tried once:
+a worker that dies on a photo fails that search rather than taking the photo again.
+"""
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
+from importlib import import_module
 from uuid import UUID
 
 import numpy as np
 from django.conf import settings
+from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils import timezone
@@ -14,29 +22,57 @@ from django.utils import timezone
 from shop import runtime, selectors
 from shop.models import Category, ModelVersion, SearchQuery
 from shop.services import embedding_index
+from similarity.images import ImageHeader
 
 logger = logging.getLogger("shop")
 
+# Shown to shoppers; never an exception's text, which may name server paths.
+UNAVAILABLE = "Search is unavailable right now; please try again."
+OVERDUE = "This search took too long and was stopped. Please try again."
+WORKER_DIED = "Your photo could not be processed. Please try another photo."
+UNREADABLE = "Your photo could not be read. Please try another photo."
+# The clean copy kept and shown: large enough for the results page, small enough to be cheap.
+SHOWN_PHOTO_SIDE = 1024
+
+
+class SearchBusy(Exception):
+    """SEARCH_MAX_PENDING searches are already waiting for a worker."""
+
+
+def pending_searches() -> int:
+    """Searches waiting for a worker, not counting overdue ones (they are about to be failed)."""
+    since = timezone.now() - timedelta(seconds=settings.SEARCH_TIMEOUT_SECONDS)
+    return SearchQuery.objects.filter(status=SearchQuery.Status.PENDING, created_at__gte=since).count()
+
+
+def check_capacity() -> None:
+    """Raise SearchBusy when SEARCH_MAX_PENDING searches already wait (checked before reading an upload)."""
+    if pending_searches() >= settings.SEARCH_MAX_PENDING:
+        raise SearchBusy
+
 
 def create_search_query(
-    *, image: UploadedFile, image_format: str, bbox: tuple[int, int, int, int] | None
+    *, image: UploadedFile, header: ImageHeader, bbox: tuple[int, int, int, int] | None
 ) -> SearchQuery:
     """Store a validated upload and queue the search once the row is committed."""
     from workers.tasks import run_search
 
+    check_capacity()
     left, top, width, height = bbox if bbox else (None, None, None, None)
-    query = SearchQuery(bbox_left=left, bbox_top=top, bbox_width=width, bbox_height=height)
+    upright_width, upright_height = header.upright_size
+    query = SearchQuery(bbox_left=left, bbox_top=top, bbox_width=width, bbox_height=height,
+                        width=upright_width, height=upright_height)
     # Stored under our own name and the detected format's extension, never the shopper's file
-    # name: an "evil.html" holding a valid JPEG must not be served back as a web page.
-    extension = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}[image_format]
-    query.image.save(f"{query.pk}.{extension}", image, save=False)
+    # name, in storage no URL maps to; the worker replaces it with a clean copy.
+    query.image.save(f"{query.pk}-upload.{header.extension}", image, save=False)
 
     def enqueue() -> None:
         try:
-            run_search.delay(str(query.pk))
+            # A message still queued past the deadline is dropped by the worker: the search has ended.
+            run_search.apply_async((str(query.pk),), expires=settings.SEARCH_TIMEOUT_SECONDS)
         except Exception:
             SearchQuery.objects.filter(pk=query.pk).update(
-                status=SearchQuery.Status.FAILED, error="Search is unavailable right now; please try again."
+                status=SearchQuery.Status.FAILED, error=UNAVAILABLE, finished_at=timezone.now()
             )
             raise
 
@@ -44,6 +80,67 @@ def create_search_query(
         query.save()
         transaction.on_commit(enqueue, robust=True)
     return query
+
+
+def end_overdue_searches(*, query_id: UUID | None = None) -> int:
+    """Fail searches pending longer than SEARCH_TIMEOUT_SECONDS (one, or all); how many ended."""
+    cutoff = timezone.now() - timedelta(seconds=settings.SEARCH_TIMEOUT_SECONDS)
+    overdue = SearchQuery.objects.filter(status=SearchQuery.Status.PENDING, created_at__lt=cutoff)
+    if query_id is not None:
+        overdue = overdue.filter(pk=query_id)
+    ended = overdue.update(status=SearchQuery.Status.FAILED, error=OVERDUE, finished_at=timezone.now())
+    if ended:
+        logger.warning("ended %d overdue search(es)", ended)
+    return ended
+
+
+def seconds_left(*, created_at: datetime) -> float:
+    """Time until a search created then is overdue (0 when it already is)."""
+    deadline = created_at + timedelta(seconds=settings.SEARCH_TIMEOUT_SECONDS)
+    return max(0.0, (deadline - timezone.now()).total_seconds())
+
+
+def purge_searches(*, older_than: timedelta | None = None) -> int:
+    """Delete searches older than SEARCH_RETENTION_HOURS with their photos, and orphaned photo files."""
+    age = older_than if older_than is not None else timedelta(hours=settings.SEARCH_RETENTION_HOURS)
+    cutoff = timezone.now() - age
+    old = SearchQuery.objects.filter(created_at__lt=cutoff)
+    deleted = 0
+    for pk, name in old.values_list("pk", "image").iterator():
+        _delete_file(name)
+        deleted += SearchQuery.objects.filter(pk=pk).delete()[0]
+    _delete_orphans(cutoff)
+    # The sessions remember whose photo is whose; expired ones go with the searches.
+    import_module(settings.SESSION_ENGINE).SessionStore.clear_expired()
+    return deleted
+
+
+def _delete_file(name: str) -> None:
+    if name:
+        try:
+            SearchQuery._meta.get_field("image").storage.delete(name)
+        except OSError:
+            logger.warning("could not delete search photo %s", name, exc_info=True)
+
+
+def _delete_orphans(cutoff) -> None:
+    """Files older than the cutoff that no row names (a crash between the file and the row)."""
+    storage = SearchQuery._meta.get_field("image").storage
+    known = set(SearchQuery.objects.values_list("image", flat=True))
+
+    def walk(folder: str):
+        try:
+            folders, files = storage.listdir(folder)
+        except FileNotFoundError:
+            return
+        for name in files:
+            yield f"{folder}/{name}" if folder else name
+        for sub in folders:
+            yield from walk(f"{folder}/{sub}" if folder else sub)
+
+    for name in walk(""):
+        if name not in known and storage.get_modified_time(name) < cutoff:
+            _delete_file(name)
 
 
 def nearest_products(version: ModelVersion, vector: np.ndarray) -> list[dict]:
@@ -70,38 +167,75 @@ def nearest_products(version: ModelVersion, vector: np.ndarray) -> list[dict]:
 
 def run_search_query(*, query_id: UUID) -> None:
     """Worker entry: fill in a query's results, or its error."""
-    from shop.services.indexing import open_stored_image
     from similarity.images import BadBox, ImageError, backbone_input
     from similarity.siamese import embed
 
     query = SearchQuery.objects.filter(pk=query_id).first()
-    if query is None or query.status != SearchQuery.Status.PENDING:
+    if query is None or query.status != SearchQuery.Status.PENDING or end_overdue_searches(query_id=query.pk):
         return
-    SearchQuery.objects.filter(pk=query.pk).update(started_at=timezone.now())
+    # Tried once: a second delivery of a started search means a worker died on this photo.
+    claimed = SearchQuery.objects.filter(
+        pk=query.pk, status=SearchQuery.Status.PENDING, started_at__isnull=True
+    ).update(started_at=timezone.now())
+    if not claimed:
+        logger.warning("search %s was redelivered after its worker died: failing it", query_id)
+        _finish(query, status=SearchQuery.Status.FAILED, error=WORKER_DIED)
+        if not query.photo_ready:
+            _delete_file(query.image.name)
+        return
     try:
+        image, bbox = _clean_copy(query)
         version = selectors.active_version(category=Category.DRESSES)
         if version is None:
             raise LookupError("The catalogue is not indexed yet: no similarity model is active.")
         backbone = runtime.get_backbone()
         if backbone.weights_id != version.weights_id:
             raise LookupError("The search index is being rebuilt for a new backbone; try again shortly.")
-        # Upright: the shopper drew the box on the preview the browser showed, EXIF applied.
-        image = backbone_input(open_stored_image(query.image), bbox=query.bbox, size=backbone.input_size)
-        features = backbone.extract_images([image])
+        features = backbone.extract_images([backbone_input(image, bbox=bbox, size=backbone.input_size)])
         tower = runtime.get_tower(version_id=version.pk, artifact_path=version.artifact_path, checksum=version.checksum)
-        vector = embed(tower, features)[0]
-        results = nearest_products(version, vector)
-        SearchQuery.objects.filter(pk=query.pk).update(
-            status=SearchQuery.Status.DONE, results=results, version=version, finished_at=timezone.now()
-        )
-    except (ImageError, BadBox, LookupError, OSError) as error:
+        results = nearest_products(version, embed(tower, features)[0])
+        _finish(query, status=SearchQuery.Status.DONE, results=results, version=version)
+    except (ImageError, BadBox, LookupError) as error:  # messages written for shoppers
         logger.warning("search %s failed: %s", query_id, error)
-        SearchQuery.objects.filter(pk=query.pk).update(
-            status=SearchQuery.Status.FAILED, error=str(error), finished_at=timezone.now()
-        )
+        _finish(query, status=SearchQuery.Status.FAILED, error=str(error))
+    except OSError:
+        logger.exception("search %s: the photo could not be read", query_id)
+        _finish(query, status=SearchQuery.Status.FAILED, error=UNREADABLE)
     except Exception:
         logger.exception("search %s failed", query_id)
-        SearchQuery.objects.filter(pk=query.pk).update(
-            status=SearchQuery.Status.FAILED, error="Search failed unexpectedly.", finished_at=timezone.now()
-        )
+        _finish(query, status=SearchQuery.Status.FAILED, error="Search failed unexpectedly.")
         raise
+
+
+def _finish(query: SearchQuery, *, status: str, **fields) -> None:
+    """Record the outcome unless the search already ended (overdue) meanwhile."""
+    SearchQuery.objects.filter(pk=query.pk, status=SearchQuery.Status.PENDING).update(
+        status=status, finished_at=timezone.now(), **fields
+    )
+
+
+def _clean_copy(query: SearchQuery):
+    """Decode the upload once, keep a re-encoded copy without metadata and delete the original.
+
+    Returns the decoded, upright image and the shopper's box scaled to it (JPEG draft decoding
+    may have decoded a phone photo at a fraction of its size).
+    """
+    from similarity.images import clean_jpeg, open_image
+
+    original = query.image.name
+    with query.image.open("rb") as handle:
+        image = open_image(handle, max_pixels=settings.UPLOAD_MAX_PIXELS, max_bytes=settings.UPLOAD_MAX_BYTES,
+                           upright=True, max_side=SHOWN_PHOTO_SIDE)
+    if not query.photo_ready:
+        folder = original.rsplit("/", 1)[0] + "/" if "/" in original else ""
+        query.image.save(f"{folder}{query.pk}.jpg", ContentFile(clean_jpeg(image, longest=SHOWN_PHOTO_SIDE)),
+                         save=False)
+        SearchQuery.objects.filter(pk=query.pk).update(image=query.image.name, photo_ready=True)
+        query.photo_ready = True
+        _delete_file(original)
+    bbox = query.bbox
+    if bbox is not None and query.width and query.height:
+        scale_x, scale_y = image.width / query.width, image.height / query.height
+        left, top, width, height = bbox
+        bbox = (int(left * scale_x), int(top * scale_y), max(1, round(width * scale_x)), max(1, round(height * scale_y)))
+    return image, bbox

@@ -1,0 +1,21 @@
+"""Delete shoppers' searches and their photos after SEARCH_RETENTION_HOURS (schedule it hourly)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.core.management.base import BaseCommand
+
+from shop.services.search import end_overdue_searches, purge_searches
+
+
+class Command(BaseCommand):
+    help = "Delete searches (rows and photos) older than SEARCH_RETENTION_HOURS and end overdue ones."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--hours", type=float, help="Keep this many hours instead of SEARCH_RETENTION_HOURS.")
+
+    def handle(self, *args, hours: float | None, **options):
+        ended = end_overdue_searches()
+        deleted = purge_searches(older_than=timedelta(hours=hours) if hours is not None else None)
+        self.stdout.write(f"Ended {ended} overdue search(es); deleted {deleted} old search(es) and their photos.")
