@@ -40,8 +40,12 @@ class CachedIndex:
 
     index: VectorIndex
     last_id: int = 0
-    # Each row's k-th similar-item distance as last seen; only ever an overestimate (lists
-    # only get closer as products arrive), so it can flag too many lists for re-ranking, never too few.
+    # Each row's k-th similar-item distance as last seen. Lists get closer as products arrive, so
+    # it is an overestimate (flags too many lists for re-ranking, never too few), except after a
+    # product left the lists (deleted or re-embedded, see recommendations.remove_from_lists): the
+    # lists it left got farther. The process that refilled them updates its own values; other
+    # processes see the embedding count change and reload, and update_recommendations, the one
+    # reader of kth, recounts before it ranks.
     kth: np.ndarray = field(default_factory=lambda: np.zeros(0))
     positions: dict[int, int] = field(default_factory=dict)
     counted_at: float = field(default_factory=time.monotonic)
@@ -141,14 +145,16 @@ def with_existing_products(
     referenced: Callable[[T], Sequence[int]],
     *,
     ensure: Sequence[int] = (),
+    recount: bool = False,
 ) -> tuple[CachedIndex, T] | None:
     """compute(index) on the version's index, checked: if a product it names lost its embedding
     (deleted since the index was loaded), reload and compute again once. None where the version
-    has no embeddings or compute returns None; ProductsVanished if the second try fails too."""
+    has no embeddings or compute returns None; ProductsVanished if the second try fails too.
+    ``recount`` is version_index's: reload first if rows were deleted since the last look."""
     for attempt in range(2):
         if attempt:
             forget(version_id)
-        cached = version_index(version_id, ensure=ensure)
+        cached = version_index(version_id, ensure=ensure, recount=recount and not attempt)
         if cached is None:
             return None
         result = compute(cached)

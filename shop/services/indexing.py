@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
@@ -147,34 +148,98 @@ def open_stored_image(field, *, upright: bool = True) -> Image.Image:
 
 
 def compute_product_image_features(*, product_image_ids: Sequence[int]) -> int:
-    """Store backbone features (and a thumbnail) for shop images that lack them under the current weights."""
+    """Store backbone features (and a thumbnail) for shop images that lack them under the current weights.
+
+    Skipping an image that has features is sound: stored features always belong to the image's
+    current file. A replacement deletes them in the transaction that changes the file, and
+    features are written only while, under the row's lock, the file is still the one that was
+    read (see _store_image_result).
+    """
+    return len(index_product_images(product_image_ids=product_image_ids).stored)
+
+
+@dataclass
+class ImageResults:
+    """What a run over shop images did, by image id."""
+
+    stored: list[int] = field(default_factory=list)
+    # Replaced (or deleted) while the worker read them: nothing of theirs was written; the
+    # re-index the replacement queued computes them from the new file.
+    replaced: list[int] = field(default_factory=list)
+    # Could not be decoded (logged by _extract_features).
+    failed: list[int] = field(default_factory=list)
+
+
+def index_product_images(*, product_image_ids: Sequence[int]) -> ImageResults:
+    """compute_product_image_features, saying which images were stored, replaced meanwhile or failed."""
     backbone = runtime.get_backbone()
     todo = list(
         ProductImage.objects.filter(pk__in=product_image_ids)
         .exclude(features__weights_id=backbone.weights_id)
         .order_by("id")
     )
-    thumbnailed: list[ProductImage] = []
+    thumbnails: dict[int, str] = {}
 
     def load(item: ProductImage) -> Image.Image:
         image = open_stored_image(item.image)
         if not item.thumbnail:
             # The worker decodes the photo anyway; pages then never ship multi-megapixel originals.
             item.thumbnail.save(f"{item.pk}.jpg", ContentFile(thumbnail_jpeg(image)), save=False)
-            thumbnailed.append(item)
+            thumbnails[item.pk] = item.thumbnail.name
         return backbone_input(image, size=backbone.input_size)
 
     kept, vectors = _extract_features(todo, load, label=lambda item: f"shop image {item.pk}")
-    if thumbnailed:
-        ProductImage.objects.bulk_update(thumbnailed, ["thumbnail"])
-    if vectors is None:
-        return 0
-    Feature.objects.bulk_create(
-        [Feature(product_image=item, weights_id=backbone.weights_id, **stored_vector(v))
-         for item, v in zip(kept, vectors)],
-        ignore_conflicts=True,  # a redelivered task may race its first run
-    )
-    return len(kept)
+    features = dict(zip((item.pk for item in kept), vectors)) if vectors is not None else {}
+    results = ImageResults()
+    orphans: list[str] = []
+    for item in todo:
+        vector, thumbnail = features.get(item.pk), thumbnails.get(item.pk)
+        if vector is None and thumbnail is None:
+            # A photo replaced meanwhile may fail only because its old file is gone.
+            current = ProductImage.objects.filter(pk=item.pk).values_list("image", flat=True).first()
+            (results.failed if current == item.image.name else results.replaced).append(item.pk)
+            continue
+        written, thumbnail_kept = _store_image_result(item, vector, thumbnail, weights_id=backbone.weights_id)
+        if thumbnail and not thumbnail_kept:
+            orphans.append(thumbnail)
+        if not written:
+            results.replaced.append(item.pk)
+        elif vector is None:
+            results.failed.append(item.pk)
+        else:
+            results.stored.append(item.pk)
+    if orphans:
+        from shop.services.catalogue import delete_unreferenced_files
+
+        delete_unreferenced_files(orphans)
+    return results
+
+
+def _store_image_result(
+    item: ProductImage, vector: np.ndarray | None, thumbnail: str | None, *, weights_id: str
+) -> tuple[bool, bool]:
+    """Write what was made from the file `item` was read with, if the row still has that file.
+
+    The check and the writes share one transaction holding the row's lock, and the admin changes
+    the file and deletes the old features in one transaction too, so features of a replaced file
+    are never stored. One row per transaction: a worker holds one lock at a time.
+    Returns (the row still had the file, the thumbnail was stored).
+    """
+    with transaction.atomic():
+        current = ProductImage.objects.select_for_update().filter(pk=item.pk).values_list("image", flat=True).first()
+        if current != item.image.name:
+            logger.info("shop image %s was replaced or deleted while %s was read: nothing stored",
+                        item.pk, item.image.name)
+            return False, False
+        thumbnail_kept = bool(thumbnail) and bool(
+            ProductImage.objects.filter(pk=item.pk, thumbnail="").update(thumbnail=thumbnail)
+        )
+        if vector is not None:
+            Feature.objects.bulk_create(
+                [Feature(product_image_id=item.pk, weights_id=weights_id, **stored_vector(vector))],
+                ignore_conflicts=True,  # a redelivered task may race its first run
+            )
+    return True, thumbnail_kept
 
 
 def compute_street_photo_features(*, street_photo_ids: Sequence[int]) -> int:
@@ -243,8 +308,9 @@ def embed_products(*, version: ModelVersion, product_ids: Sequence[int]) -> int:
 def index_products(*, product_ids: Sequence[int]) -> int:
     """Features for the products' shop images, then their embedding under the active version."""
     image_ids = list(ProductImage.objects.filter(product_id__in=product_ids).values_list("id", flat=True))
-    computed = compute_product_image_features(product_image_ids=image_ids)
+    results = index_product_images(product_image_ids=image_ids)
     weights_id = runtime.get_backbone().weights_id
+    waiting = _products_awaiting_features(product_ids, results, weights_id=weights_id)
     categories = set(Product.objects.filter(pk__in=product_ids).values_list("category", flat=True))
     for category in categories:
         version = selectors.active_version(category=category)
@@ -254,7 +320,11 @@ def index_products(*, product_ids: Sequence[int]) -> int:
             # Never mix vectors made by different backbones: this version needs a retrain.
             logger.warning("active %s uses %s, workers use %s: not embedding", version, version.weights_id, weights_id)
             continue
-        ids = list(Product.objects.filter(pk__in=product_ids, category=category).values_list("id", flat=True))
+        ids = list(
+            Product.objects.filter(pk__in=product_ids, category=category)
+            .exclude(pk__in=waiting)
+            .values_list("id", flat=True)
+        )
         missing = list(
             Product.objects.filter(pk__in=ids).exclude(embeddings__version=version).values_list("id", flat=True)
         )
@@ -262,7 +332,19 @@ def index_products(*, product_ids: Sequence[int]) -> int:
             from shop.services.recommendations import update_recommendations
 
             update_recommendations(version_id=version.pk, product_ids=missing)
-    return computed
+    return len(results.stored)
+
+
+def _products_awaiting_features(product_ids: Sequence[int], results: ImageResults, *, weights_id: str) -> set[int]:
+    """Products with a photo that lacks features for a reason other than failing to decode here:
+    replaced while this run read it, or changed or added since. Their re-index is queued; an
+    embedding made now would miss that photo and keep the re-index from embedding them again."""
+    lacking = (
+        ProductImage.objects.filter(product_id__in=product_ids)
+        .exclude(features__weights_id=weights_id)
+        .exclude(pk__in=results.failed)
+    )
+    return set(lacking.values_list("product_id", flat=True))
 
 
 def index_street_photos(*, street_photo_ids: Sequence[int]) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -180,11 +180,14 @@ def update_recommendations(*, version_id: int, product_ids: Sequence[int]) -> in
             return 0
         try:
             # Under the lock: every product embedded before it was taken is in the index.
+            # recount: a product that left the lists since this process last counted made some
+            # lists farther than its cached k-th distances say; a reload reads them again.
             checked = embedding_index.with_existing_products(
                 version_id,
                 lambda cached: _rank_new(version_id, cached, product_ids) if len(cached.index) > 1 else None,
                 lambda ranked: ranked[3].referenced().tolist(),
                 ensure=product_ids,
+                recount=True,
             )
         except embedding_index.ProductsVanished as error:
             logger.warning("%s; lists left as they were, the next batch or rebuild catches up", error)
@@ -195,9 +198,7 @@ def update_recommendations(*, version_id: int, product_ids: Sequence[int]) -> in
         ids = cached.index.ids
         SimilarProduct.objects.filter(version_id=version_id, product_id__in=[int(ids[i]) for i in positions]).delete()
         _insert(rows)
-    for position, row_distances in zip(positions, distances):
-        if len(row_distances) == settings.SIMILAR_ITEMS:
-            cached.kth[position] = row_distances[-1]
+    _remember_kth(cached, positions, distances, short=None)
     logger.info("ranked %d new products of version %s; %d lists changed", len(product_ids), version_id, len(positions))
     return len(rows)
 
@@ -273,3 +274,125 @@ def _lists_entered(cached: embedding_index.CachedIndex, new: list[int]) -> np.nd
     squared_norms = -2.0 * rows[:, index.dim].astype(np.float64)
     slack = 1e-4 * (squared_norms + float(fresh_norms.max())) + 1e-6
     return np.flatnonzero(nearest <= limit + slack)
+
+
+# Versions whose lists are served (active) or may be (ready: a rollback activates it in one click).
+SERVING_STATUSES = (ModelVersion.Status.READY, ModelVersion.Status.ACTIVE)
+# Ids per IN (...) query: under SQLite's limit on bound parameters.
+_IN_BATCH = 500
+
+
+def _batches(ids: Sequence[int]) -> Iterable[list[int]]:
+    for start in range(0, len(ids), _IN_BATCH):
+        yield list(ids[start : start + _IN_BATCH])
+
+
+def _remember_kth(
+    cached: embedding_index.CachedIndex,
+    positions: Sequence[int],
+    distances: Sequence[np.ndarray],
+    *,
+    short: float | None,
+) -> None:
+    """Record the k-th distance of lists just written; a short list records ``short`` (None: keep the old value)."""
+    for position, row_distances in zip(positions, distances):
+        if len(row_distances) == settings.SIMILAR_ITEMS:
+            cached.kth[position] = row_distances[-1]
+        elif short is not None:
+            cached.kth[position] = short
+
+
+def serving_version_ids(*, categories: Iterable[str]) -> list[int]:
+    """Ready and active versions of these categories, in id order (the order their locks are taken)."""
+    return list(
+        ModelVersion.objects.filter(status__in=SERVING_STATUSES, category__in=sorted(set(categories)))
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+
+
+def remove_from_lists(*, version_ids: Sequence[int], product_ids: Sequence[int]) -> dict[int, list[int]]:
+    """Delete every ranked row of these versions that names these products: their own lists and
+    their places in other products' lists. Runs in the caller's transaction with each version
+    locked, so a writer that ranked them before this commits first (and its rows go too), and one
+    that ranks after it sees them gone. Returns, per version, the other products whose lists lost
+    a row: their lists are short until rerank_lists refills them."""
+    removed = sorted({int(p) for p in product_ids})
+    owners: dict[int, list[int]] = {}
+    with transaction.atomic():
+        for version_id in sorted(version_ids):
+            if _locked_version(version_id) is None:
+                continue
+            lost: set[int] = set()
+            for batch in _batches(removed):
+                entries = SimilarProduct.objects.filter(version_id=version_id, recommendation_id__in=batch)
+                lost.update(entries.values_list("product_id", flat=True))
+                entries.delete()
+                SimilarProduct.objects.filter(version_id=version_id, product_id__in=batch).delete()
+            lost.difference_update(removed)
+            if lost:
+                owners[version_id] = sorted(lost)
+    return owners
+
+
+def rerank_lists(*, version_id: int, product_ids: Sequence[int], removed_ids: Sequence[int] = ()) -> int:
+    """Rank these products' lists afresh over the version's catalogue and replace them; returns rows written.
+
+    For lists that lost a row (remove_from_lists): one top-k search per list on the process's
+    cached index (a few ms at 1e5 products), no rebuild. ``removed_ids`` are the products that
+    left: those without an embedding now are kept out of every list even where this process's
+    index still holds their old vectors. A product among them embedded again is ranked with its
+    new vector (it is checked before the index is read, and the index reloads on a re-embedded
+    product). A list whose product has no embedding is deleted.
+    """
+    owners = sorted({int(p) for p in product_ids})
+    if not owners:
+        return 0
+    with transaction.atomic():
+        if _locked_version(version_id) is None:
+            return 0
+        gone = embedding_index.missing_products(version_id, removed_ids)
+        try:
+            checked = embedding_index.with_existing_products(
+                version_id,
+                lambda cached: _rank_lists(version_id, cached, owners, gone),
+                lambda ranked: ranked[2].referenced().tolist(),
+                ensure=owners,
+            )
+        except embedding_index.ProductsVanished as error:
+            logger.warning("%s; %d lists left as they were, the next rebuild refills them", error, len(owners))
+            return 0
+        for batch in _batches(owners):
+            SimilarProduct.objects.filter(version_id=version_id, product_id__in=batch).delete()
+        if checked is None:
+            return 0
+        cached, (positions, distances, rows) = checked
+        _insert(rows)
+    # A list shorter than k (a small catalogue) takes any newcomer: its k-th distance is infinite.
+    _remember_kth(cached, positions, distances, short=np.inf)
+    logger.info("re-ranked %d lists of version %s after products left them", len(positions), version_id)
+    return len(rows)
+
+
+def _rank_lists(
+    version_id: int, cached: embedding_index.CachedIndex, owners: list[int], gone: set[int]
+) -> tuple[list[int], list[np.ndarray], RankedRows] | None:
+    """(positions, distances, rows) of the owners' new lists, leaving out the products in ``gone``."""
+    k = settings.SIMILAR_ITEMS
+    skip = np.array(cached.position_of(sorted(gone)), dtype=np.intp)
+    skipped = set(skip.tolist())
+    positions = [p for p in cached.position_of(owners) if p not in skipped]
+    if not positions:
+        return None
+    width = min(k + len(skip), len(cached.index) - 1)
+    if width > 0:
+        found, found_distances = cached.index.search_rows(positions, width)
+    else:
+        found, found_distances = [np.zeros(0, dtype=np.intp)] * len(positions), [np.zeros(0)] * len(positions)
+    indices: list[np.ndarray] = []
+    distances: list[np.ndarray] = []
+    for row, row_distances in zip(found, found_distances):
+        keep = (row >= 0) & ~np.isin(row, skip)
+        indices.append(row[keep][:k])
+        distances.append(row_distances[keep][:k])
+    return positions, distances, _rows(version_id, cached.index.ids, positions, indices, distances)
