@@ -24,14 +24,21 @@ from shop.models import (
     SimilarProduct,
     StreetPhoto,
 )
+from shop.forms import CataloguePhotoForm
 from shop.services import training
-from shop.services.catalogue import product_changed
+from shop.services.catalogue import (
+    delete_product_images,
+    delete_products,
+    photo_file_names,
+    photos_removed,
+    product_changed,
+)
 
 
 def _thumb(image, size: int = 64) -> str:
     if not image:
         return "—"
-    return format_html('<img src="{}" style="max-height:{}px;max-width:{}px" alt="">', image.url, size, size)
+    return format_html('<img src="{}" class="thumb thumb-{}" alt="">', image.url, size)
 
 
 def _shop_thumb(item: ProductImage | None) -> str:
@@ -43,6 +50,7 @@ def _shop_thumb(item: ProductImage | None) -> str:
 
 class ProductImageInline(admin.TabularInline):
     model = ProductImage
+    form = CataloguePhotoForm
     extra = 0
     fields = ("photo", "image", "s2s_photo_id", "position")
     readonly_fields = ("photo",)
@@ -71,17 +79,40 @@ class ProductAdmin(admin.ModelAdmin):
     inlines = [ProductImageInline, StreetPhotoInline]
 
     def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
+        # The files of replaced photos, read before the formsets save the new ones.
+        replaced = photo_file_names(image_ids=[inline.instance.pk for inline in self._photo_forms(formsets)])
         super().save_related(request, form, formsets, change)
-        changed = [
-            inline.instance.pk
+        changed = [inline.instance.pk for inline in self._photo_forms(formsets) if inline.instance.pk]
+        # A new product, or new photos, need features and an embedding from the workers.
+        if not change or changed:
+            product_changed(product_id=form.instance.pk, changed_image_ids=changed, replaced_files=replaced)
+
+    @staticmethod
+    def _photo_forms(formsets) -> list:
+        """Inline photo forms with a new or replaced file (not ones being deleted)."""
+        return [
+            inline
             for formset in formsets
             if formset.model is ProductImage
             for inline in formset.forms
-            if inline.instance.pk and "image" in inline.changed_data
+            if "image" in inline.changed_data and inline not in formset.deleted_forms
         ]
-        # A new product, or new photos, need features and an embedding from the workers.
-        if not change or changed:
-            product_changed(product_id=form.instance.pk, changed_image_ids=changed)
+
+    def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
+        if formset.model is not ProductImage:
+            super().save_formset(request, form, formset, change)
+            return
+        instances = formset.save(commit=False)  # collects the deleted photos without deleting them
+        delete_product_images(image_ids=[photo.pk for photo in formset.deleted_objects])
+        for instance in instances:
+            instance.save()
+        formset.save_m2m()
+
+    def delete_model(self, request: HttpRequest, obj: Product) -> None:
+        delete_products(product_ids=[obj.pk])
+
+    def delete_queryset(self, request: HttpRequest, queryset) -> None:
+        delete_products(product_ids=list(queryset.values_list("pk", flat=True)))
 
     def get_queryset(self, request: HttpRequest):
         queryset = super().get_queryset(request).prefetch_related("images")
@@ -113,6 +144,7 @@ class ProductAdmin(admin.ModelAdmin):
 
 @admin.register(ProductImage)
 class ProductImageAdmin(admin.ModelAdmin):
+    form = CataloguePhotoForm
     list_display = ("photo", "product", "s2s_photo_id", "position")
     list_select_related = ("product",)
     search_fields = ("product__title", "s2s_photo_id")
@@ -122,9 +154,21 @@ class ProductImageAdmin(admin.ModelAdmin):
     readonly_fields = ("photo",)
 
     def save_model(self, request: HttpRequest, obj: ProductImage, form, change: bool) -> None:
+        new_file = not change or "image" in form.changed_data
+        replaced = photo_file_names(image_ids=[obj.pk]) if change and new_file else []
+        moved_from = form.initial.get("product") if change and "product" in form.changed_data else None
         super().save_model(request, obj, form, change)
-        if not change or "image" in form.changed_data:
-            product_changed(product_id=obj.product_id, changed_image_ids=[obj.pk] if change else [])
+        if moved_from is not None:
+            # Both products' vectors change; the photo's own features still hold.
+            photos_removed(product_ids=[moved_from, obj.product_id])
+        if new_file:
+            product_changed(product_id=obj.product_id, changed_image_ids=[obj.pk], replaced_files=replaced)
+
+    def delete_model(self, request: HttpRequest, obj: ProductImage) -> None:
+        delete_product_images(image_ids=[obj.pk])
+
+    def delete_queryset(self, request: HttpRequest, queryset) -> None:
+        delete_product_images(image_ids=list(queryset.values_list("pk", flat=True)))
 
     @admin.display(description="Photo")
     def photo(self, obj: ProductImage) -> str:
@@ -133,6 +177,7 @@ class ProductImageAdmin(admin.ModelAdmin):
 
 @admin.register(StreetPhoto)
 class StreetPhotoAdmin(admin.ModelAdmin):
+    form = CataloguePhotoForm
     list_display = ("photo", "s2s_photo_id", "product", "split", "bbox")
     list_select_related = ("product",)
     list_filter = ("split", "product__category")
@@ -173,14 +218,17 @@ class SimilarProductAdmin(admin.ModelAdmin):
 
 @admin.register(SearchQuery)
 class SearchQueryAdmin(admin.ModelAdmin):
-    list_display = ("photo", "status", "created_at", "finished_at", "version")
+    """Searches without their photos: a shopper's photo is shown only to the shopper's own browser."""
+
+    list_display = ("id", "status", "created_at", "finished_at", "version")
     list_select_related = ("version",)
     list_filter = ("status",)
-    readonly_fields = ("results", "error")
+    exclude = ("image",)
+    readonly_fields = ("status", "photo_ready", "width", "height", "bbox_left", "bbox_top", "bbox_width",
+                       "bbox_height", "version", "results", "error", "started_at", "finished_at")
 
-    @admin.display(description="Photo")
-    def photo(self, obj: SearchQuery) -> str:
-        return _thumb(obj.image)
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # searches come from shoppers' uploads
 
 
 METRIC_ROWS = (("baseline", "raw backbone (cosine)"), ("previous", "previous active"), ("siamese", "this version"))
@@ -199,7 +247,7 @@ def _metrics_table(metrics: dict, part: str, label: str) -> SafeString:
         return mark_safe("")
     body = format_html_join("", "<tr><th>{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
     return format_html(
-        '<table style="margin-bottom:8px"><tr><th>{} ({} queries, {} products)</th><th>top-1</th><th>top-5</th>'
+        '<table class="metrics"><tr><th>{} ({} queries, {} products)</th><th>top-1</th><th>top-5</th>'
         "<th>top-10</th><th>top-20</th></tr>{}</table>",
         label,
         figures.get("queries", "?"),
@@ -221,7 +269,7 @@ def _activate_button(version: ModelVersion, request: HttpRequest) -> str:
                            reverse("admin:shop_modelversion_change", args=[version.pk]))
     label = "Roll back to this" if version.activated_at else "Activate"
     return format_html(
-        '<form method="post" action="{}" style="margin:0"><input type="hidden" name="csrfmiddlewaretoken" '
+        '<form method="post" action="{}" class="inline-form"><input type="hidden" name="csrfmiddlewaretoken" '
         'value="{}"><button type="submit" class="button">{}</button></form>',
         reverse("admin:shop_modelversion_activate", args=[version.pk]),
         get_token(request),
@@ -291,6 +339,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         extra = {
             "is_running": bool(version and version.is_running),
             "can_activate": request.user.has_perm("shop.activate_version"),
+            "can_override": request.user.has_perm("shop.override_gate"),
             "needs_override": bool(
                 version
                 and version.status == ModelVersion.Status.READY
@@ -321,6 +370,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
         if not request.user.has_perm("shop.activate_version"):
             raise PermissionDenied
         override = request.POST.get("override") == "1"
+        if override and not request.user.has_perm("shop.override_gate"):
+            raise PermissionDenied  # activating what the gate refused is a separate, rarer right
         try:
             version = training.activate_version(version_id=pk, override=override, user=request.user)
         except training.ActivationRefused as error:
@@ -330,13 +381,14 @@ class ModelVersionAdmin(admin.ModelAdmin):
         else:
             note = " (gate overridden, recorded)" if override and version.gate_overridden else ""
             self.message_user(request, f"{version} now serves similar items{note}.")
-        return HttpResponseRedirect(reverse("admin:shop_modelversion_changelist"))
+        # Back to the list where the user may see it; activating needs no view permission.
+        can_view = self.has_view_permission(request)
+        return HttpResponseRedirect(reverse("admin:shop_modelversion_changelist" if can_view else "admin:index"))
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, obj: ModelVersion) -> str:
-        colour = {"active": "#2e7d32", "failed": "#b00020", "ready": "#2f6f9f"}.get(obj.status, "#8a5a00")
         text = "● active (serving)" if obj.status == ModelVersion.Status.ACTIVE else obj.get_status_display()
-        return format_html('<strong style="color:{}">{}</strong>', colour, text)
+        return format_html('<strong class="status status-{}">{}</strong>', obj.status, text)
 
     @admin.display(description="Progress")
     def progress_text(self, obj: ModelVersion) -> str:

@@ -77,3 +77,19 @@ class SearchForm(forms.Form):
                     f"The box lies outside the photo ({size[0]}×{size[1]} px): draw it on the photo again."
                 ) from None
         return data
+
+
+class CataloguePhotoForm(forms.ModelForm):
+    """Admin photo uploads: the dataset's formats and pixel cap, checked from the header as uploads are."""
+
+    def clean_image(self):
+        image = self.cleaned_data.get("image")
+        if image and "image" in self.changed_data:
+            try:
+                image.seek(0)
+                read_header(image, max_pixels=settings.IMAGE_MAX_PIXELS, max_bytes=settings.DOWNLOAD_MAX_BYTES)
+            except ImageError as error:
+                raise forms.ValidationError(str(error)) from None
+            finally:
+                image.seek(0)
+        return image

@@ -379,3 +379,21 @@ def test_it_needs_its_own_permission_to_override_the_gate(client):
     client.force_login(User.objects.get(pk=staff.pk))
     page = client.get(reverse("admin:shop_modelversion_change", args=[refused.pk])).content.decode()
     assert 'id="activate-override"' in page and "data-confirm=" in page and "onclick" not in page
+
+
+@pytest.mark.parametrize("kind", ["gif", "too-many-pixels"])
+def test_it_checks_admin_photo_uploads_like_shoppers_uploads(admin_client, settings, kind):
+    from shop.models import ProductImage
+    from tests.factories import make_product
+
+    product = make_product()
+    settings.IMAGE_MAX_PIXELS = 100 * 100
+    data = image_bytes("GIF") if kind == "gif" else image_bytes("PNG", size=(200, 200))
+    before = ProductImage.objects.count()
+    response = admin_client.post(reverse("admin:shop_productimage_add"), {
+        "product": product.pk, "position": 1, "image": _upload(data, f"photo.{'gif' if kind == 'gif' else 'png'}"),
+    })
+    assert response.status_code == 200  # the form again, with the error
+    message = "not supported" if kind == "gif" else "too large"
+    assert message in response.content.decode()
+    assert ProductImage.objects.count() == before

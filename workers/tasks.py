@@ -7,7 +7,7 @@ from uuid import UUID
 
 from celery import shared_task
 
-from shop.services import indexing, search, training
+from shop.services import indexing, recommendations, search, training
 
 
 @shared_task(name="workers.index_products")
@@ -47,3 +47,23 @@ def run_search(query_id: str) -> None:
 def rank_similar_slice(version_id: int, low: int, high: int, number: int) -> None:
     """Rank one slice (products with ids in [low, high)) of a training run's similar-item lists."""
     training.rank_training_slice(version_id=version_id, low=low, high=high, number=number)
+
+
+@shared_task(name="workers.end_overdue_searches")
+def end_overdue_searches() -> int:
+    """Fail searches pending past SEARCH_TIMEOUT_SECONDS (periodic)."""
+    return search.end_overdue_searches()
+
+
+@shared_task(name="workers.purge_searches")
+def purge_searches() -> int:
+    """Delete searches and photos older than SEARCH_RETENTION_HOURS (periodic)."""
+    return search.purge_searches()
+
+
+@shared_task(name="workers.rerank_similar_lists")
+def rerank_similar_lists(version_id: int, product_ids: Sequence[int], removed_ids: Sequence[int]) -> int:
+    """Refill lists that products left (deleted or re-embedded), when too many for the request to do."""
+    return recommendations.rerank_lists(
+        version_id=version_id, product_ids=list(product_ids), removed_ids=list(removed_ids)
+    )
