@@ -241,7 +241,7 @@ CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": envstr("CACHE_URL", CELERY_BROKER_URL),
-        "KEY_PREFIX": "shop",
+        "KEY_PREFIX": envstr("CACHE_KEY_PREFIX", "shop"),
     }
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
@@ -142,3 +143,124 @@ def wait_for(predicate, *, timeout: float = 180.0, interval: float = 0.5, messag
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {message}")
+
+
+DEMO_PRODUCTS = 40
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory) -> Path:
+    from django.core.management import call_command
+
+    root = tmp_path_factory.mktemp("demo")
+    call_command("make_demo_dataset", str(root), products=DEMO_PRODUCTS, seed=11, stdout=io.StringIO())
+    return root
+
+
+@pytest.fixture(scope="module")
+def indexed_catalogue(demo_root, celery_worker_process, django_db_blocker):
+    """The demo catalogue seeded, indexed by the worker and trained through the admin's button."""
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+    from django.test import Client
+    from django.urls import reverse
+
+    from shop.models import ModelVersion
+
+    with django_db_blocker.unblock():
+        call_command("seed_street2shop", root=str(demo_root), category="dresses", stdout=io.StringIO())
+        call_command("index_catalogue", wait=True, stall_timeout=240, stdout=io.StringIO())
+        admin = User.objects.create_superuser("root", "root@example.com", "pw")
+        client = Client()
+        client.force_login(admin)
+        response = client.post(reverse("admin:shop_modelversion_train"))
+        assert response.status_code == 302
+        version = ModelVersion.objects.get()
+        wait_for(
+            lambda: ModelVersion.objects.filter(pk=version.pk, status__in=["active", "failed"]).exists(),
+            timeout=600,
+            message="the training run",
+        )
+        version.refresh_from_db()
+        assert version.status == "active", version.error
+    yield version
+    with django_db_blocker.unblock():
+        # The fixture committed its rows: wipe them so later modules start clean.
+        call_command("flush", interactive=False, verbosity=0)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class LiveShop:
+    """The shop's real web server (gunicorn) on 127.0.0.1, with DEBUG off and production headers."""
+
+    def __init__(self, *, env: dict, log: Path, extra_env: dict | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self._handle = log.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "shop.wsgi:application", f"--bind=127.0.0.1:{self.port}",
+             "--worker-class=gthread", "--workers=2", "--threads=4", "--timeout=60", "--graceful-timeout=5",
+             "--no-control-socket"],
+            cwd=REPO, env={**env, **(extra_env or {})}, stdout=self._handle, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 60) -> LiveShop:
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"the web server exited early:\n{self.log.read_text()[-4000:]}")
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        pytest.fail(f"the web server did not answer:\n{self.log.read_text()[-4000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self._handle.close()
+
+
+def production_env(worker_env: dict, redis_url: str) -> dict:
+    """The live server's environment: DEBUG off, a real key, counters on Redis.
+
+    Plain HTTP on 127.0.0.1 stands in for a shop behind a TLS proxy, so the HTTPS redirect and
+    secure-only cookies are relaxed through their variables; every other production default holds.
+    """
+    return {
+        **worker_env,
+        "DEBUG": "false",
+        "SECRET_KEY": "live-test-" + "s3cr3t-" * 8,
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "SECURE_SSL_REDIRECT": "false",
+        "SESSION_COOKIE_SECURE": "false",
+        "CSRF_COOKIE_SECURE": "false",
+        "CACHE_URL": redis_url,
+        "CACHE_KEY_PREFIX": f"live-{free_port()}",  # each server its own rate counters
+    }
+
+
+@pytest.fixture(scope="module")
+def live_shop(worker_env, redis_url, celery_worker_process, tmp_path_factory):
+    """The web server, against the test database, broker and session worker; SEARCH_RATE_LIMIT 10/m."""
+    shop = LiveShop(env=production_env(worker_env, redis_url), log=tmp_path_factory.mktemp("web") / "web.log",
+                    extra_env={"SEARCH_RATE_LIMIT": "10/m"}).wait_ready()
+    yield shop
+    shop.stop()
+    print(f"web server log: {shop.log}")

@@ -31,7 +31,9 @@ BACKBONE_PRECISION = "float32"
 SIAMESE_EPOCHS = 8
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
-# One process: counters in memory. The abuse test runs the real server on Redis.
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# One process: counters in memory. The live server of the browser and abuse tests is given
+# CACHE_URL, so its processes share their counters on Redis as a shop's would.
+if not os.environ.get("CACHE_URL"):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 # Enough for every upload the suite makes; tests of the limit lower it.
-SEARCH_RATE_LIMIT = "1000/m"
+SEARCH_RATE_LIMIT = os.environ.get("SEARCH_RATE_LIMIT", "1000/m")

@@ -15,43 +15,8 @@ from PIL import Image
 
 from shop import selectors
 from shop.models import Feature, ModelVersion, Product, ProductEmbedding, SearchQuery, SimilarProduct, StreetPhoto
-from tests.conftest import wait_for
+from tests.conftest import DEMO_PRODUCTS, wait_for
 from tests.factories import image_bytes, jpeg_bytes, make_product
-
-DEMO_PRODUCTS = 40
-
-
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("demo")
-    call_command("make_demo_dataset", str(root), products=DEMO_PRODUCTS, seed=11, stdout=io.StringIO())
-    return root
-
-
-@pytest.fixture(scope="module")
-def indexed_catalogue(demo_root, celery_worker_process, django_db_blocker):
-    """The demo catalogue seeded, indexed by the worker and trained through the admin's button."""
-    with django_db_blocker.unblock():
-        call_command("seed_street2shop", root=str(demo_root), category="dresses", stdout=io.StringIO())
-        call_command("index_catalogue", wait=True, stall_timeout=240, stdout=io.StringIO())
-        admin = User.objects.create_superuser("root", "root@example.com", "pw")
-        client = Client()
-        client.force_login(admin)
-        response = client.post(reverse("admin:shop_modelversion_train"))
-        assert response.status_code == 302
-        version = ModelVersion.objects.get()
-        wait_for(
-            lambda: ModelVersion.objects.filter(pk=version.pk, status__in=["active", "failed"]).exists(),
-            timeout=600,
-            message="the training run",
-        )
-        version.refresh_from_db()
-        assert version.status == "active", version.error
-    yield version
-    with django_db_blocker.unblock():
-        # The fixture committed its rows: wipe them so later modules start clean.
-        call_command("flush", interactive=False, verbosity=0)
-
 
 @pytest.mark.django_db
 def test_it_indexes_every_image_on_the_worker(indexed_catalogue):
