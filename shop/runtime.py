@@ -22,6 +22,8 @@ logger = logging.getLogger("shop")
 _lock = threading.Lock()
 _backbones: dict[tuple[str, str, int, str], Backbone] = {}
 _towers: dict[tuple[int, str], keras.Model] = {}
+# Towers a worker keeps loaded: the active versions' and a candidate's; retired ones are dropped.
+KEPT_TOWERS = 3
 
 
 def get_backbone() -> Backbone:
@@ -62,6 +64,10 @@ def get_tower(*, version_id: int, artifact_path: str, checksum: str) -> keras.Mo
 
     key = (version_id, checksum)
     with _lock:
-        if key not in _towers:
-            _towers[key] = load_tower(Path(artifact_path), expected_sha256=checksum or None)
-        return _towers[key]
+        tower = _towers.pop(key, None)
+        if tower is None:
+            tower = load_tower(Path(artifact_path), expected_sha256=checksum or None)
+        _towers[key] = tower  # last = most recently used
+        while len(_towers) > KEPT_TOWERS:
+            _towers.pop(next(iter(_towers)))
+        return tower

@@ -397,3 +397,31 @@ def test_it_checks_admin_photo_uploads_like_shoppers_uploads(admin_client, setti
     message = "not supported" if kind == "gif" else "too large"
     assert message in response.content.decode()
     assert ProductImage.objects.count() == before
+
+
+# --- per-process caches ----------------------------------------------------------------------------
+
+
+def test_it_keeps_only_the_most_recently_used_towers(monkeypatch):
+    from shop import runtime
+
+    monkeypatch.setattr("similarity.siamese.load_tower", lambda path, expected_sha256=None: object())
+    monkeypatch.setattr(runtime, "_towers", {})
+    towers = [runtime.get_tower(version_id=v, artifact_path=f"/m/{v}", checksum="c") for v in (1, 2, 3)]
+    assert runtime.get_tower(version_id=1, artifact_path="/m/1", checksum="c") is towers[0]  # 1 used again
+    runtime.get_tower(version_id=4, artifact_path="/m/4", checksum="c")
+    assert sorted(v for v, _ in runtime._towers) == [1, 3, 4]  # 2 was the least recently used
+
+
+def test_it_keeps_only_the_most_recently_used_indexes(monkeypatch):
+    from shop.services import embedding_index
+    from tests.factories import make_embedding, make_product, make_version
+
+    product = make_product()
+    versions = [make_version() for _ in range(4)]
+    for version in versions:
+        make_embedding(product, version)
+    monkeypatch.setattr(embedding_index, "_indexes", {})
+    for version in versions:
+        assert embedding_index.version_index(version.pk) is not None
+    assert sorted(embedding_index._indexes) == [v.pk for v in versions[1:]]

@@ -32,6 +32,9 @@ RECOUNT_SECONDS = 10.0
 
 _lock = threading.Lock()
 _indexes: dict[int, CachedIndex] = {}
+# Versions whose matrices a process keeps: the active ones of two categories and one being built.
+# Older versions are dropped when a newer one is used (a rollback reloads from the database).
+KEPT_INDEXES = 3
 
 
 @dataclass
@@ -132,7 +135,15 @@ def version_index(
                 _indexes.pop(version_id, None)
                 return None
             _indexes[version_id] = cached
+        _keep_recent(version_id)
         return cached
+
+
+def _keep_recent(version_id: int) -> None:
+    """Mark `version_id` used last and drop the least recently used past KEPT_INDEXES (lock held)."""
+    _indexes[version_id] = _indexes.pop(version_id)  # dicts keep insertion order: last = most recent
+    while len(_indexes) > KEPT_INDEXES:
+        _indexes.pop(next(iter(_indexes)))
 
 
 class ProductsVanished(LookupError):

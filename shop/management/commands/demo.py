@@ -63,7 +63,10 @@ class Command(BaseCommand):
                 children.append(self._spawn(
                     [sys.executable, "-m", "celery", "-A", "workers", "worker", "--loglevel=INFO",
                      f"--concurrency={concurrency if queue == 'celery' else 1}", f"--queues={queue}",
-                     f"--hostname={queue}@%h"],
+                     f"--hostname={queue}@%h",
+                     # The search worker also runs the periodic jobs: ending overdue searches, purging old ones.
+                     *(["--beat", f"--schedule={Path(settings.DATA_DIR) / 'celerybeat-schedule'}"]
+                       if queue == "search" else [])],
                     env=env, log=logs / f"worker-{queue}.log",
                 ))
             self.stdout.write(f"started Celery workers for indexing/training and for searches (logs in {logs})")
