@@ -173,6 +173,9 @@ class ModelVersion(models.Model):
     activated_at = models.DateTimeField(null=True, blank=True)
     # Every progress write touches it: a running version whose heartbeat stops had its worker die.
     updated_at = models.DateTimeField(auto_now=True)
+    # Bumped whenever products leave this version's lists (deleted, re-embedded): processes that
+    # cache the lists' k-th distances reload them when it changes (see recommendations).
+    lists_revision = models.PositiveIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["-id"]

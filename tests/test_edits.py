@@ -372,3 +372,48 @@ def test_it_deletes_replaced_and_deleted_files_once_committed_but_never_a_shared
     assert storage.exists(shared)
     old.refresh_from_db()
     assert old.image.name not in gone and storage.exists(old.image.name)
+
+
+@pytest.mark.django_db
+def test_it_makes_other_processes_reread_the_lists_a_deleted_product_left(sent):
+    """A worker caches each list's k-th distance; a deletion elsewhere makes lists farther than its cache says."""
+    import copy
+
+    from shop.services import recommendations
+
+    products, _, active, rng = _catalogue(seed=9)
+    update_recommendations(version_id=active.pk, product_ids=[])  # this "worker" reads the revision
+    worker_cache = copy.deepcopy(embedding_index.version_index(active.pk))
+    seen = dict(recommendations._seen_revisions)
+    deleted = _most_recommended(active)
+    before = _lists(active)
+    vectors = {row.product_id: row.as_array().astype(np.float64) for row in ProductEmbedding.objects.filter(version=active)}
+
+    catalogue.delete_products(product_ids=[deleted.pk])  # in "the web process"
+    after = _lists(active)
+    # A newcomer between a list's old and new k-th distance belongs in it. Put it on the side away
+    # from the deleted product, so that the worker's stale index does not notice the deletion itself.
+    k = django_settings.SIMILAR_ITEMS
+    newcomer_vector = None
+    for owner in sorted(p for p, rows in before.items() if deleted.pk in [r for r, _ in rows]):
+        old_kth, new_kth = before[owner][-1][1], after[owner][-1][1]
+        away = vectors[owner] - vectors[deleted.pk]
+        away /= np.linalg.norm(away)
+        candidate = vectors[owner] + (old_kth + new_kth) / 2 * away
+        nearest = sorted(vectors, key=lambda p: np.linalg.norm(vectors[p] - candidate))[:k]
+        if new_kth > old_kth and deleted.pk not in nearest:
+            newcomer_vector = candidate
+            break
+    assert newcomer_vector is not None, "no list suits the test with this seed"
+
+    # Back in "the worker": its cache is as it was before the deletion.
+    embedding_index._indexes[active.pk] = worker_cache
+    recommendations._seen_revisions.clear()
+    recommendations._seen_revisions.update(seen)
+    newcomer = make_product(title="newcomer")
+    ProductEmbedding.objects.create(product=newcomer, version=active,
+                                    vector=vector_to_bytes(newcomer_vector.astype(np.float32)))
+    update_recommendations(version_id=active.pk, product_ids=[newcomer.pk])
+
+    assert newcomer.pk in [p for p, _ in _lists(active)[owner]]
+    assert _lists(active) == _rebuilt(active)

@@ -46,9 +46,9 @@ class CachedIndex:
     # Each row's k-th similar-item distance as last seen. Lists get closer as products arrive, so
     # it is an overestimate (flags too many lists for re-ranking, never too few), except after a
     # product left the lists (deleted or re-embedded, see recommendations.remove_from_lists): the
-    # lists it left got farther. The process that refilled them updates its own values; other
-    # processes see the embedding count change and reload, and update_recommendations, the one
-    # reader of kth, recounts before it ranks.
+    # lists it left got farther. The process that refilled them updates its own values; others
+    # see the version's lists_revision change when update_recommendations, the one reader of kth,
+    # locks the version, and reload.
     kth: np.ndarray = field(default_factory=lambda: np.zeros(0))
     positions: dict[int, int] = field(default_factory=dict)
     counted_at: float = field(default_factory=time.monotonic)

@@ -153,7 +153,7 @@ def compute_product_image_features(*, product_image_ids: Sequence[int]) -> int:
     Skipping an image that has features is sound: stored features always belong to the image's
     current file. A replacement deletes them in the transaction that changes the file, and
     features are written only while, under the row's lock, the file is still the one that was
-    read (see _store_image_result).
+    read (see _store_image_results).
     """
     return len(index_product_images(product_image_ids=product_image_ids).stored)
 
@@ -190,24 +190,17 @@ def index_product_images(*, product_image_ids: Sequence[int]) -> ImageResults:
 
     kept, vectors = _extract_features(todo, load, label=lambda item: f"shop image {item.pk}")
     features = dict(zip((item.pk for item in kept), vectors)) if vectors is not None else {}
+    current, thumbnails_kept = _store_image_results(todo, features, thumbnails, weights_id=backbone.weights_id)
     results = ImageResults()
-    orphans: list[str] = []
     for item in todo:
-        vector, thumbnail = features.get(item.pk), thumbnails.get(item.pk)
-        if vector is None and thumbnail is None:
-            # A photo replaced meanwhile may fail only because its old file is gone.
-            current = ProductImage.objects.filter(pk=item.pk).values_list("image", flat=True).first()
-            (results.failed if current == item.image.name else results.replaced).append(item.pk)
-            continue
-        written, thumbnail_kept = _store_image_result(item, vector, thumbnail, weights_id=backbone.weights_id)
-        if thumbnail and not thumbnail_kept:
-            orphans.append(thumbnail)
-        if not written:
+        if current.get(item.pk) != item.image.name:
+            # Replaced or deleted meanwhile (a decode may have failed only because the old file is gone).
             results.replaced.append(item.pk)
-        elif vector is None:
-            results.failed.append(item.pk)
-        else:
+        elif item.pk in features:
             results.stored.append(item.pk)
+        else:
+            results.failed.append(item.pk)
+    orphans = [name for pk, name in thumbnails.items() if pk not in thumbnails_kept]
     if orphans:
         from shop.services.catalogue import delete_unreferenced_files
 
@@ -215,31 +208,41 @@ def index_product_images(*, product_image_ids: Sequence[int]) -> ImageResults:
     return results
 
 
-def _store_image_result(
-    item: ProductImage, vector: np.ndarray | None, thumbnail: str | None, *, weights_id: str
-) -> tuple[bool, bool]:
-    """Write what was made from the file `item` was read with, if the row still has that file.
+def _store_image_results(
+    items: list[ProductImage], features: dict[int, np.ndarray], thumbnails: dict[int, str], *, weights_id: str
+) -> tuple[dict[int, str], set[int]]:
+    """Write what was made from the files `items` were read with, for the rows that still have those files.
 
-    The check and the writes share one transaction holding the row's lock, and the admin changes
-    the file and deletes the old features in one transaction too, so features of a replaced file
-    are never stored. One row per transaction: a worker holds one lock at a time.
-    Returns (the row still had the file, the thumbnail was stored).
+    The check and the writes share one transaction holding the rows' locks (taken in id order, so
+    two workers cannot deadlock), and the admin changes a file and deletes its old features in one
+    transaction too, so features of a replaced file are never stored. One transaction per batch
+    keeps the write cost of a batch at a few statements. Returns each row's current file name
+    (absent: deleted) and the ids whose thumbnail was stored.
     """
+    if not items:
+        return {}, set()
     with transaction.atomic():
-        current = ProductImage.objects.select_for_update().filter(pk=item.pk).values_list("image", flat=True).first()
-        if current != item.image.name:
-            logger.info("shop image %s was replaced or deleted while %s was read: nothing stored",
-                        item.pk, item.image.name)
-            return False, False
-        thumbnail_kept = bool(thumbnail) and bool(
-            ProductImage.objects.filter(pk=item.pk, thumbnail="").update(thumbnail=thumbnail)
+        # Every row, written or not: an image that failed to decode may have failed because it was replaced.
+        rows = {
+            pk: (image, thumbnail)
+            for pk, image, thumbnail in ProductImage.objects.select_for_update()
+            .filter(pk__in=[item.pk for item in items]).order_by("id").values_list("id", "image", "thumbnail")
+        }
+        unchanged = [item for item in items if item.pk in rows and rows[item.pk][0] == item.image.name]
+        kept = {item.pk for item in unchanged}
+        for item in items:
+            if item.pk not in kept:
+                logger.info("shop image %s was replaced or deleted while %s was read: nothing stored",
+                            item.pk, item.image.name)
+        thumbnailed = [item for item in unchanged if item.pk in thumbnails and not rows[item.pk][1]]
+        if thumbnailed:
+            ProductImage.objects.bulk_update(thumbnailed, ["thumbnail"])
+        Feature.objects.bulk_create(
+            [Feature(product_image_id=item.pk, weights_id=weights_id, **stored_vector(features[item.pk]))
+             for item in unchanged if item.pk in features],
+            ignore_conflicts=True,  # a redelivered task may race its first run
         )
-        if vector is not None:
-            Feature.objects.bulk_create(
-                [Feature(product_image_id=item.pk, weights_id=weights_id, **stored_vector(vector))],
-                ignore_conflicts=True,  # a redelivered task may race its first run
-            )
-    return True, thumbnail_kept
+    return {pk: image for pk, (image, _) in rows.items()}, {item.pk for item in thumbnailed}
 
 
 def compute_street_photo_features(*, street_photo_ids: Sequence[int]) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import F
 
 from shop.models import ModelVersion, ProductEmbedding, SimilarProduct
 from shop.services import embedding_index
@@ -62,6 +63,10 @@ class RankedRows:
         rows["ranking"] = self.ranking
         rows["distance"] = self.distance
         return _COPY_HEADER + rows.tobytes() + _COPY_TRAILER
+
+
+# The lists_revision each version's cached k-th distances were read at, in this process.
+_seen_revisions: dict[int, int] = {}
 
 
 def _locked_version(version_id: int) -> ModelVersion | None:
@@ -176,18 +181,21 @@ def update_recommendations(*, version_id: int, product_ids: Sequence[int]) -> in
     those few are re-ranked with cdist.
     """
     with transaction.atomic():
-        if _locked_version(version_id) is None:
+        version = _locked_version(version_id)
+        if version is None:
             return 0
+        if _seen_revisions.get(version_id) != version.lists_revision:
+            # Products left some lists since this process cached their k-th distances: those lists
+            # got farther than the cache says, so read them again (rare: deletions and replacements).
+            embedding_index.forget(version_id)
+            _seen_revisions[version_id] = version.lists_revision
         try:
             # Under the lock: every product embedded before it was taken is in the index.
-            # recount: a product that left the lists since this process last counted made some
-            # lists farther than its cached k-th distances say; a reload reads them again.
             checked = embedding_index.with_existing_products(
                 version_id,
                 lambda cached: _rank_new(version_id, cached, product_ids) if len(cached.index) > 1 else None,
                 lambda ranked: ranked[3].referenced().tolist(),
                 ensure=product_ids,
-                recount=True,
             )
         except embedding_index.ProductsVanished as error:
             logger.warning("%s; lists left as they were, the next batch or rebuild catches up", error)
@@ -332,6 +340,8 @@ def remove_from_lists(*, version_ids: Sequence[int], product_ids: Sequence[int])
             lost.difference_update(removed)
             if lost:
                 owners[version_id] = sorted(lost)
+            # Every process's cached k-th distances of this version may now be too small.
+            ModelVersion.objects.filter(pk=version_id).update(lists_revision=F("lists_revision") + 1)
     return owners
 
 
