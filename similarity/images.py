@@ -325,25 +325,6 @@ def crop_box(image: Image.Image, bbox: tuple[int, int, int, int]) -> Image.Image
     return image.crop((left, top, left + width, top + height))
 
 
-def detected_format(source: BinaryIO) -> str:
-    """The allowed format Pillow reads from a file's header ("JPEG", "PNG" or "WEBP"); the position is kept.
-
-    Superseded by read_header(), which gives the format from the same single read as the checks.
-    """
-    position = source.tell()
-    try:
-        source.seek(0)
-        # Only the allowed decoders, as in _open_header: no other plugin parses shoppers' files.
-        with Image.open(source, formats=sorted(ALLOWED_FORMATS)) as image:
-            return _format_name(image)
-    except UnidentifiedImageError:
-        raise UnsupportedFormat("This kind of image is not supported.") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise TruncatedImage("This image is damaged or incomplete.") from exc
-    finally:
-        source.seek(position)
-
-
 def backbone_input(image: Image.Image, *, bbox: tuple[int, int, int, int] | None = None, size: int = 224) -> Image.Image:
     """The (boxed) image at the backbone's input size.
 
