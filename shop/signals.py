@@ -10,11 +10,12 @@ delete_products, which does a whole batch at once.
 from __future__ import annotations
 
 from django.db.models import QuerySet
-from django.db.models.signals import pre_delete
+from django.db import transaction
+from django.db.models.signals import post_delete, pre_delete
 from django.dispatch import receiver
 
-from shop.models import Product, ProductImage
-from shop.services import catalogue
+from shop.models import ModelVersion, Product, ProductImage
+from shop.services import catalogue, training
 
 
 @receiver(pre_delete, sender=Product, dispatch_uid="shop.product_deleted")
@@ -30,3 +31,10 @@ def product_image_deleted(sender, instance: ProductImage, origin=None, **kwargs)
 def _deletes_products(origin: object) -> bool:
     """Whether the delete() that sent the signal was called on a product or a queryset of products."""
     return isinstance(origin, Product) or (isinstance(origin, QuerySet) and origin.model is Product)
+
+
+@receiver(post_delete, sender=ModelVersion, dispatch_uid="shop.model_version_deleted")
+def model_version_deleted(sender, instance: ModelVersion, **kwargs) -> None:
+    """A deleted version's trained tower leaves the model store once the deletion commits."""
+    if instance.artifact_path:
+        transaction.on_commit(lambda: training.delete_artifact(path=instance.artifact_path))

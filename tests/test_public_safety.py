@@ -425,3 +425,29 @@ def test_it_keeps_only_the_most_recently_used_indexes(monkeypatch):
     for version in versions:
         assert embedding_index.version_index(version.pk) is not None
     assert sorted(embedding_index._indexes) == [v.pk for v in versions[1:]]
+
+
+def test_it_deletes_a_deleted_versions_model_file_once_committed(admin_client, settings, tmp_path,
+                                                                  django_capture_on_commit_callbacks):
+    from tests.factories import make_version
+
+    settings.MODEL_STORE = tmp_path / "store"
+    kept_file = tmp_path / "elsewhere.keras"
+    kept_file.write_bytes(b"not ours")
+    files = []
+    for name in ("v1.keras", "v2.keras"):
+        path = settings.MODEL_STORE / "siamese" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"tower")
+        files.append(path)
+    doomed = make_version(artifact_path=str(files[0]))
+    outside = make_version(artifact_path=str(kept_file))
+    make_version(artifact_path=str(files[1]))
+    shared = make_version(artifact_path=str(files[1]))  # two rows, one file: the file stays
+
+    with django_capture_on_commit_callbacks(execute=True):
+        for version in (doomed, outside, shared):
+            response = admin_client.post(reverse("admin:shop_modelversion_delete", args=[version.pk]), {"post": "yes"})
+            assert response.status_code == 302
+
+    assert not files[0].exists() and files[1].exists() and kept_file.exists()

@@ -485,3 +485,14 @@ def embed_for_version(*, version_id: int, product_ids: list[int]) -> int:
     if embedded:
         update_recommendations(version_id=version.pk, product_ids=missing)
     return embedded
+
+
+def delete_artifact(*, path: str) -> bool:
+    """Delete a trained tower's file from the model store unless another version still uses it."""
+    store = Path(settings.MODEL_STORE).resolve()
+    file = Path(path).resolve()
+    if not file.is_relative_to(store) or ModelVersion.objects.filter(artifact_path=path).exists():
+        return False
+    file.unlink(missing_ok=True)
+    logger.info("deleted the model file %s of a deleted version", file)
+    return True
