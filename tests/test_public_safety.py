@@ -451,3 +451,11 @@ def test_it_deletes_a_deleted_versions_model_file_once_committed(admin_client, s
             assert response.status_code == 302
 
     assert not files[0].exists() and files[1].exists() and kept_file.exists()
+
+
+def test_it_deletes_an_upload_that_could_not_be_read_at_once():
+    query = _stored_query(b"<!doctype html><title>not a photo</title>")
+    search_service.run_search_query(query_id=query.pk)
+    query.refresh_from_db()
+    assert query.status == "failed" and "web page" in query.error
+    assert not Path(query.image.path).exists()

@@ -179,9 +179,7 @@ def run_search_query(*, query_id: UUID) -> None:
     ).update(started_at=timezone.now())
     if not claimed:
         logger.warning("search %s was redelivered after its worker died: failing it", query_id)
-        _finish(query, status=SearchQuery.Status.FAILED, error=WORKER_DIED)
-        if not query.photo_ready:
-            _delete_file(query.image.name)
+        _fail(query, WORKER_DIED)
         return
     try:
         image, bbox = _clean_copy(query)
@@ -197,14 +195,21 @@ def run_search_query(*, query_id: UUID) -> None:
         _finish(query, status=SearchQuery.Status.DONE, results=results, version=version)
     except (ImageError, BadBox, LookupError) as error:  # messages written for shoppers
         logger.warning("search %s failed: %s", query_id, error)
-        _finish(query, status=SearchQuery.Status.FAILED, error=str(error))
+        _fail(query, str(error))
     except OSError:
         logger.exception("search %s: the photo could not be read", query_id)
-        _finish(query, status=SearchQuery.Status.FAILED, error=UNREADABLE)
+        _fail(query, UNREADABLE)
     except Exception:
         logger.exception("search %s failed", query_id)
-        _finish(query, status=SearchQuery.Status.FAILED, error="Search failed unexpectedly.")
+        _fail(query, "Search failed unexpectedly.")
         raise
+
+
+def _fail(query: SearchQuery, error: str) -> None:
+    """Record a failure; an upload that never became a clean copy is deleted now, not at the purge."""
+    _finish(query, status=SearchQuery.Status.FAILED, error=error)
+    if not query.photo_ready:
+        _delete_file(query.image.name)
 
 
 def _finish(query: SearchQuery, *, status: str, **fields) -> None:
