@@ -38,6 +38,7 @@ K = 10
 
 def setup_django(database_url: str, data_dir: str) -> None:
     os.environ.update(DATABASE_URL=database_url, DATA_DIR=data_dir, DJANGO_SETTINGS_MODULE="shop.settings", DEBUG="true",
+                      ALLOWED_HOSTS="testserver",  # the Django test client measures the product page
                       LOG_LEVEL="WARNING", TF_CPP_MIN_LOG_LEVEL="3")
     import django
 

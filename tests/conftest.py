@@ -112,6 +112,10 @@ def worker_env(redis_url, django_db_setup, django_db_blocker) -> dict:
 
     with django_db_blocker.unblock():
         database_url = _database_url(connection.settings_dict)
+    name, test_name = str(connection.settings_dict["NAME"]), (connection.settings_dict.get("TEST") or {}).get("NAME")
+    if name != str(test_name) and not name.startswith("test_"):
+        pytest.fail("the worker would open the development database: mark tests that use the live stack "
+                    "with tests.conftest.LIVE_STACK, so pytest-django sets up the test database")
     return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
@@ -146,6 +150,14 @@ def wait_for(predicate, *, timeout: float = 180.0, interval: float = 0.5, messag
 
 
 DEMO_PRODUCTS = 40
+
+# For tests that use the database only through the live server and the workers, never in their own
+# process. The marker makes pytest-django create the test database (it creates none when no collected
+# test asks for one, and the worker and server would then open the development database), without a
+# test transaction: on SQLite the shop's transactions are IMMEDIATE, so a test wrapped in one would hold
+# the write lock for its whole run. transaction=True flushes after each test; available_apps=[] makes
+# that flush cover no table, so a module's catalogue stays for its next test.
+LIVE_STACK = pytest.mark.django_db(transaction=True, available_apps=[])
 
 
 @pytest.fixture(scope="module")
@@ -258,9 +270,11 @@ def production_env(worker_env: dict, redis_url: str) -> dict:
 
 @pytest.fixture(scope="module")
 def live_shop(worker_env, redis_url, celery_worker_process, tmp_path_factory):
-    """The web server, against the test database, broker and session worker; SEARCH_RATE_LIMIT 10/m."""
+    """The web server on the test database, broker and session worker; 10 uploads a minute, media served."""
+    # SERVE_MEDIA: catalogue photos come from Django here; a shop serves them from its web server or a bucket.
     shop = LiveShop(env=production_env(worker_env, redis_url), log=tmp_path_factory.mktemp("web") / "web.log",
-                    extra_env={"SEARCH_RATE_LIMIT": "10/m"}).wait_ready()
+                    extra_env={"SEARCH_RATE_LIMIT": "10/m", "SERVE_MEDIA": "true",
+                               "GUNICORN_CMD_ARGS": "--access-logfile=-"}).wait_ready()
     yield shop
     shop.stop()
     print(f"web server log: {shop.log}")

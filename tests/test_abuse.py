@@ -14,11 +14,13 @@ import redis
 import requests
 from django.conf import settings
 
-from tests.conftest import LiveShop, production_env, wait_for
+from tests.conftest import LIVE_STACK, LiveShop, production_env, wait_for
 from tests.factories import jpeg_bytes
 
 ACCEPTED = 10  # the live server's SEARCH_RATE_LIMIT: 10 an hour here, so no window resets mid-flood
 FLOOD = 200
+
+pytestmark = LIVE_STACK  # the database through the live server and the worker only (see conftest)
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +83,6 @@ def test_it_refuses_a_1_gb_body_having_read_no_more_than_the_cap(guarded_shop):
     assert sent <= settings.UPLOAD_MAX_BYTES + 16 * 1024 * 1024
 
 
-# Marked so pytest-django sets up the test database the server uses; transaction=True because a
-# test wrapped in a transaction would hold SQLite's write lock against the server and the worker.
-@pytest.mark.django_db(transaction=True)
 def test_it_holds_200_uploads_from_one_client_in_10_seconds(guarded_shop, redis_url):
     photo = jpeg_bytes(size=(240, 320), colour=(150, 40, 80))
     session, token = _session(guarded_shop)
