@@ -15,12 +15,9 @@ def main() -> None:
     from django.core.management import execute_from_command_line
 
     try:
-        from django.conf import settings
-
-        settings.INSTALLED_APPS  # noqa: B018 - load the settings here so a bad variable is one line, not a traceback
-    except ImproperlyConfigured as error:
+        execute_from_command_line(sys.argv)
+    except ImproperlyConfigured as error:  # a missing or bad variable: one line, not a traceback
         sys.exit(f"error: {error}")
-    execute_from_command_line(sys.argv)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,10 @@ class ProductAdmin(admin.ModelAdmin):
     inlines = [ProductImageInline, StreetPhotoInline]
 
     def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
+        if change:
+            # Lock the product's photos in id order, the order workers lock them in to store features:
+            # the formsets would otherwise take them in position order, and the two could deadlock.
+            list(ProductImage.objects.select_for_update().filter(product_id=form.instance.pk).order_by("id"))
         # The files of replaced photos, read before the formsets save the new ones.
         replaced = photo_file_names(image_ids=[inline.instance.pk for inline in self._photo_forms(formsets)])
         super().save_related(request, form, formsets, change)

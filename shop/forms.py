@@ -33,8 +33,9 @@ class SearchForm(forms.Form):
             raise forms.ValidationError(
                 f"The file is {filesizeformat(upload.size)}; the limit is {filesizeformat(settings.UPLOAD_MAX_BYTES)}."
             )
-        # The header only: format, size and orientation. The worker decodes the pixels, so a
-        # pixel bomb or a 16 MP photo costs the web process a few kilobytes, not hundreds of MB.
+        # The header only: format, size and orientation. The worker decodes the pixels, so a pixel
+        # bomb or a 16 MP photo costs the web process a copy of its bytes (at most UPLOAD_MAX_BYTES),
+        # not the hundreds of MB of its decoded pixels.
         try:
             upload.seek(0)
             self.header: ImageHeader = read_header(

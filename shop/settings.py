@@ -29,6 +29,7 @@ ALLOWED_HOSTS = [h for h in envstr("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 _proxy_header = envstr("SECURE_PROXY_SSL_HEADER", "")
 SECURE_PROXY_SSL_HEADER = (_proxy_header, "https") if _proxy_header else None
 SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers' health checks speak plain HTTP
 SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
 SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", not DEBUG)
@@ -125,6 +126,11 @@ SERVE_MEDIA = envbool("SERVE_MEDIA", DEBUG)
 # Shoppers' uploaded photos live outside MEDIA_ROOT: no URL maps to them, and the shop hands
 # a search's photo only to the browser session that made the search.
 SEARCH_UPLOAD_ROOT = envpath("SEARCH_UPLOAD_ROOT", DATA_DIR / "searches")
+# The purge deletes every stray file in it: it must be a folder of its own, outside MEDIA_ROOT (served).
+for _name, _other in (("DATA_DIR", DATA_DIR), ("MEDIA_ROOT", MEDIA_ROOT), ("STATIC_ROOT", STATIC_ROOT)):
+    if _other.is_relative_to(SEARCH_UPLOAD_ROOT) or (_name == "MEDIA_ROOT" and SEARCH_UPLOAD_ROOT.is_relative_to(_other)):
+        raise ImproperlyConfigured(f"SEARCH_UPLOAD_ROOT={SEARCH_UPLOAD_ROOT} must be a folder of its own, "
+                                   f"not {_name} or around or inside it")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -181,8 +187,9 @@ SEARCH_MAX_PENDING = envint("SEARCH_MAX_PENDING", 50, minimum=1)
 SEARCH_TIMEOUT_SECONDS = envint("SEARCH_TIMEOUT_SECONDS", 60, minimum=5)
 # Searches and their photos are deleted after this many hours (`manage.py purge_searches`, hourly in the demo).
 SEARCH_RETENTION_HOURS = envfloat("SEARCH_RETENTION_HOURS", 24.0)
-if SEARCH_RETENTION_HOURS <= 0:
-    raise ImproperlyConfigured("SEARCH_RETENTION_HOURS must be more than 0")
+if SEARCH_RETENTION_HOURS * 3600 <= SEARCH_TIMEOUT_SECONDS:
+    raise ImproperlyConfigured("SEARCH_RETENTION_HOURS must be longer than SEARCH_TIMEOUT_SECONDS: "
+                               "the purge would delete searches still running")
 # Non-file form data; the search view's upload handler caps the whole body at UPLOAD_MAX_BYTES.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
@@ -229,7 +236,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_WORKER_CONCURRENCY = envint("CELERY_WORKER_CONCURRENCY", 1, minimum=1)
 # Shoppers' searches get their own queue (and, in the demo, their own worker) so they never
 # wait behind a training run or a catalogue's worth of indexing.
-CELERY_TASK_ROUTES = {"workers.run_search": {"queue": "search"}}
+CELERY_TASK_ROUTES = {
+    "workers.run_search": {"queue": "search"},
+    # Short periodic jobs about searches: on the search worker, never behind an hour-long training run.
+    "workers.end_overdue_searches": {"queue": "search"},
+    "workers.purge_searches": {"queue": "search"},
+}
 # Periodic jobs (a worker started with --beat, as the demo's search worker is).
 CELERY_BEAT_SCHEDULE = {
     "end-overdue-searches": {"task": "workers.end_overdue_searches", "schedule": 30.0},

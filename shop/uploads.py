@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -56,7 +57,13 @@ def client_address(group: str, request: HttpRequest) -> str:
     header = settings.SEARCH_RATE_LIMIT_IP_HEADER
     value = request.META.get(header, "") or request.META.get("REMOTE_ADDR", "")
     # X-Forwarded-For lists client-supplied hops first: only the last one was written by our proxy.
-    return value.split(",")[-1].strip() or "unknown"
+    address = value.split(",")[-1].strip()
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address or "unknown"
+    # One IPv6 client usually holds a whole /64: count the network, as django-ratelimit's own "ip" key does.
+    return str(ipaddress.ip_network(f"{parsed}/64", strict=False).network_address) if parsed.version == 6 else address
 
 
 @dataclass(frozen=True)

@@ -136,8 +136,10 @@ def _search_results_page(request: HttpRequest, query: SearchQuery) -> str:
 
 
 def search_results(request: HttpRequest, pk: UUID) -> HttpResponse:
-    search_service.end_overdue_searches(query_id=pk)
     query = get_object_or_404(SearchQuery, pk=pk)
+    if query.status == SearchQuery.Status.PENDING and not search_service.seconds_left(created_at=query.created_at):
+        search_service.end_overdue_searches(query_id=pk)  # a write only where one is due
+        query.refresh_from_db()
     return HttpResponse(_search_results_page(request, query))
 
 

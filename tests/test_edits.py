@@ -331,6 +331,38 @@ def test_it_never_stores_what_a_worker_made_from_a_photo_replaced_meanwhile(
     assert embedded == [[product.pk]]
 
 
+@pytest.mark.django_db
+def test_it_replaces_an_embedding_a_late_worker_made_from_a_replaced_photos_features(
+    monkeypatch, django_capture_on_commit_callbacks, sent
+):
+    products, _, active, rng = _catalogue(seed=13)
+    backbone = _MeanColourBackbone()
+    ModelVersion.objects.filter(pk=active.pk).update(weights_id=backbone.weights_id)
+    monkeypatch.setattr(runtime, "get_backbone", lambda: backbone)
+    product = _most_recommended(active)
+    photo = product.images.get()
+    stale = ProductEmbedding.objects.get(product=product, version=active).vector
+
+    with django_capture_on_commit_callbacks(execute=True):  # the admin replaces the photo...
+        replaced = catalogue.photo_file_names(image_ids=[photo.pk])
+        photo.image.save("new.jpg", ContentFile(jpeg_bytes(colour=(20, 20, 220))), save=True)
+        catalogue.product_changed(product_id=product.pk, changed_image_ids=[photo.pk], replaced_files=replaced)
+    # ...while a worker that had read the old features embeds and ranks the product with them.
+    ProductEmbedding.objects.create(product=product, version=active, vector=stale)
+    update_recommendations(version_id=active.pk, product_ids=[product.pk])
+    assert not _in_no_list(product.pk)
+
+    def embed_anew(*, version, product_ids):
+        _embed(version, list(Product.objects.filter(pk__in=product_ids)), rng)
+        return len(product_ids)
+
+    monkeypatch.setattr(indexing, "embed_products", embed_anew)
+    assert indexing.index_products(product_ids=[product.pk]) == 1  # the re-index the replacement queued
+
+    assert bytes(ProductEmbedding.objects.get(product=product, version=active).vector) != bytes(stale)
+    assert _lists(active) == _rebuilt(active)
+
+
 # --- Files ------------------------------------------------------------------------------------------
 
 

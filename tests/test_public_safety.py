@@ -195,6 +195,7 @@ def test_it_keeps_only_a_clean_upright_copy_of_a_searched_photo():
 
     query.refresh_from_db()
     assert query.photo_ready and query.image.name.endswith(f"{query.pk}.jpg")
+    assert query.image.name.count("/") == 3  # one day's folder, YYYY/MM/DD/
     assert not original.exists()  # the bytes as sent are gone
     with Image.open(query.image.path) as clean:
         assert clean.size == (80, 120)  # upright: orientation 6 applied
@@ -294,6 +295,25 @@ def test_it_shows_shoppers_no_server_paths(settings):
     query.refresh_from_db()
     assert query.status == "failed" and query.error == search_service.UNREADABLE
     assert str(settings.SEARCH_UPLOAD_ROOT) not in query.error
+
+
+@pytest.mark.parametrize("raised, shown", [
+    (KeyError("/srv/shop/var/models/v3/tower.keras"), "Search failed unexpectedly."),
+    (FileNotFoundError("/srv/shop/var/models/v3/tower.keras"), search_service.UNAVAILABLE),
+])
+def test_it_shows_shoppers_no_exception_text(monkeypatch, raised, shown):
+    query = _stored_query(jpeg_bytes())
+
+    def broken(**kwargs):
+        raise raised
+
+    monkeypatch.setattr("shop.selectors.active_version", broken)
+    try:
+        search_service.run_search_query(query_id=query.pk)
+    except KeyError:
+        pass  # unexpected errors still reach the worker's log and Celery
+    query.refresh_from_db()
+    assert query.status == "failed" and query.error == shown and "/srv" not in query.error
 
 
 # --- production settings ---------------------------------------------------------------------------------
@@ -459,3 +479,58 @@ def test_it_deletes_an_upload_that_could_not_be_read_at_once():
     query.refresh_from_db()
     assert query.status == "failed" and "web page" in query.error
     assert not Path(query.image.path).exists()
+
+
+def test_it_counts_an_ipv6_clients_whole_network(settings):
+    from shop.uploads import client_address
+
+    one, same_64, other_64 = ("2001:db8:1:2::1", "2001:db8:1:2:ffff::9", "2001:db8:1:3::1")
+    keys = [client_address("g", RequestFactory().post("/search/", REMOTE_ADDR=a)) for a in (one, same_64, other_64)]
+    assert keys[0] == keys[1] != keys[2]
+    assert client_address("g", RequestFactory().post("/search/", REMOTE_ADDR="127.0.0.5")) == "127.0.0.5"
+
+
+def test_it_runs_the_periodic_jobs_on_the_search_queue():
+    from workers.celery import app
+    from workers.tasks import end_overdue_searches, purge_searches
+
+    for task in (end_overdue_searches, purge_searches):
+        assert app.amqp.router.route({}, task.name)["queue"].name == "search"
+    scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert scheduled == {end_overdue_searches.name, purge_searches.name}
+
+
+def test_it_refuses_a_search_upload_root_that_holds_the_shops_other_files():
+    clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
+    for root in (str(settings.TEST_RUN_DIR / "prod"), str(settings.TEST_RUN_DIR / "prod" / "media" / "s")):
+        result = subprocess.run(
+            [sys.executable, "manage.py", "check"], cwd=REPO, capture_output=True, text=True, timeout=120,
+            env={**clean, "DJANGO_SETTINGS_MODULE": "shop.settings", "DEBUG": "true",
+                 "DATA_DIR": str(settings.TEST_RUN_DIR / "prod"), "SEARCH_UPLOAD_ROOT": root},
+        )
+        assert result.returncode == 1 and "SEARCH_UPLOAD_ROOT" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_it_reads_settings_named_on_the_command_line():
+    result = _manage("check", "--settings=tests.settings")
+    assert result.returncode == 0, result.stderr  # tests.settings sets DEBUG and a key for itself
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_deletes_the_public_search_photos_of_earlier_versions_when_migrating():
+    from django.core.files.storage import default_storage
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before, after = ("shop", "0004_scale_storage_and_search_timing"), ("shop", "0005_search_privacy_and_gate_permission")
+    executor = MigrationExecutor(connection)
+    executor.migrate([before])
+    old = executor.loader.project_state([before]).apps.get_model("shop", "SearchQuery")
+    name = default_storage.save("searches/2025/01/01/old.jpg", ContentFile(_exif_jpeg()))
+    old.objects.create(image=name, status="done")
+    try:
+        executor = MigrationExecutor(connection)
+        executor.migrate([after])
+    finally:
+        MigrationExecutor(connection).migrate(executor.loader.graph.leaf_nodes())
+    assert not default_storage.exists(name) and SearchQuery.objects.count() == 0

@@ -4,6 +4,21 @@ import shop.models
 from django.db import migrations, models
 
 
+def forget_public_searches(apps, schema_editor):
+    """Searches made before this migration kept the upload as sent (EXIF and all) under MEDIA_ROOT,
+    where /media/ served it to anyone with the link: delete those files and their rows (they are
+    a day's search results, not catalogue data), rather than leave them public under a moved field."""
+    from django.core.files.storage import default_storage
+
+    SearchQuery = apps.get_model("shop", "SearchQuery")
+    for name in SearchQuery.objects.exclude(image="").values_list("image", flat=True).iterator():
+        try:
+            default_storage.delete(name)
+        except OSError:
+            pass
+    SearchQuery.objects.all().delete()
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -11,6 +26,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.RunPython(forget_public_searches, migrations.RunPython.noop),
         migrations.AlterModelOptions(
             name='modelversion',
             options={'ordering': ['-id'], 'permissions': [('start_training', 'Can start a training run'), ('activate_version', 'Can activate or roll back a model version'), ('override_gate', 'Can activate a version the quality gate refused')]},

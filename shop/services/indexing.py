@@ -313,6 +313,7 @@ def index_products(*, product_ids: Sequence[int]) -> int:
     image_ids = list(ProductImage.objects.filter(product_id__in=product_ids).values_list("id", flat=True))
     results = index_product_images(product_image_ids=image_ids)
     weights_id = runtime.get_backbone().weights_id
+    _withdraw_outdated_embeddings(results)
     waiting = _products_awaiting_features(product_ids, results, weights_id=weights_id)
     categories = set(Product.objects.filter(pk__in=product_ids).values_list("category", flat=True))
     for category in categories:
@@ -336,6 +337,21 @@ def index_products(*, product_ids: Sequence[int]) -> int:
 
             update_recommendations(version_id=version.pk, product_ids=missing)
     return len(results.stored)
+
+
+def _withdraw_outdated_embeddings(results: ImageResults) -> None:
+    """Products that got new features here but already have an embedding: it was made from older
+    features (a worker embedded them while the photo was being replaced). Take them out of every
+    list first, so that embedding them below replaces the old vector everywhere."""
+    if not results.stored:
+        return
+    stored = ProductImage.objects.filter(pk__in=results.stored).values_list("product_id", flat=True)
+    outdated = sorted(set(ProductEmbedding.objects.filter(product_id__in=stored).values_list("product_id", flat=True)))
+    if outdated:
+        from shop.services.catalogue import withdraw_products
+
+        logger.info("products %s had embeddings older than their features: re-embedding them", outdated[:10])
+        withdraw_products(product_ids=outdated, in_request=False)
 
 
 def _products_awaiting_features(product_ids: Sequence[int], results: ImageResults, *, weights_id: str) -> set[int]:

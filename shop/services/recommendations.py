@@ -332,16 +332,18 @@ def remove_from_lists(*, version_ids: Sequence[int], product_ids: Sequence[int])
             if _locked_version(version_id) is None:
                 continue
             lost: set[int] = set()
+            deleted = 0
             for batch in _batches(removed):
                 entries = SimilarProduct.objects.filter(version_id=version_id, recommendation_id__in=batch)
                 lost.update(entries.values_list("product_id", flat=True))
-                entries.delete()
-                SimilarProduct.objects.filter(version_id=version_id, product_id__in=batch).delete()
+                deleted += entries.delete()[0]
+                deleted += SimilarProduct.objects.filter(version_id=version_id, product_id__in=batch).delete()[0]
             lost.difference_update(removed)
             if lost:
                 owners[version_id] = sorted(lost)
-            # Every process's cached k-th distances of this version may now be too small.
-            ModelVersion.objects.filter(pk=version_id).update(lists_revision=F("lists_revision") + 1)
+            if deleted:
+                # Every process's cached k-th distances of this version may now be too small.
+                ModelVersion.objects.filter(pk=version_id).update(lists_revision=F("lists_revision") + 1)
     return owners
 
 

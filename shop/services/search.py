@@ -22,7 +22,7 @@ from django.utils import timezone
 from shop import runtime, selectors
 from shop.models import Category, ModelVersion, SearchQuery
 from shop.services import embedding_index
-from similarity.images import ImageHeader
+from similarity.images import ImageError, ImageHeader
 
 logger = logging.getLogger("shop")
 
@@ -37,6 +37,14 @@ SHOWN_PHOTO_SIDE = 1024
 
 class SearchBusy(Exception):
     """SEARCH_MAX_PENDING searches are already waiting for a worker."""
+
+
+class PhotoUnreadable(ImageError):
+    """The stored upload could not be opened."""
+
+
+class SearchUnavailable(Exception):
+    """The shop cannot search now (no model yet, a backbone being changed); the message is for shoppers."""
 
 
 def pending_searches() -> int:
@@ -74,6 +82,7 @@ def create_search_query(
             SearchQuery.objects.filter(pk=query.pk).update(
                 status=SearchQuery.Status.FAILED, error=UNAVAILABLE, finished_at=timezone.now()
             )
+            _delete_file(query.image.name)
             raise
 
     with transaction.atomic():
@@ -88,9 +97,14 @@ def end_overdue_searches(*, query_id: UUID | None = None) -> int:
     overdue = SearchQuery.objects.filter(status=SearchQuery.Status.PENDING, created_at__lt=cutoff)
     if query_id is not None:
         overdue = overdue.filter(pk=query_id)
+    uploads = list(overdue.filter(photo_ready=False).values_list("image", flat=True))
     ended = overdue.update(status=SearchQuery.Status.FAILED, error=OVERDUE, finished_at=timezone.now())
     if ended:
         logger.warning("ended %d overdue search(es)", ended)
+        # Uploads no worker cleaned: their metadata goes now, not at the purge. A worker that took the
+        # search at this moment fails on the missing file, and its outcome is not recorded anyway.
+        for name in uploads:
+            _delete_file(name)
     return ended
 
 
@@ -159,15 +173,15 @@ def nearest_products(version: ModelVersion, vector: np.ndarray) -> list[dict]:
             version.pk, search, lambda results: [r["product_id"] for r in results]
         )
     except embedding_index.ProductsVanished:
-        raise LookupError("The catalogue changed during the search; please try again.") from None
+        raise SearchUnavailable("The catalogue changed during the search; please try again.") from None
     if checked is None:
-        raise LookupError("The catalogue is not indexed yet.")
+        raise SearchUnavailable("The catalogue is not indexed yet.")
     return checked[1]
 
 
 def run_search_query(*, query_id: UUID) -> None:
     """Worker entry: fill in a query's results, or its error."""
-    from similarity.images import BadBox, ImageError, backbone_input
+    from similarity.images import BadBox, backbone_input
     from similarity.siamese import embed
 
     query = SearchQuery.objects.filter(pk=query_id).first()
@@ -185,20 +199,20 @@ def run_search_query(*, query_id: UUID) -> None:
         image, bbox = _clean_copy(query)
         version = selectors.active_version(category=Category.DRESSES)
         if version is None:
-            raise LookupError("The catalogue is not indexed yet: no similarity model is active.")
+            raise SearchUnavailable("The catalogue is not indexed yet: no similarity model is active.")
         backbone = runtime.get_backbone()
         if backbone.weights_id != version.weights_id:
-            raise LookupError("The search index is being rebuilt for a new backbone; try again shortly.")
+            raise SearchUnavailable("The search index is being rebuilt for a new backbone; try again shortly.")
         features = backbone.extract_images([backbone_input(image, bbox=bbox, size=backbone.input_size)])
         tower = runtime.get_tower(version_id=version.pk, artifact_path=version.artifact_path, checksum=version.checksum)
         results = nearest_products(version, embed(tower, features)[0])
         _finish(query, status=SearchQuery.Status.DONE, results=results, version=version)
-    except (ImageError, BadBox, LookupError) as error:  # messages written for shoppers
+    except (ImageError, BadBox, SearchUnavailable) as error:  # messages written for shoppers
         logger.warning("search %s failed: %s", query_id, error)
         _fail(query, str(error))
-    except OSError:
-        logger.exception("search %s: the photo could not be read", query_id)
-        _fail(query, UNREADABLE)
+    except OSError:  # a model file, the disk: the shop's trouble, not the photo's
+        logger.exception("search %s failed", query_id)
+        _fail(query, UNAVAILABLE)
     except Exception:
         logger.exception("search %s failed", query_id)
         _fail(query, "Search failed unexpectedly.")
@@ -228,13 +242,15 @@ def _clean_copy(query: SearchQuery):
     from similarity.images import clean_jpeg, open_image
 
     original = query.image.name
-    with query.image.open("rb") as handle:
-        image = open_image(handle, max_pixels=settings.UPLOAD_MAX_PIXELS, max_bytes=settings.UPLOAD_MAX_BYTES,
-                           upright=True, max_side=SHOWN_PHOTO_SIDE)
+    try:
+        with query.image.open("rb") as handle:
+            image = open_image(handle, max_pixels=settings.UPLOAD_MAX_PIXELS, max_bytes=settings.UPLOAD_MAX_BYTES,
+                               upright=True, max_side=SHOWN_PHOTO_SIDE)
+    except OSError as error:  # the stored upload is gone or unreadable
+        raise PhotoUnreadable(UNREADABLE) from error
     if not query.photo_ready:
-        folder = original.rsplit("/", 1)[0] + "/" if "/" in original else ""
-        query.image.save(f"{folder}{query.pk}.jpg", ContentFile(clean_jpeg(image, longest=SHOWN_PHOTO_SIDE)),
-                         save=False)
+        # upload_to adds today's folder to the name.
+        query.image.save(f"{query.pk}.jpg", ContentFile(clean_jpeg(image, longest=SHOWN_PHOTO_SIDE)), save=False)
         SearchQuery.objects.filter(pk=query.pk).update(image=query.image.name, photo_ready=True)
         query.photo_ready = True
         _delete_file(original)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from shop import runtime, selectors
@@ -414,7 +415,13 @@ def activate_version(*, version_id: int, override: bool = False, user=None) -> M
     that was live before (a rollback) needs none.
     """
     with transaction.atomic():
-        version = ModelVersion.objects.select_for_update().get(pk=version_id)
+        category = ModelVersion.objects.values_list("category", flat=True).get(pk=version_id)
+        # Lock the category's serving versions with this one, in id order: the order in which list
+        # writers (recommendations.remove_from_lists) take them, so the two never deadlock.
+        locked = ModelVersion.objects.select_for_update().filter(
+            Q(pk=version_id) | Q(category=category, status__in=[Status.READY, Status.ACTIVE])
+        ).order_by("id")
+        version = next(v for v in locked if v.pk == version_id)
         if version.status == Status.ACTIVE:
             return version
         if version.status != Status.READY:

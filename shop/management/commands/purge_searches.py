@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.core.management.base import BaseCommand
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
 
 from shop.services.search import end_overdue_searches, purge_searches
 
@@ -16,6 +17,8 @@ class Command(BaseCommand):
         parser.add_argument("--hours", type=float, help="Keep this many hours instead of SEARCH_RETENTION_HOURS.")
 
     def handle(self, *args, hours: float | None, **options):
+        if hours is not None and hours * 3600 <= settings.SEARCH_TIMEOUT_SECONDS:
+            raise CommandError("--hours must be longer than SEARCH_TIMEOUT_SECONDS: it would delete running searches")
         ended = end_overdue_searches()
         deleted = purge_searches(older_than=timedelta(hours=hours) if hours is not None else None)
         self.stdout.write(f"Ended {ended} overdue search(es); deleted {deleted} old search(es) and their photos.")
