@@ -115,7 +115,6 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = envpath("STATIC_ROOT", DATA_DIR / "static")
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns at every start without it
-STATICFILES_DIRS = [BASE_DIR / "static"]
 # Without a `collectstatic` run (the demo, the tests) WhiteNoise finds files where they are.
 WHITENOISE_USE_FINDERS = envbool("WHITENOISE_USE_FINDERS", True)
 WHITENOISE_AUTOREFRESH = DEBUG

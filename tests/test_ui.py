@@ -222,7 +222,7 @@ def test_it_says_so_when_the_whole_catalogue_is_empty(client):
 def test_it_styles_the_current_filter_and_page(client):
     content = client.get(reverse("catalogue")).content.decode()
     assert 'href="/static/shop/shop.css"' in content
-    assert ".filters a.active" in (REPO / "static" / "shop" / "shop.css").read_text()
+    assert ".filters a.active" in (REPO / "shop" / "static" / "shop" / "shop.css").read_text()
     assert 'class="active" aria-current="page">All</a>' in content
     assert 'class="active" aria-current="page">Catalogue</a>' in content
     content = client.get(reverse("search")).content.decode()
