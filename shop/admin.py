@@ -154,7 +154,7 @@ class ProductImageAdmin(admin.ModelAdmin):
     search_fields = ("product__title", "s2s_photo_id")
     raw_id_fields = ("product",)
     # The thumbnail is made by the workers from `image`, not uploaded by hand.
-    exclude = ("thumbnail",)
+    exclude = ("thumbnail", "thumbnail_large")
     readonly_fields = ("photo",)
 
     def save_model(self, request: HttpRequest, obj: ProductImage, form, change: bool) -> None:

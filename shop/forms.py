@@ -14,12 +14,14 @@ BOX_FIELDS = ("box_left", "box_top", "box_width", "box_height")
 
 class SearchForm(forms.Form):
     image = forms.FileField(label="Photo of a dress", help_text="JPEG, PNG or WebP, up to 10 MB.")
-    # The box the shopper drew on the preview, in pixels of the uploaded image. Hidden fields
-    # show no errors of their own: clean() reports every box problem as one form-level error.
-    box_left = forms.IntegerField(required=False, widget=forms.HiddenInput)
-    box_top = forms.IntegerField(required=False, widget=forms.HiddenInput)
-    box_width = forms.IntegerField(required=False, widget=forms.HiddenInput)
-    box_height = forms.IntegerField(required=False, widget=forms.HiddenInput)
+    # The box around the dress, in pixels of the uploaded image: drawn on the preview (mouse, touch,
+    # pen), or typed (keyboards, and browsers without JavaScript). clean() reports every box problem
+    # as one form-level error, so the fields show none of their own.
+    box_left = forms.IntegerField(required=False, label="Left", widget=forms.NumberInput(attrs={"min": 0}))
+    box_top = forms.IntegerField(required=False, label="Top", widget=forms.NumberInput(attrs={"min": 0}))
+    box_width = forms.IntegerField(required=False, label="Width", widget=forms.NumberInput(attrs={"min": 1}))
+    box_height = forms.IntegerField(required=False, label="Height",
+                                    widget=forms.NumberInput(attrs={"min": 1}))
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -66,8 +66,10 @@ class ProductImage(models.Model):
 
     product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="images")
     image = models.ImageField(upload_to="products/")
-    # A small JPEG for grids and admin lists, made by the worker that reads the photo anyway.
+    # Small JPEGs for grids (320 px, and 640 px for 2x screens: the cards' srcset) and the product
+    # page (640 px), made by the worker that reads the photo anyway.
     thumbnail = models.ImageField(upload_to="thumbnails/", blank=True)
+    thumbnail_large = models.ImageField(upload_to="thumbnails/", blank=True)
     s2s_photo_id = models.PositiveBigIntegerField("Street2Shop photo id", null=True, blank=True)
     position = models.PositiveSmallIntegerField(default=0)
 

@@ -53,7 +53,7 @@ SESSION_SEARCHES_KEPT = 20
 @csrf_exempt  # checked by _search_post, after the cheap refusals, so a refused body is never read
 def search(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
-        return render(request, "shop/search.html", {"form": SearchForm()})
+        return _search_page(request, SearchForm())
     try:
         rate = count_upload(request)
         search_service.check_capacity()
@@ -74,7 +74,7 @@ def search(request: HttpRequest) -> HttpResponse:
 def _search_post(request: HttpRequest) -> HttpResponse:
     form = SearchForm(request.POST, request.FILES)
     if not form.is_valid():
-        return render(request, "shop/search.html", {"form": form}, status=400)
+        return _search_page(request, form, status=400)
     try:
         query = search_service.create_search_query(
             image=form.cleaned_data["image"], header=form.header, bbox=form.cleaned_data["bbox"]
@@ -85,6 +85,11 @@ def _search_post(request: HttpRequest) -> HttpResponse:
         -SESSION_SEARCHES_KEPT:
     ]
     return redirect("search-results", pk=query.pk)
+
+
+def _search_page(request: HttpRequest, form: SearchForm, status: int = 200) -> HttpResponse:
+    box_fields = [form[name] for name in ("box_left", "box_top", "box_width", "box_height")]
+    return render(request, "shop/search.html", {"form": form, "box_fields": box_fields}, status=status)
 
 
 def _refused(request: HttpRequest, *, status: int, retry_after: int | None = None) -> HttpResponse:

@@ -14,7 +14,16 @@ from django.urls import reverse
 from PIL import Image
 
 from shop import selectors
-from shop.models import Feature, ModelVersion, Product, ProductEmbedding, SearchQuery, SimilarProduct, StreetPhoto
+from shop.models import (
+    Feature,
+    ModelVersion,
+    Product,
+    ProductEmbedding,
+    ProductImage,
+    SearchQuery,
+    SimilarProduct,
+    StreetPhoto,
+)
 from tests.conftest import DEMO_PRODUCTS, wait_for
 from tests.factories import image_bytes, jpeg_bytes, make_product
 
@@ -28,6 +37,12 @@ def test_it_indexes_every_image_on_the_worker(indexed_catalogue):
     vector = Feature.objects.first().as_array()
     assert vector.shape == (4096,)
     assert ProductEmbedding.objects.filter(version=indexed_catalogue).count() == Product.objects.count()
+    # Two thumbnails per shop photo: 320 px for cards, 640 px for 2x screens and the product page.
+    for image in ProductImage.objects.all():
+        with (Image.open(image.image.path) as photo, Image.open(image.thumbnail.path) as small,
+              Image.open(image.thumbnail_large.path) as large):
+            longest = max(photo.size)
+            assert max(small.size) == min(320, longest) and max(large.size) == min(640, longest)
 
 
 @pytest.mark.django_db

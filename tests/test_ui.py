@@ -241,6 +241,7 @@ def test_it_shows_thumbnails_in_cards_and_the_admin(client, admin_client):
     with_thumb, without = make_product(title="Thumbed"), make_product(title="Plain")
     image = with_thumb.images.get()
     image.thumbnail.save("t.jpg", ContentFile(jpeg_bytes(size=(16, 20))), save=True)
+    image.thumbnail_large.save("t-large.jpg", ContentFile(jpeg_bytes(size=(32, 40))), save=True)
     version = make_version(status="active")
     make_similar(without, [with_thumb], version)
     make_similar(with_thumb, [without], version)
@@ -250,6 +251,10 @@ def test_it_shows_thumbnails_in_cards_and_the_admin(client, admin_client):
     assert f'src="{without.images.get().image.url}"' in catalogue
     similar = client.get(reverse("product-detail", args=[without.pk])).content.decode()
     assert f'src="{image.thumbnail.url}"' in similar
+    # 2x screens get the large one; the product page shows it rather than the original photo.
+    assert f'srcset="{image.thumbnail.url} 1x, {image.thumbnail_large.url} 2x"' in similar
+    page = client.get(reverse("product-detail", args=[with_thumb.pk])).content.decode()
+    assert f'<img class="main" src="{image.thumbnail_large.url}"' in page
 
     admin_list = admin_client.get(reverse("admin:shop_product_changelist")).content.decode()
     assert f'src="{image.thumbnail.url}"' in admin_list
@@ -296,7 +301,7 @@ def test_it_clamps_a_box_that_overhangs_the_photo(client):
 
 
 def test_it_offers_clear_box_only_once_a_box_is_drawn(client):
-    assert '<a href="#" id="clear-box" hidden>Clear box</a>' in client.get(reverse("search")).content.decode()
+    assert '<button type="button" class="link-button" id="clear-box" hidden>Clear box</button>' in client.get(reverse("search")).content.decode()
 
 
 def _own(client, query: SearchQuery) -> None:

@@ -62,14 +62,17 @@ def product_changed(
     """
     with transaction.atomic():
         if changed_image_ids:
-            thumbnails = list(
-                ProductImage.objects.filter(pk__in=changed_image_ids).exclude(thumbnail="").values_list(
-                    "thumbnail", flat=True
+            thumbnails = [
+                name
+                for pair in ProductImage.objects.filter(pk__in=changed_image_ids).values_list(
+                    "thumbnail", "thumbnail_large"
                 )
-            )
+                for name in pair
+                if name
+            ]
             Feature.objects.filter(product_image_id__in=changed_image_ids).delete()
-            # The worker makes a new thumbnail for a photo that has none.
-            ProductImage.objects.filter(pk__in=changed_image_ids).update(thumbnail="")
+            # The worker makes new thumbnails for a photo that has none.
+            ProductImage.objects.filter(pk__in=changed_image_ids).update(thumbnail="", thumbnail_large="")
             withdraw_products(product_ids=[product_id])
             delete_files_on_commit([*replaced_files, *thumbnails])
         queue_indexing(product_ids=[product_id])
@@ -132,7 +135,7 @@ def product_image_deleted(*, image: ProductImage, with_product: bool) -> None:
     """
     if _explicit_deletion.get():
         return
-    delete_files_on_commit([image.image.name, image.thumbnail.name])
+    delete_files_on_commit([image.image.name, image.thumbnail.name, image.thumbnail_large.name])
     if not with_product:
         photos_removed(product_ids=[image.product_id])
 
@@ -176,7 +179,7 @@ def _queue_reranks(owners: dict[int, list[int]], removed: list[int]) -> None:
 
 
 def _image_files(images) -> list[str]:
-    return [name for pair in images.values_list("image", "thumbnail") for name in pair if name]
+    return [name for names in images.values_list("image", "thumbnail", "thumbnail_large") for name in names if name]
 
 
 def delete_files_on_commit(names: Iterable[str]) -> None:
@@ -197,6 +200,9 @@ def delete_unreferenced_files(names: Iterable[str]) -> list[str]:
     for batch in chunked(sorted(wanted), RERANK_TASK_CHUNK):
         in_use.update(ProductImage.objects.filter(image__in=batch).values_list("image", flat=True))
         in_use.update(ProductImage.objects.filter(thumbnail__in=batch).values_list("thumbnail", flat=True))
+        in_use.update(
+            ProductImage.objects.filter(thumbnail_large__in=batch).values_list("thumbnail_large", flat=True)
+        )
         in_use.update(StreetPhoto.objects.filter(image__in=batch).values_list("image", flat=True))
     storage = ProductImage._meta.get_field("image").storage
     deleted = []

@@ -28,6 +28,8 @@ from shop.models import (
 from similarity.images import BadBox, ImageError, backbone_input, open_image, thumbnail_jpeg
 
 logger = logging.getLogger("shop")
+# Longest side of a card's thumbnail in pixels; a second one twice as large serves 2x screens.
+THUMBNAIL_SIDE = 320
 
 T = TypeVar("T")
 
@@ -178,14 +180,18 @@ def index_product_images(*, product_image_ids: Sequence[int]) -> ImageResults:
         .exclude(features__weights_id=backbone.weights_id)
         .order_by("id")
     )
-    thumbnails: dict[int, str] = {}
+    thumbnails: dict[int, tuple[str, ...]] = {}  # the thumbnail files made here, by image id
 
     def load(item: ProductImage) -> Image.Image:
         image = open_stored_image(item.image)
-        if not item.thumbnail:
-            # The worker decodes the photo anyway; pages then never ship multi-megapixel originals.
-            item.thumbnail.save(f"{item.pk}.jpg", ContentFile(thumbnail_jpeg(image)), save=False)
-            thumbnails[item.pk] = item.thumbnail.name
+        # The worker decodes the photo anyway; pages then never ship multi-megapixel originals.
+        made = []
+        for field, suffix, side in ((item.thumbnail, "", THUMBNAIL_SIDE), (item.thumbnail_large, "-large", 2 * THUMBNAIL_SIDE)):
+            if not field:
+                field.save(f"{item.pk}{suffix}.jpg", ContentFile(thumbnail_jpeg(image, longest=side)), save=False)
+                made.append(field.name)
+        if made:
+            thumbnails[item.pk] = tuple(made)
         return backbone_input(image, size=backbone.input_size)
 
     kept, vectors = _extract_features(todo, load, label=lambda item: f"shop image {item.pk}")
@@ -200,7 +206,7 @@ def index_product_images(*, product_image_ids: Sequence[int]) -> ImageResults:
             results.stored.append(item.pk)
         else:
             results.failed.append(item.pk)
-    orphans = [name for pk, name in thumbnails.items() if pk not in thumbnails_kept]
+    orphans = [name for pk, names in thumbnails.items() if pk not in thumbnails_kept for name in names]
     if orphans:
         from shop.services.catalogue import delete_unreferenced_files
 
@@ -209,7 +215,8 @@ def index_product_images(*, product_image_ids: Sequence[int]) -> ImageResults:
 
 
 def _store_image_results(
-    items: list[ProductImage], features: dict[int, np.ndarray], thumbnails: dict[int, str], *, weights_id: str
+    items: list[ProductImage], features: dict[int, np.ndarray], thumbnails: dict[int, tuple[str, ...]], *,
+    weights_id: str
 ) -> tuple[dict[int, str], set[int]]:
     """Write what was made from the files `items` were read with, for the rows that still have those files.
 
@@ -224,9 +231,10 @@ def _store_image_results(
     with transaction.atomic():
         # Every row, written or not: an image that failed to decode may have failed because it was replaced.
         rows = {
-            pk: (image, thumbnail)
-            for pk, image, thumbnail in ProductImage.objects.select_for_update()
-            .filter(pk__in=[item.pk for item in items]).order_by("id").values_list("id", "image", "thumbnail")
+            pk: (image, thumbnail and large)
+            for pk, image, thumbnail, large in ProductImage.objects.select_for_update()
+            .filter(pk__in=[item.pk for item in items]).order_by("id")
+            .values_list("id", "image", "thumbnail", "thumbnail_large")
         }
         unchanged = [item for item in items if item.pk in rows and rows[item.pk][0] == item.image.name]
         kept = {item.pk for item in unchanged}
@@ -236,7 +244,7 @@ def _store_image_results(
                             item.pk, item.image.name)
         thumbnailed = [item for item in unchanged if item.pk in thumbnails and not rows[item.pk][1]]
         if thumbnailed:
-            ProductImage.objects.bulk_update(thumbnailed, ["thumbnail"])
+            ProductImage.objects.bulk_update(thumbnailed, ["thumbnail", "thumbnail_large"])
         Feature.objects.bulk_create(
             [Feature(product_image_id=item.pk, weights_id=weights_id, **stored_vector(features[item.pk]))
              for item in unchanged if item.pk in features],
