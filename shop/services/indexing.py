@@ -186,10 +186,11 @@ def index_product_images(*, product_image_ids: Sequence[int]) -> ImageResults:
         image = open_stored_image(item.image)
         # The worker decodes the photo anyway; pages then never ship multi-megapixel originals.
         made = []
-        for field, suffix, side in ((item.thumbnail, "", THUMBNAIL_SIDE), (item.thumbnail_large, "-large", 2 * THUMBNAIL_SIDE)):
-            if not field:
-                field.save(f"{item.pk}{suffix}.jpg", ContentFile(thumbnail_jpeg(image, longest=side)), save=False)
-                made.append(field.name)
+        sizes = ((item.thumbnail, "", THUMBNAIL_SIDE), (item.thumbnail_large, "-large", 2 * THUMBNAIL_SIDE))
+        for thumbnail, suffix, side in sizes:
+            if not thumbnail:
+                thumbnail.save(f"{item.pk}{suffix}.jpg", ContentFile(thumbnail_jpeg(image, longest=side)), save=False)
+                made.append(thumbnail.name)
         if made:
             thumbnails[item.pk] = tuple(made)
         return backbone_input(image, size=backbone.input_size)
