@@ -679,6 +679,44 @@ def test_it_searches_the_same_with_a_box_drawn_by_finger_or_by_mouse(watch, demo
     watch.assert_clean()
 
 
+def test_it_takes_a_box_typed_with_the_keyboard_and_draws_it(watch, demo_root):
+    page = watch.new_page()
+    page.goto("/search/")
+    choose_photo(page, demo_street_photo(demo_root))
+    page.focus("#id_box_left")
+    for value in ("40", "60", "200", "300"):  # left, top, width, height: Tab moves between the fields
+        page.keyboard.type(value)
+        page.keyboard.press("Tab")
+    expect(page.locator("#box-label")).to_have_text("Box: 200×300 px at (40, 60).")
+    expect(page.locator("#box")).to_be_visible()
+    drawn = page.locator("#box").bounding_box()
+    preview = page.locator("#preview")
+    scale = preview.evaluate("(i) => i.width / i.naturalWidth")
+    assert abs(drawn["width"] - 200 * scale) <= 2 and abs(drawn["height"] - 300 * scale) <= 2, (drawn, scale)
+    expect(page.locator("#box-label")).to_have_attribute("aria-live", "polite")
+    page.locator("#clear-box").click()
+    assert box_fields(page) == ["", "", "", ""]
+    expect(page.locator("#box")).to_be_hidden()
+    watch.assert_clean()
+
+
+def test_it_searches_without_javascript(watch, demo_root):
+    """The form, the typed box and the results page's <noscript> refresh: a search with JavaScript off."""
+    page = watch.new_page(java_script_enabled=False)
+    page.goto("/search/")
+    page.set_input_files("#id_image", str(demo_street_photo(demo_root)))
+    for name, value in zip(("left", "top", "width", "height"), ("10", "20", "300", "400")):
+        page.fill(f"#id_box_{name}", value)
+    with page.expect_navigation():
+        page.locator("#search-form button[type=submit]").click()
+    assert SEARCH_RESULTS_URL.search(page.url), page.url
+    # Pending, the page reloads itself through <noscript><meta refresh> until the search is over.
+    expect(page.locator("#search-results a.card")).to_have_count(10, timeout=180_000)
+    expect(page.locator("#searched-box rect")).to_have_count(1)
+    expect(page.get_by_text("Searched the boxed area: 300×400 px at (10, 20).")).to_be_visible()
+    watch.assert_clean()
+
+
 @pytest.mark.parametrize("kind", ["catalogue", "product", "search", "results"])
 def test_it_never_scrolls_sideways_on_a_narrow_screen(watch, demo_root, kind):
     problems = []
