@@ -80,6 +80,10 @@ _CHUNK_SIZE = 64 * 1024
 _FEED_POLL = 0.05
 
 
+# Longest photo id accepted from photos.txt: Street2Shop's have nine digits; 18 always fits a 64-bit column.
+MAX_ID_DIGITS = 18
+
+
 class DownloadDirBusy(RuntimeError):
     """Another run is downloading into the same folder."""
 
@@ -239,8 +243,11 @@ def read_photos_txt(path: str | os.PathLike[str]) -> PhotoList:
                 continue
             id_text, comma, url = line.partition(",")
             id_text, url = id_text.strip(), url.strip()
-            # isdigit() alone accepts "²" and other Unicode digits that int() rejects.
-            if not comma or not url or not (id_text.isascii() and id_text.isdigit()):
+            # isdigit() alone accepts "²" and other Unicode digits that int() rejects; more than 18
+            # digits is no Street2Shop id (nine digits), may not fit the database, and past 4,300
+            # makes int() itself raise.
+            if (not comma or not url or not (id_text.isascii() and id_text.isdigit())
+                    or len(id_text) > MAX_ID_DIGITS):
                 bad_lines.append(number)
                 continue
             photo_id = int(id_text)
@@ -351,15 +358,29 @@ def failure_row(failure: Failure) -> list[object]:
 
 
 def write_csv(path: str | os.PathLike[str], header: Sequence[str], rows: Iterable[Sequence[object]]) -> int:
-    """Write a header and rows as UTF-8 CSV; return how many rows."""
+    """Write a header and rows as UTF-8 CSV; return how many rows. Text cells are made safe to open."""
     count = 0
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for row in rows:
-            writer.writerow(row)
+            writer.writerow([spreadsheet_safe(cell) for cell in row])
             count += 1
     return count
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP's CSV injection list).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: object) -> object:
+    """A text cell a spreadsheet would run as a formula gets a leading apostrophe; numbers stay numbers.
+
+    URLs and error texts come from servers nobody here controls: "=HYPERLINK(...)" must stay text.
+    """
+    if isinstance(cell, str) and cell.startswith(_FORMULA_STARTS):
+        return "'" + cell
+    return cell
 
 
 def write_failures_csv(results: Iterable[DownloadResult], path: str | os.PathLike[str]) -> int:

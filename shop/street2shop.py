@@ -30,6 +30,10 @@ MAX_PRICE = Decimal("1000000")
 _CATEGORY_RE = re.compile(r"^[a-z][a-z_]*$")
 
 
+# Street2Shop's ids have nine digits; 18 always fits the database's 64-bit columns.
+MAX_ID_DIGITS = 18
+
+
 class MetadataError(ValueError):
     """A Street2Shop metadata file is missing or malformed; the message names the file and entry."""
 
@@ -202,7 +206,9 @@ def _load_json_list(path: Path) -> list[Any]:
     except UnicodeDecodeError as exc:
         raise MetadataError(f"{path.name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
-        data = json.loads(text)
+        # Integers longer than any id are kept as text, so the entry that holds one is named in the
+        # error (and int() never meets the 4,300 digits at which Python refuses to convert).
+        data = json.loads(text, parse_int=_parse_int)
     except json.JSONDecodeError as exc:
         raise MetadataError(f"{path.name}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     if not isinstance(data, list):
@@ -218,7 +224,18 @@ def _require_keys(path: Path, index: int, value: Any, keys: tuple[str, ...], *, 
         raise MetadataError(f"{path.name}: entry {index}: {what} is missing {', '.join(map(repr, missing))}")
 
 
+class _LongInteger(str):
+    """A JSON integer of more than MAX_ID_DIGITS digits, left unconverted."""
+
+
+def _parse_int(text: str) -> int | _LongInteger:
+    return _LongInteger(text) if len(text.lstrip("-")) > MAX_ID_DIGITS else int(text)
+
+
 def _id_value(path: Path, index: int, key: str, value: Any) -> int:
+    if isinstance(value, _LongInteger):
+        raise MetadataError(f"{path.name}: entry {index}: {key!r} has {len(value.lstrip('-'))} digits; "
+                            f"an id has at most {MAX_ID_DIGITS}")
     # bool is an int subclass; true/false in an id field is a broken file, not id 1/0.
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise MetadataError(f"{path.name}: entry {index}: {key!r} must be a non-negative integer, got {value!r}")

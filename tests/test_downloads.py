@@ -843,3 +843,31 @@ def test_it_reads_the_real_photos_txt() -> None:
     assert photos.urls[1].startswith("http://s3.amazonaws.com/media.modcloth/")
     assert photos.urls[1].endswith("?1418208912")
     assert all(url.startswith("http://") for url in photos.urls.values())
+
+
+def test_it_reports_ids_too_long_to_be_one_as_bad_lines(tmp_path: Path) -> None:
+    path = tmp_path / "photos.txt"
+    path.write_text("000000001,http://127.0.0.1/a.jpg\n" + "9" * 4_400 + ",http://127.0.0.1/b.jpg\n"
+                    + "9" * 19 + ",http://127.0.0.1/c.jpg\n" + "9" * 18 + ",http://127.0.0.1/d.jpg\n")
+    photos = read_photos_txt(path)
+    assert photos.bad_lines == [2, 3]
+    assert sorted(photos.urls) == [1, 10**18 - 1]
+
+
+def test_it_writes_failures_a_spreadsheet_will_not_run(tmp_path: Path) -> None:
+    hostile = [
+        DownloadResult(photo_id=1, url="=HYPERLINK(\"http://127.0.0.1/x\",\"click\")", outcome="http_error",
+                       http_status=500, attempts=1, bytes=0, error="+cmd|' /C calc'!A0", elapsed=0.1),
+        DownloadResult(photo_id=2, url="http://127.0.0.1/ok.jpg", outcome="not_an_image", http_status=200,
+                       attempts=1, bytes=0, error="@SUM(1+1)", elapsed=0.1),
+        DownloadResult(photo_id=3, url="http://127.0.0.1/y.jpg", outcome="timeout", http_status=None,
+                       attempts=2, bytes=0, error="-2+3", elapsed=0.1),
+    ]
+    path = tmp_path / "failures.csv"
+    assert write_failures_csv(hostile, path) == 3
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))[1:]
+    cells = [cell for row in rows for cell in row]
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@")]
+    assert rows[0][1] == "'=HYPERLINK(\"http://127.0.0.1/x\",\"click\")" and rows[1][1] == "http://127.0.0.1/ok.jpg"
+    assert rows[0][3] == "500" and rows[2][5] == "'-2+3"  # numbers stay numbers; text keeps its content

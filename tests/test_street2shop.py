@@ -272,3 +272,18 @@ def test_it_rejects_malformed_demo_products(tmp_path: Path, item: dict, message:
 
     with pytest.raises(MetadataError, match=f"demo_products_dresses.json: entry 0: {message}"):
         load_demo_products(tmp_path, "dresses")
+
+
+@pytest.mark.parametrize("digits", [19, 4_301, 10_000])
+def test_it_names_the_entry_of_an_id_too_long_to_be_one(tmp_path: Path, digits: int) -> None:
+    huge = "9" * digits
+    path = tmp_path / "train_pairs_dresses.json"
+    path.write_text(f'[{json.dumps(entry())}, {{"photo": 2, "product": {huge}, '
+                    f'"bbox": {{"width": 1, "top": 0, "left": 0, "height": 1}}}}]')
+    with pytest.raises(MetadataError, match=rf"entry 1: 'product' has {digits} digits; an id has at most 18"):
+        load_pairs(path)
+
+
+def test_it_accepts_the_longest_id_that_fits(tmp_path: Path) -> None:
+    path = write_json(tmp_path / "retrieval_dresses.json", [{"photo": 10**18 - 1, "product": 7}])
+    assert load_retrieval(path) == {7: [10**18 - 1]}
