@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, TextIO
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
@@ -295,11 +295,24 @@ def remove_stale_parts(dest_dir: str | os.PathLike[str]) -> int:
     return removed
 
 
+class _HandFollowedSession(requests.Session):
+    """A session that never follows (or reads) a redirect itself: _fetch_once follows them by hand.
+
+    With ``allow_redirects=False`` requests still reads a redirect's whole body to prepare
+    ``Response.next``; a session that sees no redirect target never does.
+    """
+
+    def get_redirect_target(self, resp: requests.Response) -> None:
+        return None
+
+
 def build_session(config: DownloadConfig) -> requests.Session:
-    """A session with our User-Agent, redirect limit, and no retries of its own (we retry)."""
-    session = requests.Session()
+    """A session with our User-Agent and no redirects or retries of its own (we follow and retry)."""
+    session = _HandFollowedSession()
     session.headers["User-Agent"] = config.user_agent
     session.headers["Accept"] = ACCEPT
+    # Photos as sent: _read_body refuses encoded bodies rather than inflate them.
+    session.headers["Accept-Encoding"] = "identity"
     session.max_redirects = config.max_redirects
     # Each session serves one thread, so one connection per host; keep pools for ~25 retailers
     # plus the CDNs they redirect to.
@@ -680,14 +693,51 @@ def _download_one(
         config.sleep(backoff_delay(attempts, attempt.retry_after, config))
 
 
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+
 def _fetch_once(session: requests.Session, url: str, config: DownloadConfig) -> _Attempt:
-    """One GET with redirects followed; the body is read only for a 2xx answer."""
+    """One GET, its redirects followed by hand under one deadline; only the final 2xx body is read.
+
+    requests would read each redirect's body whole (40 MB, a drip, a gzip bomb) outside our size
+    and time limits; here a redirect's body is never read, its connection is closed instead.
+    """
+    deadline = time.monotonic() + config.total_timeout
+    current = url
+    for _hop in range(config.max_redirects + 1):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return _Attempt("timeout", error=f"redirects not done in {config.total_timeout:g} s", retryable=True)
+        if urlsplit(current).scheme.lower() not in ("http", "https") or not host_of(current):
+            return _Attempt("invalid_url", error=f"redirect to a URL that is not http(s) with a host: {current[:200]}")
+        attempt_or_response = _request(session, current, config, left)
+        if isinstance(attempt_or_response, _Attempt):
+            return attempt_or_response
+        with attempt_or_response as response:
+            status = response.status_code
+            location = response.headers.get("Location")
+            if status in REDIRECT_STATUSES and location:
+                current = urljoin(current, location)
+                continue  # leaving the block closes the connection: the redirect's body stays unread
+            if status == 429 or 500 <= status <= 599:
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                return _Attempt("http_error", status, error=f"HTTP {status}", retryable=True,
+                                retry_after=retry_after)
+            if not 200 <= status <= 299:
+                return _Attempt("http_error", status, error=f"HTTP {status}")
+            return _read_body(response, config, deadline)
+    return _Attempt("too_many_redirects", error=f"more than {config.max_redirects} redirects")
+
+
+def _request(
+    session: requests.Session, url: str, config: DownloadConfig, left: float
+) -> requests.Response | _Attempt:
+    """One hop: its response with the body unread, or the attempt's failure."""
     try:
-        response = session.get(
-            url, stream=True, timeout=(config.connect_timeout, config.read_timeout)
+        return session.get(
+            url, stream=True, allow_redirects=False,
+            timeout=(min(config.connect_timeout, left), min(config.read_timeout, left)),
         )
-    except requests.exceptions.TooManyRedirects as exc:
-        return _Attempt("too_many_redirects", error=_describe(exc))
     except requests.exceptions.Timeout as exc:
         return _Attempt("timeout", error=_describe(exc), retryable=True)
     except requests.exceptions.SSLError as exc:
@@ -701,48 +751,38 @@ def _fetch_once(session: requests.Session, url: str, config: DownloadConfig) -> 
         # requests lets through for some IDNA host names.
         return _Attempt("invalid_url", error=_describe(exc))
     except requests.RequestException as exc:
-        # e.g. ChunkedEncodingError while draining a redirect's body.
         return _Attempt("connection_error", error=_describe(exc), retryable=True)
 
-    with response:
-        status = response.status_code
-        if status == 429 or 500 <= status <= 599:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            return _Attempt(
-                "http_error",
-                status,
-                error=f"HTTP {status}",
-                retryable=True,
-                retry_after=retry_after,
-            )
-        if not 200 <= status <= 299:
-            return _Attempt("http_error", status, error=f"HTTP {status}")
-        return _read_body(response, config)
 
+def _read_body(response: requests.Response, config: DownloadConfig, deadline: float) -> _Attempt:
+    """Stream the body into memory, giving up past ``max_bytes`` or the attempt's deadline.
 
-def _read_body(response: requests.Response, config: DownloadConfig) -> _Attempt:
-    """Stream the body into memory, giving up past ``max_bytes`` or ``total_timeout``."""
+    Bodies are read as sent: a photo needs no Content-Encoding, and inflating one would put a
+    compression bomb past ``max_bytes`` before the count saw it.
+    """
     status = response.status_code
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        return _Attempt("not_an_image", status, error=f"Content-Encoding {encoding[:40]}: a photo is sent as is")
     declared = response.headers.get("Content-Length", "").strip()
     if declared.isascii() and declared.isdigit() and int(declared) > config.max_bytes:
         return _Attempt(
             "too_large", status, error=f"Content-Length {declared} > {config.max_bytes}"
         )
-    deadline = time.monotonic() + config.total_timeout
     body = bytearray()
     raw = response.raw
     try:
         while True:
             # read1, not iter_content: iter_content blocks until a whole chunk has arrived, so a
             # server sending a byte a second would never reach the deadline check.
-            chunk = raw.read1(_CHUNK_SIZE, decode_content=True)
+            chunk = raw.read1(_CHUNK_SIZE, decode_content=False)
             if not chunk:
                 break
             body += chunk
             if len(body) > config.max_bytes:
                 return _Attempt("too_large", status, error=f"body > {config.max_bytes} bytes")
             if time.monotonic() > deadline:
-                error = f"body not done in {config.total_timeout:g} s"
+                error = f"photo not done in {config.total_timeout:g} s"
                 return _Attempt("timeout", status, error=error, retryable=True)
     except urllib3.exceptions.ReadTimeoutError as exc:
         return _Attempt("timeout", status, error=_describe(exc), retryable=True)

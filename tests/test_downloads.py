@@ -871,3 +871,93 @@ def test_it_writes_failures_a_spreadsheet_will_not_run(tmp_path: Path) -> None:
     assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@")]
     assert rows[0][1] == "'=HYPERLINK(\"http://127.0.0.1/x\",\"click\")" and rows[1][1] == "http://127.0.0.1/ok.jpg"
     assert rows[0][3] == "500" and rows[2][5] == "'-2+3"  # numbers stay numbers; text keeps its content
+
+
+# --- redirects followed by hand: their bodies are never read ------------------------------------
+
+
+def _redirect_with_body(location: str, body_chunks, headers: dict[str, str] | None = None, delay: float = 0.0):
+    """A 302 whose body is large, slow or compressed; the client must not read it."""
+
+    def route(handler, seen: int) -> None:
+        handler.send_response(302)
+        handler.send_header("Location", location)
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        try:
+            for chunk in body_chunks():
+                handler.wfile.write(chunk)
+                handler.wfile.flush()
+                time.sleep(delay)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client closed the connection without reading: what we want
+
+    return route
+
+
+def _gzip_bomb(inflated: int) -> bytes:
+    import gzip
+
+    return gzip.compress(b"\0" * inflated, compresslevel=9)
+
+
+@pytest.fixture
+def photo_server() -> Iterator[httpserver.PhotoServer]:
+    server = httpserver.PhotoServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("kind", ["40 MB body", "dripping body", "gzip bomb"])
+def test_it_follows_a_redirect_without_reading_its_body(photo_server, tmp_path: Path, config: DownloadConfig,
+                                                        kind: str) -> None:
+    import tracemalloc
+
+    target = photo_server.add("/photo.jpg", httpserver.image(JPEG))
+    bomb = _gzip_bomb(200_000_000)  # 200 MB of zeros in about 200 KB
+    bodies = {
+        "40 MB body": (lambda: (b"x" * 1_048_576 for _ in range(40)), {"Content-Length": str(40 * 1_048_576)}, 0.0),
+        "dripping body": (lambda: (b"." for _ in range(60)), {"Content-Length": "60"}, 0.1),
+        "gzip bomb": (lambda: [bomb], {"Content-Length": str(len(bomb)), "Content-Encoding": "gzip"}, 0.0),
+    }
+    chunks, headers, delay = bodies[kind]
+    url = photo_server.add("/moved", _redirect_with_body(target, chunks, headers, delay))
+    config = replace(config, total_timeout=2.0, max_bytes=1_000_000)
+
+    tracemalloc.start()
+    started = time.monotonic()
+    result = fetch_one(url, tmp_path, config)
+    seconds = time.monotonic() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+
+    assert result.outcome == "ok", result
+    assert photo_server.count("/photo.jpg") == 1
+    # Within the photo's limits: its 2 s, and memory for the photo, not for 40 MB or 200 MB.
+    assert seconds < config.total_timeout and peak < 5_000_000, (seconds, peak)
+
+
+def test_it_refuses_a_compressed_photo_without_inflating_it(photo_server, tmp_path: Path, config: DownloadConfig) -> None:
+    bomb = _gzip_bomb(200_000_000)
+    url = photo_server.add("/bomb.jpg", lambda handler, seen: httpserver.send(
+        handler, 200, bomb, "image/jpeg", {"Content-Encoding": "gzip"}))
+    result = fetch_one(url, tmp_path, config)
+    assert result.outcome == "not_an_image" and "Content-Encoding gzip" in result.error
+    assert_only_photos(tmp_path, set())
+
+
+def test_it_gives_a_whole_redirect_chain_one_deadline(photo_server, tmp_path: Path, config: DownloadConfig) -> None:
+    target = photo_server.add("/end.jpg", httpserver.image(JPEG))
+    url = target
+    for hop in range(5):  # each hop answers after 0.6 s: 3 s for the chain, against a 1.5 s budget
+        url = photo_server.add(f"/hop/{hop}", lambda handler, seen, to=url: (
+            time.sleep(0.6), httpserver.send(handler, 302, b"", "text/plain", {"Location": to}))[-1])
+    config = replace(config, total_timeout=1.5, read_timeout=1.0, retries=0)
+
+    started = time.monotonic()
+    result = fetch_one(url, tmp_path, config)
+
+    assert result.outcome == "timeout", result
+    assert time.monotonic() - started < 2.5
+    assert photo_server.count("/end.jpg") == 0
