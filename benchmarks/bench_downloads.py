@@ -65,7 +65,7 @@ def serve(count: int, latency: float, ready: multiprocessing.Queue) -> None:
 
 
 def run(jobs: list[DownloadJob], workers: int) -> tuple[float, dict[str, int]]:
-    config = DownloadConfig(workers=workers, per_host=workers, retries=0)
+    config = DownloadConfig(workers=workers, per_host=workers, retries=0, allowed_hosts=frozenset({"127.0.0.1"}))
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
         results = download_photos(jobs, Path(folder), config=config)

@@ -309,6 +309,7 @@ def main() -> None:
             "DOWNLOAD_RETRIES": "2",
             "DOWNLOAD_BACKOFF_BASE": "0.1",
             "DOWNLOAD_BACKOFF_MAX": "1",
+            "DOWNLOAD_ALLOWED_HOSTS": "127.0.0.1",  # the benchmark's photo server
             "LOG_LEVEL": "WARNING",
         })
         import django

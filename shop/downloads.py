@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import csv
 import email.utils
+import ipaddress
 import os
 import random
+import socket
 import sys
 import threading
 import time
@@ -65,6 +67,7 @@ OUTCOMES = (
     "truncated",
     "too_many_redirects",
     "invalid_url",
+    "refused_address",
 )
 SUCCESS_OUTCOMES = frozenset({"ok", "exists"})
 PART_MARKER = ".part-"
@@ -200,6 +203,9 @@ class DownloadConfig:
     # thousands of URLs. None disables it.
     host_failure_limit: int | None = 25
     verify_existing: bool = False
+    # "host" or "host:port" entries that may resolve to loopback, private or link-local addresses
+    # (a test server, a shop's internal photo mirror); every other destination must be public.
+    allowed_hosts: frozenset[str] = frozenset()
     user_agent: str = USER_AGENT
     sleep: Callable[[float], None] = time.sleep
     random: Callable[[], float] = random.random
@@ -710,6 +716,9 @@ def _fetch_once(session: requests.Session, url: str, config: DownloadConfig) -> 
             return _Attempt("timeout", error=f"redirects not done in {config.total_timeout:g} s", retryable=True)
         if urlsplit(current).scheme.lower() not in ("http", "https") or not host_of(current):
             return _Attempt("invalid_url", error=f"redirect to a URL that is not http(s) with a host: {current[:200]}")
+        refusal = refused_destination(current, config.allowed_hosts)
+        if refusal:
+            return _Attempt("refused_address", error=refusal)
         attempt_or_response = _request(session, current, config, left)
         if isinstance(attempt_or_response, _Attempt):
             return attempt_or_response
@@ -727,6 +736,33 @@ def _fetch_once(session: requests.Session, url: str, config: DownloadConfig) -> 
                 return _Attempt("http_error", status, error=f"HTTP {status}")
             return _read_body(response, config, deadline)
     return _Attempt("too_many_redirects", error=f"more than {config.max_redirects} redirects")
+
+
+def refused_destination(url: str, allowed_hosts: frozenset[str] = frozenset()) -> str | None:
+    """Why ``url`` must not be fetched (its host resolves to a non-public address), or None.
+
+    Checked before every hop, so neither photos.txt nor a redirect can point the downloader at the
+    machine itself, the private network or a cloud metadata service (169.254.169.254 is link-local).
+    """
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError:
+        return "the URL's port is not a number"
+    if host in allowed_hosts or f"{host}:{port}" in allowed_hosts or f"[{host}]:{port}" in allowed_hosts:
+        return None
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+    except (socket.gaierror, UnicodeError):
+        return None  # unresolvable: the request itself fails as a connection error
+    for address in sorted(addresses):
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        if not ip.is_global or ip.is_multicast:
+            return f"{host} resolves to {ip}, which is not a public address"
+    return None
 
 
 def _request(

@@ -322,6 +322,7 @@ class PhotoDownload(models.Model):
         TRUNCATED = "truncated", "Truncated"
         TOO_MANY_REDIRECTS = "too_many_redirects", "Too many redirects"
         INVALID_URL = "invalid_url", "Invalid URL"
+        REFUSED_ADDRESS = "refused_address", "Refused: not a public address"
         NOT_LISTED = "not_listed", "Not in photos.txt"
 
     # Photo ids are global across categories: one street photo can show a dress and a skirt.

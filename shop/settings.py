@@ -209,6 +209,9 @@ DOWNLOAD_RETRIES = envint("DOWNLOAD_RETRIES", 3, minimum=0)
 DOWNLOAD_BACKOFF_BASE = envfloat("DOWNLOAD_BACKOFF_BASE", 0.5)
 DOWNLOAD_BACKOFF_MAX = envfloat("DOWNLOAD_BACKOFF_MAX", 30.0)
 DOWNLOAD_MAX_BYTES = envint("DOWNLOAD_MAX_BYTES", 15 * 1024 * 1024, minimum=1)
+# "host" or "host:port" entries photo downloads may reach although they resolve to loopback,
+# private or link-local addresses (an internal photo mirror); every other destination must be public.
+DOWNLOAD_ALLOWED_HOSTS = frozenset(h.strip().lower() for h in envstr("DOWNLOAD_ALLOWED_HOSTS", "").split(",") if h.strip())
 for _name in ("DOWNLOAD_CONNECT_TIMEOUT", "DOWNLOAD_READ_TIMEOUT", "DOWNLOAD_TOTAL_TIMEOUT"):
     if globals()[_name] <= 0:
         raise ImproperlyConfigured(f"{_name} must be more than 0 seconds")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import ipaddress
 import os
 import shutil
 import signal
@@ -16,6 +17,50 @@ import pytest
 import redis
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+# Connects the code under test tried outside the loopback range; each test must leave it empty.
+BLOCKED_CONNECTS: list[str] = []
+
+
+def _is_loopback(family: int, address) -> bool:
+    host = address[0] if isinstance(address, tuple) else address
+    try:
+        infos = socket.getaddrinfo(host, None, family)
+    except OSError:
+        return False
+    return all(ipaddress.ip_address(info[4][0].split("%", 1)[0]).is_loopback for info in infos)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _loopback_only():
+    """The suite sends traffic to loopback addresses only: any other connect raises before a packet
+    leaves, and is recorded so that the test fails even where the code under test swallows the error."""
+    original_connect, original_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def guard(sock: socket.socket, address) -> None:
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(sock.family, address):
+            BLOCKED_CONNECTS.append(repr(address))
+            raise ConnectionRefusedError(f"test guard: no connects outside 127.0.0.0/8 and ::1, not {address!r}")
+
+    def connect(sock, address):
+        guard(sock, address)
+        return original_connect(sock, address)
+
+    def connect_ex(sock, address):
+        guard(sock, address)
+        return original_connect_ex(sock, address)
+
+    socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
+    yield
+    socket.socket.connect, socket.socket.connect_ex = original_connect, original_connect_ex
+
+
+@pytest.fixture(autouse=True)
+def _no_blocked_connects():
+    BLOCKED_CONNECTS.clear()
+    yield
+    assert not BLOCKED_CONNECTS, f"the code tried to connect outside the loopback range: {BLOCKED_CONNECTS}"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -37,3 +37,5 @@ if not os.environ.get("CACHE_URL"):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 # Enough for every upload the suite makes; tests of the limit lower it.
 SEARCH_RATE_LIMIT = os.environ.get("SEARCH_RATE_LIMIT", "1000/m")
+# The download tests' photo servers listen on 127.0.0.1; the SSRF tests narrow this to one port.
+DOWNLOAD_ALLOWED_HOSTS = frozenset({"127.0.0.1"})

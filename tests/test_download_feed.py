@@ -23,7 +23,8 @@ def jpeg() -> bytes:
 
 
 JPEG = jpeg()
-CONFIG = DownloadConfig(connect_timeout=2.0, read_timeout=2.0, retries=0, workers=2, per_host=2)
+CONFIG = DownloadConfig(connect_timeout=2.0, read_timeout=2.0, retries=0, workers=2, per_host=2,
+                        allowed_hosts=frozenset({"127.0.0.1"}))  # the test server
 
 
 @pytest.fixture
@@ -98,7 +99,7 @@ def test_it_waits_for_jobs_until_the_feed_closes(server: PhotoServer, tmp_path: 
 
 def test_it_stops_requesting_when_cancelled(server: PhotoServer, tmp_path: Path) -> None:
     feed = JobFeed()
-    run = Run([job(server, i, "/slow") for i in range(10)], tmp_path, feed, DownloadConfig(workers=1, retries=0))
+    run = Run([job(server, i, "/slow") for i in range(10)], tmp_path, feed, DownloadConfig(workers=1, retries=0, allowed_hosts=frozenset({"127.0.0.1"})))
     run.wait_for(1)
 
     feed.cancel()

@@ -30,6 +30,7 @@ from shop.downloads import (
     download_photos,
     parse_retry_after,
     read_photos_txt,
+    refused_destination,
     summarize,
     write_failures_csv,
 )
@@ -242,6 +243,7 @@ def config(sleeps: list[float]) -> DownloadConfig:
         per_host=4,
         sleep=sleeps.append,
         random=lambda: 0.5,
+        allowed_hosts=frozenset({"127.0.0.1"}),  # the test servers; the SSRF tests narrow it
     )
 
 
@@ -633,7 +635,7 @@ def test_it_limits_each_host_separately(
         for i in range(12)
     ]
 
-    results = download_photos(jobs, tmp_path, config=replace(config, workers=8, per_host=2))
+    results = download_photos(jobs, tmp_path, config=replace(config, workers=8, per_host=2, allowed_hosts=frozenset({"127.0.0.1", "localhost"})))
 
     assert summarize(results) == {"ok": 12}
     assert server.state.peak[(group, "127.0.0.1")] == 2
@@ -961,3 +963,91 @@ def test_it_gives_a_whole_redirect_chain_one_deadline(photo_server, tmp_path: Pa
     assert result.outcome == "timeout", result
     assert time.monotonic() - started < 2.5
     assert photo_server.count("/end.jpg") == 0
+
+
+# --- no requests into the machine or the private network ------------------------------------------------
+
+
+@pytest.fixture
+def listener() -> Iterator[httpserver.PhotoServer]:
+    """A loopback service that is not on the allow-list: it must never see a request."""
+    server = httpserver.PhotoServer().start()
+    server.add("/secret", httpserver.image(JPEG))
+    yield server
+    server.stop()
+
+
+def _only(server: httpserver.PhotoServer, config: DownloadConfig) -> DownloadConfig:
+    return replace(config, allowed_hosts=frozenset({f"127.0.0.1:{server.port}"}), retries=0)
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("target", ["other port", "127.0.0.2", "[::1]"])
+@pytest.mark.parametrize("hops", [0, 2])
+def test_it_refuses_a_loopback_listener_not_on_the_allow_list(photo_server, listener, tmp_path: Path,
+                                                              config: DownloadConfig, target: str, hops: int) -> None:
+    if target == "[::1]" and not _ipv6_loopback():
+        pytest.skip("this machine has no IPv6 loopback")
+    host = {"other port": "127.0.0.1", "127.0.0.2": "127.0.0.2", "[::1]": "[::1]"}[target]
+    url = f"http://{host}:{listener.port}/secret"
+    for hop in range(hops):  # through allowed hops of the photo server first
+        url = photo_server.add(f"/hop{hop}-{token()}", httpserver.redirect(url))
+
+    result = fetch_one(url, tmp_path, _only(photo_server, config))
+
+    assert result.outcome == "refused_address" and "not a public address" in result.error, result
+    assert listener.total() == 0
+    assert_only_photos(tmp_path, set())
+
+
+@pytest.mark.parametrize("address", ["10.0.0.1", "169.254.169.254", "192.168.1.10", "100.64.0.1", "224.0.0.1",
+                                     "0.0.0.0", "::ffff:127.0.0.1", "fd00:ec2::254", "fe80::1"])
+def test_it_refuses_private_link_local_and_metadata_addresses_before_connecting(tmp_path: Path, config: DownloadConfig,
+                                                                                  address: str) -> None:
+    host = f"[{address}]" if ":" in address else address
+    assert refused_destination(f"http://{host}/latest/meta-data/")
+    result = fetch_one(f"http://{host}/latest/meta-data/", tmp_path, replace(config, allowed_hosts=frozenset()))
+    assert result.outcome == "refused_address", result  # the loopback guard saw no connect either
+
+
+@pytest.mark.parametrize("name, address", [("metadata.shop.test", "169.254.169.254"),
+                                           ("intranet.shop.test", "10.0.0.1")])
+def test_it_refuses_a_redirect_to_a_name_that_resolves_to_a_private_address(
+    photo_server, tmp_path: Path, config: DownloadConfig, monkeypatch, name: str, address: str
+) -> None:
+    real = socket.getaddrinfo
+
+    def resolver(host, *args, **kwargs):
+        if host == name:  # the test's DNS: this name points into the private network
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, 80))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    url = photo_server.add(f"/moved-{token()}", httpserver.redirect(f"http://{name}/latest/meta-data/"))
+
+    result = fetch_one(url, tmp_path, _only(photo_server, config))
+
+    assert result.outcome == "refused_address" and address in result.error, result
+
+
+def test_it_lets_the_allow_list_name_a_host_and_port(photo_server, tmp_path: Path, config: DownloadConfig) -> None:
+    url = photo_server.add("/ok.jpg", httpserver.image(JPEG))
+    assert fetch_one(url, tmp_path, _only(photo_server, config)).outcome == "ok"
+    assert refused_destination(url, frozenset()) and not refused_destination(url, frozenset({"127.0.0.1"}))
+
+
+def test_it_cannot_connect_outside_the_loopback_range_in_the_tests() -> None:
+    from tests.conftest import BLOCKED_CONNECTS
+
+    with pytest.raises(ConnectionRefusedError, match="test guard"):
+        socket.create_connection(("10.0.0.1", 80), timeout=1)
+    assert BLOCKED_CONNECTS == ["('10.0.0.1', 80)"]
+    BLOCKED_CONNECTS.clear()  # expected here; any other test that leaves one fails

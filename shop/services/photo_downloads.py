@@ -107,6 +107,7 @@ def download_config(*, workers: int | None = None) -> DownloadConfig:
         max_pixels=settings.IMAGE_MAX_PIXELS,
         workers=workers or settings.DOWNLOAD_WORKERS,
         per_host=settings.DOWNLOAD_PER_HOST,
+        allowed_hosts=frozenset(settings.DOWNLOAD_ALLOWED_HOSTS),
     )
 
 
