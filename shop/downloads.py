@@ -41,6 +41,7 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
+import urllib3.connection
 from requests.adapters import HTTPAdapter
 
 from shop.street2shop import photo_filename
@@ -322,7 +323,7 @@ def build_session(config: DownloadConfig) -> requests.Session:
     session.max_redirects = config.max_redirects
     # Each session serves one thread, so one connection per host; keep pools for ~25 retailers
     # plus the CDNs they redirect to.
-    adapter = HTTPAdapter(pool_connections=64, pool_maxsize=1, max_retries=0)
+    adapter = _PinnedAdapter(pool_connections=64, pool_maxsize=1, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -716,10 +717,16 @@ def _fetch_once(session: requests.Session, url: str, config: DownloadConfig) -> 
             return _Attempt("timeout", error=f"redirects not done in {config.total_timeout:g} s", retryable=True)
         if urlsplit(current).scheme.lower() not in ("http", "https") or not host_of(current):
             return _Attempt("invalid_url", error=f"redirect to a URL that is not http(s) with a host: {current[:200]}")
-        refusal = refused_destination(current, config.allowed_hosts)
+        refusal, address = check_destination(current, config.allowed_hosts)
         if refusal:
             return _Attempt("refused_address", error=refusal)
-        attempt_or_response = _request(session, current, config, left)
+        parts = urlsplit(current)
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        _pins.addresses = {((parts.hostname or "").lower(), port): address} if address else {}
+        try:
+            attempt_or_response = _request(session, current, config, left)
+        finally:
+            _pins.addresses = {}
         if isinstance(attempt_or_response, _Attempt):
             return attempt_or_response
         with attempt_or_response as response:
@@ -739,30 +746,80 @@ def _fetch_once(session: requests.Session, url: str, config: DownloadConfig) -> 
 
 
 def refused_destination(url: str, allowed_hosts: frozenset[str] = frozenset()) -> str | None:
-    """Why ``url`` must not be fetched (its host resolves to a non-public address), or None.
+    """Why ``url`` must not be fetched (its host resolves to a non-public address), or None."""
+    return check_destination(url, allowed_hosts)[0]
+
+
+def check_destination(url: str, allowed_hosts: frozenset[str] = frozenset()) -> tuple[str | None, str | None]:
+    """(why ``url`` must not be fetched, or None; the checked address to connect to, or None).
 
     Checked before every hop, so neither photos.txt nor a redirect can point the downloader at the
     machine itself, the private network or a cloud metadata service (169.254.169.254 is link-local).
+    The request then connects to the address checked here (see _PinnedAdapter), not to whatever a
+    second DNS lookup would answer.
     """
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     try:
         port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
     except ValueError:
-        return "the URL's port is not a number"
-    if host in allowed_hosts or f"{host}:{port}" in allowed_hosts or f"[{host}]:{port}" in allowed_hosts:
-        return None
+        return "the URL's port is not a number", None
+    allowed = host in allowed_hosts or f"{host}:{port}" in allowed_hosts or f"[{host}]:{port}" in allowed_hosts
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+        addresses = [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
     except (socket.gaierror, UnicodeError):
-        return None  # unresolvable: the request itself fails as a connection error
-    for address in sorted(addresses):
+        return None, None  # unresolvable: the request itself fails as a connection error
+    for address in addresses if not allowed else ():
         ip = ipaddress.ip_address(address.split("%", 1)[0])
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
             ip = ip.ipv4_mapped
         if not ip.is_global or ip.is_multicast:
-            return f"{host} resolves to {ip}, which is not a public address"
-    return None
+            return f"{host} resolves to {ip}, which is not a public address", None
+    return None, (addresses[0] if addresses else None)
+
+
+# The address each (host, port) of the current hop was checked at, per download thread.
+_pins = threading.local()
+
+
+def _pinned_address(host: str, port: int) -> str | None:
+    return getattr(_pins, "addresses", {}).get((host.rstrip(".").lower(), port))
+
+
+class _PinnedConnection:
+    """Connects to the address check_destination approved; TLS still verifies the host name."""
+
+    def _new_conn(self):
+        pinned = _pinned_address(self._dns_host, self.port)
+        if pinned is None:
+            return super()._new_conn()
+        named, self._dns_host = self._dns_host, pinned
+        try:
+            return super()._new_conn()
+        finally:
+            self._dns_host = named  # before the TLS handshake reads the host for SNI and the certificate
+
+
+class _PinnedHTTPConnection(_PinnedConnection, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _PinnedHTTPSConnection(_PinnedConnection, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _PinnedHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _PinnedHTTPConnection
+
+
+class _PinnedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _PinnedHTTPSConnection
+
+
+class _PinnedAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _PinnedHTTPPool, "https": _PinnedHTTPSPool}
 
 
 def _request(

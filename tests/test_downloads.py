@@ -1051,3 +1051,28 @@ def test_it_cannot_connect_outside_the_loopback_range_in_the_tests() -> None:
         socket.create_connection(("10.0.0.1", 80), timeout=1)
     assert BLOCKED_CONNECTS == ["('10.0.0.1', 80)"]
     BLOCKED_CONNECTS.clear()  # expected here; any other test that leaves one fails
+
+
+def test_it_connects_to_the_address_it_checked_not_to_a_second_answer(photo_server, tmp_path: Path,
+                                                                       config: DownloadConfig, monkeypatch) -> None:
+    """DNS rebinding: the name answers one address for the check and another a moment later."""
+    name, answers = "rebind.shop.test", []
+    real = socket.getaddrinfo
+
+    def resolver(host, port, *args, **kwargs):
+        if host == name:
+            answers.append(host)
+            # First the photo server; from then on an address where nothing listens (127.0.0.2).
+            address = "127.0.0.1" if len(answers) == 1 else "127.0.0.2"
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    photo_server.add("/rebind.jpg", httpserver.image(JPEG))
+    url = f"http://{name}:{photo_server.port}/rebind.jpg"
+
+    result = fetch_one(url, tmp_path, replace(config, allowed_hosts=frozenset({name}), retries=0))
+
+    assert result.outcome == "ok", result
+    assert answers == [name]  # one lookup, the checked one: the connection used its answer
+    assert photo_server.count("/rebind.jpg") == 1
