@@ -720,9 +720,7 @@ def _fetch_once(session: requests.Session, url: str, config: DownloadConfig) -> 
         refusal, address = check_destination(current, config.allowed_hosts)
         if refusal:
             return _Attempt("refused_address", error=refusal)
-        parts = urlsplit(current)
-        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-        _pins.addresses = {((parts.hostname or "").lower(), port): address} if address else {}
+        _pins.addresses = {_host_and_port(current): address} if address else {}
         try:
             attempt_or_response = _request(session, current, config, left)
         finally:
@@ -745,9 +743,11 @@ def _fetch_once(session: requests.Session, url: str, config: DownloadConfig) -> 
     return _Attempt("too_many_redirects", error=f"more than {config.max_redirects} redirects")
 
 
-def refused_destination(url: str, allowed_hosts: frozenset[str] = frozenset()) -> str | None:
-    """Why ``url`` must not be fetched (its host resolves to a non-public address), or None."""
-    return check_destination(url, allowed_hosts)[0]
+def _host_and_port(url: str) -> tuple[str, int]:
+    """The host (lowercase) and port a URL connects to; ValueError for a port that is not a number."""
+    parts = urlsplit(url)
+    # A trailing dot names the same host (urllib3 keeps it for DNS, drops it elsewhere).
+    return (parts.hostname or "").rstrip(".").lower(), parts.port or (443 if parts.scheme.lower() == "https" else 80)
 
 
 def check_destination(url: str, allowed_hosts: frozenset[str] = frozenset()) -> tuple[str | None, str | None]:
@@ -758,10 +758,8 @@ def check_destination(url: str, allowed_hosts: frozenset[str] = frozenset()) -> 
     The request then connects to the address checked here (see _PinnedAdapter), not to whatever a
     second DNS lookup would answer.
     """
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
     try:
-        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        host, port = _host_and_port(url)
     except ValueError:
         return "the URL's port is not a number", None
     allowed = host in allowed_hosts or f"{host}:{port}" in allowed_hosts or f"[{host}]:{port}" in allowed_hosts

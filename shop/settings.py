@@ -180,6 +180,7 @@ UPLOAD_MAX_PIXELS = envint("UPLOAD_MAX_PIXELS", 16_000_000, minimum=1)
 # SEARCH_RATE_LIMIT_IP_HEADER (e.g. HTTP_X_FORWARDED_FOR) to the header carrying the client's address.
 SEARCH_RATE_LIMIT = envstr("SEARCH_RATE_LIMIT", "10/m")
 SEARCH_RATE_LIMIT_IP_HEADER = envstr("SEARCH_RATE_LIMIT_IP_HEADER", "REMOTE_ADDR")
+RATELIMIT_IP_META_KEY = "shop.uploads.client_ip"  # django-ratelimit's "ip" key reads the address here
 # Past this many searches waiting for a worker, uploads get "busy, try again" (503).
 SEARCH_MAX_PENDING = envint("SEARCH_MAX_PENDING", 50, minimum=1)
 # A search still pending after this long is ended as failed (a lost message, a dead worker).

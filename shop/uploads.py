@@ -52,18 +52,16 @@ def cap_body(request: HttpRequest) -> None:
     )
 
 
-def client_address(group: str, request: HttpRequest) -> str:
-    """The address the rate limit counts: REMOTE_ADDR, or the last hop a trusted proxy appended."""
-    header = settings.SEARCH_RATE_LIMIT_IP_HEADER
-    value = request.META.get(header, "") or request.META.get("REMOTE_ADDR", "")
+def client_ip(request: HttpRequest) -> str:
+    """The client's address for the rate limit (django-ratelimit's RATELIMIT_IP_META_KEY, which then
+    counts an IPv6 client's whole /64): REMOTE_ADDR, or the last hop a trusted proxy appended."""
+    value = request.META.get(settings.SEARCH_RATE_LIMIT_IP_HEADER, "")
     # X-Forwarded-For lists client-supplied hops first: only the last one was written by our proxy.
     address = value.split(",")[-1].strip()
     try:
-        parsed = ipaddress.ip_address(address)
+        return str(ipaddress.ip_address(address))
     except ValueError:
-        return address or "unknown"
-    # One IPv6 client usually holds a whole /64: count the network, as django-ratelimit's own "ip" key does.
-    return str(ipaddress.ip_network(f"{parsed}/64", strict=False).network_address) if parsed.version == 6 else address
+        return request.META["REMOTE_ADDR"]
 
 
 @dataclass(frozen=True)
@@ -74,7 +72,7 @@ class RateCheck:
 
 def count_upload(request: HttpRequest) -> RateCheck:
     """Count one upload against the client's SEARCH_RATE_LIMIT window."""
-    usage = get_usage(request, group="search-upload", key=client_address, rate=settings.SEARCH_RATE_LIMIT,
+    usage = get_usage(request, group="search-upload", key="ip", rate=settings.SEARCH_RATE_LIMIT,
                       method="POST", increment=True)
     if usage is None:
         return RateCheck(limited=False, retry_after=0)

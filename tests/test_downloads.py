@@ -30,7 +30,7 @@ from shop.downloads import (
     download_photos,
     parse_retry_after,
     read_photos_txt,
-    refused_destination,
+    check_destination,
     summarize,
     write_failures_csv,
 )
@@ -1013,7 +1013,7 @@ def test_it_refuses_a_loopback_listener_not_on_the_allow_list(photo_server, list
 def test_it_refuses_private_link_local_and_metadata_addresses_before_connecting(tmp_path: Path, config: DownloadConfig,
                                                                                   address: str) -> None:
     host = f"[{address}]" if ":" in address else address
-    assert refused_destination(f"http://{host}/latest/meta-data/")
+    assert check_destination(f"http://{host}/latest/meta-data/")[0]
     result = fetch_one(f"http://{host}/latest/meta-data/", tmp_path, replace(config, allowed_hosts=frozenset()))
     assert result.outcome == "refused_address", result  # the loopback guard saw no connect either
 
@@ -1041,7 +1041,7 @@ def test_it_refuses_a_redirect_to_a_name_that_resolves_to_a_private_address(
 def test_it_lets_the_allow_list_name_a_host_and_port(photo_server, tmp_path: Path, config: DownloadConfig) -> None:
     url = photo_server.add("/ok.jpg", httpserver.image(JPEG))
     assert fetch_one(url, tmp_path, _only(photo_server, config)).outcome == "ok"
-    assert refused_destination(url, frozenset()) and not refused_destination(url, frozenset({"127.0.0.1"}))
+    assert check_destination(url, frozenset())[0] and not check_destination(url, frozenset({"127.0.0.1"}))[0]
 
 
 def test_it_cannot_connect_outside_the_loopback_range_in_the_tests() -> None:
