@@ -16,12 +16,26 @@ What a run guarantees:
   every ``.part`` file at start safe.
 - Unexpected errors (a full disk, a bug) end the run instead of being recorded 425,000 times; the
   photos written so far stay, so running again resumes.
+
+How a run schedules (see ``_run``):
+
+- Each host has a queue ordered by ``DownloadJob.priority``, then by the order jobs were added;
+  hosts take turns, with at most ``per_host`` requests in flight each.
+- A worker makes one request per turn. A retryable failure hands the slot and the worker back: the
+  photo re-enters its host's queue, not to be taken before its backoff has passed. A 429/503 with
+  ``Retry-After`` pauses the whole host that long.
+- A photo has one ``total_timeout`` budget for all its attempts and waits, and a timeout is retried
+  once per run: a silent photo costs two attempts, not ``retries + 1`` full read timeouts.
+- A host is skipped for the rest of the run once most of its latest requests failed to connect or
+  timed out (``host_health_window``, ``host_failure_share``): a dead retailer costs a window of
+  requests, a live one with a few silent photos keeps serving.
 """
 
 from __future__ import annotations
 
 import csv
 import email.utils
+import heapq
 import ipaddress
 import os
 import random
@@ -145,13 +159,29 @@ class JobFeed:
                 self._condition.wait(timeout)
             return self._cancelled or (self._closed and not self._jobs)
 
+    def _nap(self, timeout: float) -> None:
+        """Block up to ``timeout`` while a retry waits, waking early for a new job or a cancel.
+
+        Unlike ``_wait`` it also waits once the feed is closed: queued retries still need their time.
+        """
+        with self._condition:
+            if not self._jobs and not self._cancelled:
+                self._condition.wait(timeout)
+
 
 @dataclass(frozen=True)
 class DownloadJob:
-    """One photo to fetch."""
+    """One photo to fetch.
+
+    ``priority`` orders the jobs of one host: lower runs first, equal priorities in the order the
+    jobs were given or put (a retry keeps its place). Hosts still take turns, so a low number
+    never starves another host. The seeding pipeline numbers shop photos of earlier products
+    before street photos, so products finish in catalogue order.
+    """
 
     photo_id: int
     url: str
+    priority: int = field(default=0, kw_only=True)
 
     def __post_init__(self) -> None:
         if (
@@ -160,6 +190,8 @@ class DownloadJob:
             or self.photo_id < 0
         ):
             raise ValueError(f"photo_id must be a non-negative int, got {self.photo_id!r}")
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
+            raise ValueError(f"priority must be an int, got {self.priority!r}")
 
 
 @dataclass(frozen=True)
@@ -183,13 +215,16 @@ class DownloadResult:
 
 @dataclass(frozen=True)
 class DownloadConfig:
-    """Limits and politeness for one run; ``sleep`` and ``random`` are injectable for tests."""
+    """Limits and politeness for one run; ``on_backoff`` and ``random`` are there for tests."""
 
     connect_timeout: float = 5.0
     read_timeout: float = 20.0
-    # read_timeout bounds each socket read only; a server dripping a byte a second would hold a
-    # worker for hours without a cap on the whole attempt.
+    # One budget per photo, from its first request: every attempt, redirect, body read and wait for
+    # a retry must fit in it, and each attempt gets only what is left. read_timeout bounds each
+    # socket read only; a server dripping a byte a second would hold a worker for hours without it.
     total_timeout: float = 120.0
+    # Retries after a 5xx, a 429 or a connection error; a timeout is retried once at most, as a
+    # photo that stayed silent twice will most likely stay silent (--retry-failed tries it again).
     retries: int = 3
     backoff_base: float = 0.5
     backoff_max: float = 30.0
@@ -199,16 +234,19 @@ class DownloadConfig:
     allowed_formats: frozenset[str] = ALLOWED_FORMATS
     workers: int = 8
     per_host: int = 2
-    # After this many jobs in a row on one host end in timeout/connection_error, the host's
-    # remaining jobs are skipped: a dead retailer would otherwise cost ~25 s per URL for
-    # thousands of URLs. None disables it.
-    host_failure_limit: int | None = 25
+    # A host is skipped for the rest of the run once, of its last host_health_window requests (a
+    # full window seen), at least host_failure_share ended in timeout or connection_error: a dead
+    # retailer would otherwise cost ~25 s per URL for thousands of URLs, while a live one with a
+    # few silent photos must keep serving. None or 0 disables it.
+    host_health_window: int | None = 20
+    host_failure_share: float = 0.8
     verify_existing: bool = False
     # "host" or "host:port" entries that may resolve to loopback, private or link-local addresses
     # (a test server, a shop's internal photo mirror); every other destination must be public.
     allowed_hosts: frozenset[str] = frozenset()
     user_agent: str = USER_AGENT
-    sleep: Callable[[float], None] = time.sleep
+    # Called from the calling thread with the delay of each retry as it is queued (tests, logs).
+    on_backoff: Callable[[float], None] | None = None
     random: Callable[[], float] = random.random
 
     def __post_init__(self) -> None:
@@ -218,6 +256,13 @@ class DownloadConfig:
             raise ValueError(
                 "retries and max_redirects must be >= 0; max_bytes and max_pixels >= 1"
             )
+        if self.total_timeout <= 0:
+            raise ValueError("total_timeout must be more than 0 seconds")
+        window = self.host_health_window
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 0):
+            raise ValueError(f"host_health_window must be None or an int >= 0, got {window!r}")
+        if not 0 < self.host_failure_share <= 1:
+            raise ValueError(f"host_failure_share must be in (0, 1], got {self.host_failure_share!r}")
 
 
 @dataclass(frozen=True)
@@ -278,8 +323,12 @@ def download_photos(
     ``progress`` is called once per finished job, in completion order, always from the calling
     thread, so it need not be thread-safe. Downloads run on ``config.workers`` threads with at most
     ``config.per_host`` in flight per host (by the first URL's host; redirects are not re-counted).
+    Within a host, jobs start by ``DownloadJob.priority`` (lower first), then in the order given
+    or put; hosts take turns. A retry waits for its backoff in its host's queue, not on a worker.
     With a ``feed``, jobs put into it join the run (their results follow, in the order put) and
-    the run lasts until the feed is closed or cancelled; a cancelled run returns what finished.
+    the run lasts until the feed is closed or cancelled. A cancelled run returns what finished, and
+    every photo whose retry the cancel cut short with the failure it last had; those are not passed
+    to ``progress``, as they did not finish (the next run tries them again).
     """
     ids = Counter(job.photo_id for job in jobs)
     duplicates = sorted(photo_id for photo_id, count in ids.items() if count > 1)
@@ -500,48 +549,142 @@ class _Attempt:
     retry_after: float | None = None
 
 
+@dataclass(frozen=True)
+class _Turn:
+    """What one turn of a job on a worker came to: the checks, then at most one request."""
+
+    outcome: str
+    status: int | None = None
+    size: int = 0
+    error: str = ""
+    retryable: bool = False
+    retry_after: float | None = None
+    requested: bool = True
+    deadline: float | None = None  # the photo's budget end (monotonic), set by its first request
+
+
+@dataclass
+class _JobState:
+    """A job across its turns; only the calling thread reads or writes it."""
+
+    started: float | None = None  # perf_counter at its first turn
+    deadline: float | None = None
+    attempts: int = 0
+    timeouts: int = 0
+    last: _Turn | None = None  # its latest failure, while it waits for a retry
+
+
 class _HostScheduler:
     """Hands out jobs round-robin across hosts, never more than ``per_host`` at once per host.
 
     Scheduling instead of a semaphore inside each worker: photos.txt is grouped by retailer, and
-    workers blocked on one busy host's semaphore would leave the other hosts idle.
+    workers blocked on one busy host's semaphore would leave the other hosts idle. Each host's
+    jobs are a heap by (priority, index): the index is the order added, so ties keep it, and a
+    retry keeps its place. A retry waits in a second heap until its not-before time; a host paused
+    by Retry-After hands out nothing until then.
     """
 
-    def __init__(self, jobs: Sequence[DownloadJob], per_host: int) -> None:
+    def __init__(self, per_host: int) -> None:
         self.per_host = per_host
-        self._pending: dict[str, deque[int]] = {}
+        self._ready: dict[str, list[tuple[int, int]]] = {}
+        self._waiting: dict[str, list[tuple[float, int, int]]] = {}
+        self._paused: dict[str, float] = {}
         self._rotation: deque[str] = deque()
         self._active: Counter[str] = Counter()
-        for index, job in enumerate(jobs):
-            self.add(index, job)
 
-    def add(self, index: int, job: DownloadJob) -> None:
-        """Queue one more job; a host with nothing queued joins the end of the rotation."""
+    def add(self, index: int, job: DownloadJob, not_before: float | None = None) -> None:
+        """Queue a job, or a retry not to start before ``not_before`` (monotonic time)."""
         host = host_of(job.url)
-        if host not in self._pending:
-            self._pending[host] = deque()
+        if host not in self._ready:
+            # A host with nothing queued joins the end of the rotation.
+            self._ready[host], self._waiting[host] = [], []
             self._rotation.append(host)
-        self._pending[host].append(index)
+        if not_before is None:
+            heapq.heappush(self._ready[host], (job.priority, index))
+        else:
+            heapq.heappush(self._waiting[host], (not_before, job.priority, index))
 
-    def take(self) -> tuple[int, str] | None:
-        """The next (job index, host) whose host has a free slot, or None if there is none now."""
+    def pause(self, host: str, until: float) -> None:
+        """Start none of ``host``'s jobs before ``until`` (monotonic time)."""
+        self._paused[host] = max(self._paused.get(host, 0.0), until)
+
+    def take(self, now: float) -> tuple[int, str] | None:
+        """The next (job index, host) that may start now, or None if there is none now."""
         for _ in range(len(self._rotation)):
             host = self._rotation[0]
             self._rotation.rotate(-1)
-            if self._active[host] >= self.per_host:
+            if self._active[host] >= self.per_host or self._paused.get(host, 0.0) > now:
                 continue
-            queue = self._pending[host]
-            index = queue.popleft()
-            if not queue:
+            ready, waiting = self._ready[host], self._waiting[host]
+            while waiting and waiting[0][0] <= now:
+                _, priority, index = heapq.heappop(waiting)
+                heapq.heappush(ready, (priority, index))
+            if not ready:
+                continue
+            _, index = heapq.heappop(ready)
+            if not ready and not waiting:
                 # rotate(-1) just moved this host to the end.
                 self._rotation.pop()
-                del self._pending[host]
+                del self._ready[host], self._waiting[host]
             self._active[host] += 1
             return index, host
         return None
 
+    def next_time(self, now: float) -> float | None:
+        """The earliest time after ``now`` at which a waiting retry or a paused host may start a job.
+
+        None when nothing queued waits for time (only for a free slot, or nothing is queued).
+        """
+        times = []
+        for host in self._rotation:
+            paused = self._paused.get(host, 0.0)
+            ready, waiting = self._ready[host], self._waiting[host]
+            when = paused if ready else max(paused, waiting[0][0])
+            if when > now:
+                times.append(when)
+        return min(times, default=None)
+
+    def drop(self, host: str) -> list[int]:
+        """Remove and return the indexes of every job queued for ``host``."""
+        if host not in self._ready:
+            return []
+        indexes = [index for _, index in self._ready.pop(host)]
+        indexes += [index for _, _, index in self._waiting.pop(host)]
+        self._rotation.remove(host)
+        return sorted(indexes)
+
+    def has_jobs(self) -> bool:
+        """True while any job is queued, ready or waiting."""
+        return bool(self._rotation)
+
     def release(self, host: str) -> None:
         self._active[host] -= 1
+
+
+class _HostHealth:
+    """Each host's last ``window`` finished requests; a host mostly failing them is skipped for good."""
+
+    def __init__(self, window: int | None, share: float) -> None:
+        self.window = window or 0
+        self.share = share
+        self._recent: dict[str, deque[bool]] = {}
+        self.reasons: dict[str, str] = {}  # skipped host → why
+
+    def record(self, host: str, failed: bool) -> bool:
+        """Count one finished request; True when it is the one that gets ``host`` skipped."""
+        if not self.window or not host or host in self.reasons:
+            return False
+        recent = self._recent.setdefault(host, deque(maxlen=self.window))
+        recent.append(failed)
+        failures = sum(recent)
+        # Only a full window: the first few requests of a run say little about a host.
+        if len(recent) < self.window or failures < self.share * self.window:
+            return False
+        self.reasons[host] = (
+            f"skipped: {failures} of the last {self.window} requests to {host} failed to connect or timed out"
+        )
+        del self._recent[host]
+        return True
 
 
 class _SessionPerThread:
@@ -578,80 +721,156 @@ def host_of(url: str) -> str:
 
 
 def _run(
-    jobs: list[DownloadJob],
+    given: list[DownloadJob],
     folder: Path,
     config: DownloadConfig,
     progress: Callable[[DownloadResult], None] | None,
     feed: JobFeed | None = None,
 ) -> list[DownloadResult]:
-    results: list[DownloadResult | None] = [None] * len(jobs)
-    scheduler = _HostScheduler(jobs, config.per_host)
+    # One entry per job in the order given, then put: its index is its place in the results and
+    # its tie-breaker in its host's queue.
+    jobs: list[DownloadJob] = []
+    results: list[DownloadResult | None] = []
+    states: list[_JobState] = []
+    scheduler = _HostScheduler(config.per_host)
+    health = _HostHealth(config.host_health_window, config.host_failure_share)
     sessions = _SessionPerThread(config)
-    failures_in_a_row: Counter[str] = Counter()
-    stop = threading.Event()
-    ids = {job.photo_id for job in jobs}
+    ids: set[int] = set()
 
-    def finish(index: int, result: DownloadResult) -> None:
+    def finish(index: int, result: DownloadResult, *, report: bool = True) -> None:
         results[index] = result
-        if progress is not None:
+        if progress is not None and report:
             progress(result)
 
-    def take_fed() -> None:
-        for job in feed._take() if feed is not None else ():
-            if job.photo_id in ids:
-                raise ValueError(f"photo id {job.photo_id} appears more than once")
-            ids.add(job.photo_id)
-            scheduler.add(len(jobs), job)
-            jobs.append(job)
-            results.append(None)
+    def end(index: int, turn: _Turn, note: str = "", *, report: bool = True) -> None:
+        """Finish a job with ``turn``'s outcome, ``note`` added to its error."""
+        state = states[index]
+        error = f"{turn.error}; {note}" if turn.error and note else (turn.error or note)
+        started = state.started if state.started is not None else time.perf_counter()
+        result = DownloadResult(jobs[index].photo_id, jobs[index].url, turn.outcome, turn.status,
+                                state.attempts, turn.size, error, time.perf_counter() - started)
+        finish(index, result, report=report)
 
+    def skip(index: int, host: str) -> None:
+        turn = _Turn("connection_error", error=health.reasons[host], requested=False)
+        end(index, turn)
+
+    def add(job: DownloadJob) -> None:
+        if job.photo_id in ids:
+            raise ValueError(f"photo id {job.photo_id} appears more than once")
+        ids.add(job.photo_id)
+        index = len(jobs)
+        jobs.append(job)
+        results.append(None)
+        states.append(_JobState())
+        host = host_of(job.url)
+        if host in health.reasons:
+            skip(index, host)
+        else:
+            scheduler.add(index, job)
+
+    def done(index: int, turn: _Turn, *, cancelled: bool = False) -> None:
+        """Count a finished turn; end the job or queue its retry (keep it for the end if cancelled)."""
+        job, state = jobs[index], states[index]
+        host = host_of(job.url)
+        scheduler.release(host)
+        if turn.requested:
+            state.attempts += 1
+            state.deadline = turn.deadline
+            state.timeouts += turn.outcome == "timeout"
+            if health.record(host, turn.outcome in ("timeout", "connection_error")):
+                for queued in scheduler.drop(host):
+                    skip(queued, host)
+        now = time.monotonic()
+        if turn.retry_after is not None and turn.status in (429, 503):
+            # The server asked the host, not this photo, to slow down: whether or not it is retried.
+            scheduler.pause(host, now + min(turn.retry_after, config.backoff_max))
+        if not turn.retryable:
+            return end(index, turn)
+        if host in health.reasons:
+            return end(index, turn, f"not retried: {health.reasons[host]}")
+        # A second timeout ends the photo: a silent URL would hold a slot for every retry.
+        if state.attempts > config.retries or (turn.outcome == "timeout" and state.timeouts > 1):
+            return end(index, turn)
+        delay = backoff_delay(state.attempts, turn.retry_after, config)  # at least the host's pause
+        if state.deadline is not None and now + delay >= state.deadline:
+            return end(index, turn, _budget_spent(config))
+        state.last = turn
+        if cancelled:
+            return
+        if config.on_backoff is not None:
+            config.on_backoff(delay)
+        scheduler.add(index, job, now + delay)
+
+    def start(pool: ThreadPoolExecutor, running: dict[Future[_Turn], int]) -> None:
+        """Hand every job that may start now to a free worker."""
+        now = time.monotonic()
+        while len(running) < config.workers and (picked := scheduler.take(now)) is not None:
+            index, host = picked
+            state = states[index]
+            if state.last is not None and state.deadline is not None and state.deadline <= now:
+                # Its host was busy or paused past the photo's budget.
+                scheduler.release(host)
+                end(index, state.last, _budget_spent(config))
+                continue
+            if state.started is None:
+                state.started = time.perf_counter()
+            future = pool.submit(_download_one, jobs[index], folder, config, sessions.get, state.deadline)
+            running[future] = index
+
+    for job in given:
+        add(job)
+    cancelled = False
     try:
         with ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="download") as pool:
-            running: dict[Future[DownloadResult], tuple[int, str]] = {}
-            try:
-                while True:
-                    take_fed()
-                    if feed is not None and feed.cancelled:
-                        break
-                    while (
-                        len(running) < config.workers and (picked := scheduler.take()) is not None
-                    ):
-                        index, host = picked
-                        limit = config.host_failure_limit
-                        if limit is not None and host and failures_in_a_row[host] >= limit:
-                            scheduler.release(host)
-                            finish(index, _skipped(jobs[index], host, limit))
-                            continue
-                        future = pool.submit(
-                            _download_one, jobs[index], folder, config, sessions.get, stop
-                        )
-                        running[future] = (index, host)
-                    if not running:
-                        # Every job is done (a free worker found none to take): end, or wait for more.
+            running: dict[Future[_Turn], int] = {}
+            while True:
+                for job in feed._take() if feed is not None else ():
+                    add(job)
+                if feed is not None and feed.cancelled:
+                    cancelled = True
+                    break
+                start(pool, running)
+                wake = scheduler.next_time(time.monotonic())
+                if not running:
+                    if wake is None and not scheduler.has_jobs():
+                        # Every job is done: end, or wait for more.
                         if feed is None or feed._wait(_FEED_POLL):
                             break
-                        continue
-                    # With a feed, wake up now and then to hand new jobs to idle workers.
-                    done, _ = wait(
-                        running,
-                        timeout=_FEED_POLL if feed is not None else None,
-                        return_when=FIRST_COMPLETED,
-                    )
-                    for future in done:
-                        index, host = running.pop(future)
-                        scheduler.release(host)
-                        result = future.result()
-                        if result.outcome in ("timeout", "connection_error"):
-                            failures_in_a_row[host] += 1
-                        elif result.outcome != "exists":
-                            failures_in_a_row[host] = 0
-                        finish(index, result)
-            finally:
-                # On Ctrl-C or an error, in-flight jobs stop retrying and the pool waits for them.
-                stop.set()
+                    elif wake is not None:
+                        # Nothing runs until a retry is due or a host's pause ends.
+                        pause = max(0.0, wake - time.monotonic())
+                        if feed is None:
+                            time.sleep(pause)
+                        else:
+                            feed._nap(min(pause, _FEED_POLL))
+                    continue
+                # With a feed, wake up now and then to hand new jobs to idle workers; wake up when a
+                # retry is due too, as a worker may be free for it.
+                timeouts = [_FEED_POLL] if feed is not None else []
+                if wake is not None:
+                    timeouts.append(max(0.0, wake - time.monotonic()))
+                finished, _ = wait(running, timeout=min(timeouts, default=None), return_when=FIRST_COMPLETED)
+                for future in finished:
+                    done(running.pop(future), future.result())
+            if cancelled:
+                # No new requests: the ones in flight end as they are.
+                for future in list(running):
+                    index = running.pop(future)
+                    done(index, future.result(), cancelled=True)
+                # A photo whose retry the cancel cut short ends with the failure it last had, but is
+                # not reported to ``progress``: it did not finish, so a caller recording failures
+                # (the seeding pipeline) must not skip it next run as failed.
+                for index, state in enumerate(states):
+                    if results[index] is None and state.last is not None:
+                        end(index, state.last, "not retried: the run was cancelled", report=False)
     finally:
         sessions.close()
     return [result for result in results if result is not None]
+
+
+def _budget_spent(config: DownloadConfig) -> str:
+    return f"gave up: the photo's {config.total_timeout:g} s budget was spent"
 
 
 def _download_one(
@@ -659,57 +878,41 @@ def _download_one(
     folder: Path,
     config: DownloadConfig,
     get_session: Callable[[], requests.Session],
-    stop: threading.Event,
-) -> DownloadResult:
-    """Fetch, validate and store one photo, retrying transient failures."""
-    started = time.perf_counter()
-    final = folder / photo_filename(job.photo_id)
+    deadline: float | None,
+) -> _Turn:
+    """One turn of a job: on its first (``deadline`` None) the checks, then at most one request.
 
-    def result(
-        outcome: str, status: int | None, attempts: int, size: int = 0, error: str = ""
-    ) -> DownloadResult:
-        return DownloadResult(
-            job.photo_id,
-            job.url,
-            outcome,
-            status,
-            attempts,
-            size,
-            error,
-            time.perf_counter() - started,
-        )
-
-    if _is_present(final, config):
-        return result("exists", None, 0, final.stat().st_size)
-    scheme = urlsplit(job.url).scheme.lower() if host_of(job.url) else ""
-    if scheme not in ("http", "https"):
-        return result("invalid_url", None, 0, error="not an http(s) URL with a host")
-
-    attempts = 0
-    while True:
-        attempts += 1
-        attempt = _fetch_once(get_session(), job.url, config)
-        if attempt.outcome == "ok":
-            outcome, error = _validate(attempt.body, config)
-            if outcome == "ok":
-                # A .part name, which the next run deletes if this process is killed mid-write.
-                atomic_write_bytes(final, attempt.body, prefix=f".{final.name}{PART_MARKER}", suffix="")
-            return result(outcome, attempt.status, attempts, len(attempt.body), error)
-        if not attempt.retryable or attempts > config.retries or stop.is_set():
-            return result(attempt.outcome, attempt.status, attempts, 0, attempt.error)
-        config.sleep(backoff_delay(attempts, attempt.retry_after, config))
+    A retry is another turn: the calling thread decides it, so a backoff never holds a worker.
+    """
+    if deadline is None:
+        final = folder / photo_filename(job.photo_id)
+        if _is_present(final, config):
+            return _Turn("exists", size=final.stat().st_size, requested=False)
+        scheme = urlsplit(job.url).scheme.lower() if host_of(job.url) else ""
+        if scheme not in ("http", "https"):
+            return _Turn("invalid_url", error="not an http(s) URL with a host", requested=False)
+        deadline = time.monotonic() + config.total_timeout
+    attempt = _fetch_once(get_session(), job.url, config, deadline)
+    if attempt.outcome != "ok":
+        return _Turn(attempt.outcome, attempt.status, 0, attempt.error, attempt.retryable,
+                     attempt.retry_after, deadline=deadline)
+    outcome, error = _validate(attempt.body, config)
+    if outcome == "ok":
+        final = folder / photo_filename(job.photo_id)
+        # A .part name, which the next run deletes if this process is killed mid-write.
+        atomic_write_bytes(final, attempt.body, prefix=f".{final.name}{PART_MARKER}", suffix="")
+    return _Turn(outcome, attempt.status, len(attempt.body), error, deadline=deadline)
 
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
-def _fetch_once(session: requests.Session, url: str, config: DownloadConfig) -> _Attempt:
-    """One GET, its redirects followed by hand under one deadline; only the final 2xx body is read.
+def _fetch_once(session: requests.Session, url: str, config: DownloadConfig, deadline: float) -> _Attempt:
+    """One GET, its redirects followed by hand before ``deadline`` (the photo's budget, monotonic).
 
-    requests would read each redirect's body whole (40 MB, a drip, a gzip bomb) outside our size
-    and time limits; here a redirect's body is never read, its connection is closed instead.
+    Only the final 2xx body is read: requests would read each redirect's body whole (40 MB, a drip,
+    a gzip bomb) outside our size and time limits; here a redirect's connection is closed instead.
     """
-    deadline = time.monotonic() + config.total_timeout
     current = url
     for _hop in range(config.max_redirects + 1):
         left = deadline - time.monotonic()
@@ -920,11 +1123,6 @@ def _is_present(final: Path, config: DownloadConfig) -> bool:
     except ImageError:
         return False
     return True
-
-
-def _skipped(job: DownloadJob, host: str, limit: int) -> DownloadResult:
-    error = f"skipped: the last {limit} jobs on {host} failed to connect or timed out"
-    return DownloadResult(job.photo_id, job.url, "connection_error", None, 0, 0, error, 0.0)
 
 
 def _describe(exc: BaseException) -> str:

@@ -204,7 +204,8 @@ DOWNLOAD_WORKERS = envint("DOWNLOAD_WORKERS", 8, minimum=1)
 DOWNLOAD_PER_HOST = envint("DOWNLOAD_PER_HOST", 2, minimum=1)
 DOWNLOAD_CONNECT_TIMEOUT = envfloat("DOWNLOAD_CONNECT_TIMEOUT", 5.0)
 DOWNLOAD_READ_TIMEOUT = envfloat("DOWNLOAD_READ_TIMEOUT", 20.0)
-# Caps a whole attempt: a server dripping one byte per read timeout would otherwise hold a worker.
+# One budget per photo across its attempts, redirects and waits for a retry: a server dripping one
+# byte per read timeout, or one that never answers, would otherwise hold a worker for long.
 DOWNLOAD_TOTAL_TIMEOUT = envfloat("DOWNLOAD_TOTAL_TIMEOUT", 120.0)
 DOWNLOAD_RETRIES = envint("DOWNLOAD_RETRIES", 3, minimum=0)
 DOWNLOAD_BACKOFF_BASE = envfloat("DOWNLOAD_BACKOFF_BASE", 0.5)

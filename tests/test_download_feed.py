@@ -123,3 +123,46 @@ def test_it_refuses_a_photo_id_already_in_the_run(server: PhotoServer, tmp_path:
     with pytest.raises(RuntimeError, match="closed"):
         feed.close()
         feed.put([job(server, 2)])
+
+
+def test_it_serves_jobs_put_while_it_runs_by_priority_then_in_the_order_put(server: PhotoServer, tmp_path: Path) -> None:
+    feed = JobFeed()
+    config = DownloadConfig(workers=1, per_host=1, retries=0, allowed_hosts=frozenset({"127.0.0.1"}))
+    run = Run([job(server, 0, "/slow")], tmp_path, feed, config)
+    deadline = time.monotonic() + 5
+    while server.count("/slow/0.jpg") == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    # All queued while the slow photo holds the host's only slot.
+    feed.put([DownloadJob(1, server.url("/1.jpg"), priority=3), DownloadJob(2, server.url("/2.jpg"), priority=1)])
+    feed.put([DownloadJob(3, server.url("/3.jpg"), priority=1), DownloadJob(4, server.url("/4.jpg"), priority=0)])
+    feed.close()
+    run.join()
+
+    assert run.error is None
+    assert server.log == ["/slow/0.jpg", "/4.jpg", "/2.jpg", "/3.jpg", "/1.jpg"]
+    assert [r.photo_id for r in run.results] == [0, 1, 2, 3, 4]
+
+
+def test_it_ends_a_waiting_retry_with_its_last_failure_when_cancelled(server: PhotoServer, tmp_path: Path) -> None:
+    server.add("/down.jpg", httpserver.status(503))
+    queued = threading.Event()
+    feed = JobFeed()
+    # A 5 s backoff: the run must not sit it out once cancelled.
+    config = DownloadConfig(retries=3, backoff_base=5.0, random=lambda: 1.0, on_backoff=lambda delay: queued.set(),
+                            allowed_hosts=frozenset({"127.0.0.1"}))
+    run = Run([DownloadJob(1, server.url("/down.jpg"))], tmp_path, feed, config)
+    assert queued.wait(5)
+
+    started = time.monotonic()
+    feed.cancel()
+    run.join()
+
+    assert run.error is None
+    assert time.monotonic() - started < 1.0
+    [result] = run.results
+    assert (result.outcome, result.http_status, result.attempts) == ("http_error", 503, 1)
+    assert result.error.startswith("HTTP 503") and "cancelled" in result.error
+    assert run.seen == []  # not finished: a caller recording failures must let the next run retry it
+    time.sleep(0.2)
+    assert server.count("/down.jpg") == 1

@@ -65,6 +65,7 @@ class ServerState:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.requests: Counter[str] = Counter()
+        self.times: dict[str, list[float]] = {}  # monotonic arrival of each request, per path
         self.user_agents: dict[str, str] = {}
         self.client_ports: dict[str, set[int]] = {}
         self.in_flight: Counter[tuple[str, str]] = Counter()
@@ -73,6 +74,12 @@ class ServerState:
     def count(self, path: str) -> int:
         with self.lock:
             return self.requests[path]
+
+    def gaps(self, path: str) -> list[float]:
+        """Seconds between consecutive requests to ``path``."""
+        with self.lock:
+            times = self.times.get(path, [])
+            return [later - earlier for earlier, later in zip(times, times[1:])]
 
     def enter(self, *keys: tuple[str, str]) -> None:
         with self.lock:
@@ -97,6 +104,7 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         with self.state.lock:
             self.state.requests[path] += 1
+            self.state.times.setdefault(path, []).append(time.monotonic())
             seen = self.state.requests[path]
             self.state.user_agents[path] = self.headers.get("User-Agent", "")
             self.state.client_ports.setdefault(path.rsplit("/", 1)[0], set()).add(
@@ -229,7 +237,7 @@ def sleeps() -> list[float]:
 
 @pytest.fixture
 def config(sleeps: list[float]) -> DownloadConfig:
-    # Fake sleep and a fixed "random" so backoff is instant and its durations can be asserted.
+    # Tiny backoffs and a fixed "random": retries are quick and their delays can be asserted.
     return DownloadConfig(
         connect_timeout=2.0,
         read_timeout=0.5,
@@ -241,7 +249,7 @@ def config(sleeps: list[float]) -> DownloadConfig:
         max_pixels=MAX_PIXELS,
         workers=4,
         per_host=4,
-        sleep=sleeps.append,
+        on_backoff=sleeps.append,
         random=lambda: 0.5,
         allowed_hosts=frozenset({"127.0.0.1"}),  # the test servers; the SSRF tests narrow it
     )
@@ -396,31 +404,43 @@ def test_it_gives_up_on_a_server_that_stays_unavailable(
 
 
 def test_it_waits_as_long_as_retry_after_says(
-    server: Server, tmp_path: Path, config: DownloadConfig
+    server: Server, tmp_path: Path, config: DownloadConfig, sleeps: list[float]
 ) -> None:
     path = f"/busy/{token()}"
-    waited: list[float] = []
 
-    def sleep(seconds: float) -> None:
-        waited.append(seconds)
-        time.sleep(seconds)
-
-    started = time.monotonic()
-    result = fetch_one(server.url(path), tmp_path, replace(config, sleep=sleep))
+    result = fetch_one(server.url(path), tmp_path, config)
 
     assert (result.outcome, result.attempts) == ("ok", 2)
-    assert waited == [1.0]
-    assert time.monotonic() - started >= 1.0
+    assert sleeps == [1.0]
     assert server.state.count(path) == 2
+    [gap] = server.state.gaps(path)
+    assert gap >= 1.0  # the retry really waited, on the server's clock
+
+
+def test_it_waits_its_backoff_before_retrying(
+    server: Server, tmp_path: Path, config: DownloadConfig, sleeps: list[float]
+) -> None:
+    path = f"/flaky/{token()}"
+
+    result = fetch_one(server.url(path), tmp_path, replace(config, backoff_base=0.6))
+
+    assert (result.outcome, result.attempts) == ("ok", 2)
+    assert sleeps == [pytest.approx(0.3)]  # full jitter: random() × backoff_base
+    [gap] = server.state.gaps(path)
+    assert gap >= 0.3
 
 
 def test_it_caps_retry_after_at_backoff_max(
     server: Server, tmp_path: Path, config: DownloadConfig, sleeps: list[float]
 ) -> None:
-    result = fetch_one(server.url(f"/busy/{token()}"), tmp_path, replace(config, backoff_max=0.25))
+    path = f"/busy/{token()}"
+
+    result = fetch_one(server.url(path), tmp_path, replace(config, backoff_max=0.25))
 
     assert result.outcome == "ok"
     assert sleeps == [0.25]
+    [gap] = server.state.gaps(path)
+    assert 0.25 <= gap < 0.9  # waited the cap, not the second Retry-After asked for
 
 
 def test_it_parses_retry_after_as_seconds_or_http_date() -> None:
@@ -509,14 +529,14 @@ def test_it_skips_the_rest_of_a_host_that_keeps_refusing(
     tmp_path: Path, config: DownloadConfig
 ) -> None:
     port = closed_port()
-    jobs = [DownloadJob(i, f"http://127.0.0.1:{port}/{i}.jpg") for i in range(5)]
-    breaker = replace(config, retries=0, workers=1, host_failure_limit=2)
+    jobs = [DownloadJob(i, f"http://127.0.0.1:{port}/{i}.jpg") for i in range(8)]
+    breaker = replace(config, retries=0, workers=1, host_health_window=3)
 
     results = download_photos(jobs, tmp_path, config=breaker)
 
-    assert [r.outcome for r in results] == ["connection_error"] * 5
-    assert [r.attempts for r in results] == [1, 1, 0, 0, 0]
-    assert results[2].error.startswith("skipped:")
+    assert [r.outcome for r in results] == ["connection_error"] * 8
+    assert [r.attempts for r in results] == [1, 1, 1, 0, 0, 0, 0, 0]
+    assert results[3].error == "skipped: 3 of the last 3 requests to 127.0.0.1 failed to connect or timed out"
 
 
 @pytest.mark.parametrize(
