@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -287,6 +288,66 @@ def test_it_reads_only_the_header_of_photos_it_has_just_validated(
     stored = seeding._stored_size(root / "photos" / "000002001.jpg")
     assert stored == real_open_image(rotated, upright=False).size == (300, 200)
     assert real_open_image(rotated).size == (200, 300)  # what a shopper's browser shows
+
+
+def test_it_seeds_a_product_from_its_first_good_shop_photo(
+    transactional_db, media, delayed, server, tmp_path, settings, monkeypatch
+) -> None:
+    # 1002 answers only once product 10 has been queued for indexing (or after 4 s): a run that
+    # waited for all of a product's photos before seeding it would hold 1002 for the whole 4 s.
+    monkeypatch.setattr(photo_downloads, "INDEX_CHUNK", 1)
+    settings.DOWNLOAD_READ_TIMEOUT = 10.0
+    settings.DOWNLOAD_TOTAL_TIMEOUT = 20.0
+    indexed = threading.Event()
+    released: list[bool] = []
+
+    def gated(handler, seen: int) -> None:
+        released.append(indexed.wait(4.0))
+        httpserver.send(handler, 200, jpeg(seed=1002))
+
+    tasks = sys.modules["workers.tasks"]
+    record = tasks.index_products.delay
+    tasks.index_products = types.SimpleNamespace(delay=lambda ids: (record(ids), indexed.set()))
+    root = make_dataset(
+        tmp_path / "first", train=[box(2001, 10, 0, 0, 50, 50)], test=[], retrieval={10: [1001, 1002]}, photos={}
+    )
+    urls = {
+        1001: server.add("/f/1001.jpg", httpserver.image(jpeg(seed=1001))),
+        1002: server.add("/f/1002.jpg", gated),
+        2001: server.add("/f/2001.jpg", httpserver.image(jpeg(seed=2001))),
+    }
+    (root / "photos.txt").write_text("".join(f"{photo},{url}\n" for photo, url in urls.items()))
+
+    report = download_and_seed(root=root, category="dresses")
+
+    assert released == [True]
+    product = Product.objects.get(s2s_product_id=10)
+    # The later shop photo and the street photo are attached to the product made from the first.
+    assert sorted(product.images.values_list("s2s_photo_id", flat=True)) == [1001, 1002]
+    assert list(product.street_photos.values_list("s2s_photo_id", flat=True)) == [2001]
+    assert (report.seed.products_created, report.seed.products_existing) == (1, 0)
+    assert (report.seed.shop_photos_created, report.seed.street_photos_created) == (2, 1)
+    # Indexed again once it had its second photo.
+    assert delayed["index_products"] == [[product.pk], [product.pk]]
+    assert delayed["index_street_photos"] == [[product.street_photos.get().pk]]
+
+
+def test_it_fetches_shop_photos_in_catalogue_order_before_street_photos(
+    db, media, delayed, server, tmp_path, settings
+) -> None:
+    settings.DOWNLOAD_WORKERS = settings.DOWNLOAD_PER_HOST = 1
+    retrieval = {pid: [1000 + pid] for pid in (1, 2, 3, 4)}
+    train = [box(2000 + pid * 10 + n, pid, 0, 0, 40, 40) for pid in (1, 2, 3) for n in (1, 2)]
+    root = make_dataset(tmp_path / "order", train=train, test=[], retrieval=retrieval, photos={})
+    photo_ids = [*(1000 + pid for pid in retrieval), *(entry["photo"] for entry in train)]
+    lines = [f"{photo},{server.add(f'/o/{photo}.jpg', httpserver.image(jpeg(seed=photo)))}" for photo in photo_ids]
+    (root / "photos.txt").write_text("\n".join(lines) + "\n")
+
+    report = download_and_seed(root=root, category="dresses")
+
+    # Products with street photos first (1, 2, 3), then 4; every street photo after every shop photo.
+    assert server.log == [f"/o/{photo}.jpg" for photo in (1001, 1002, 1003, 1004, 2011, 2012, 2021, 2022, 2031, 2032)]
+    assert report.seed.products_created == 4 and report.seed.street_photos_created == 6
 
 
 # --- reruns -----------------------------------------------------------------------------------

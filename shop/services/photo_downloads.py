@@ -40,9 +40,14 @@ from shop.services.seeding import (
     seed_products,
 )
 
-# Products whose photos are being fetched at once (~8 photos each): enough queued work for every
-# worker and host, few enough that a product is seeded soon after its turn comes.
+
+# Products waiting for a shop photo at once: enough queued work for every worker and host, few
+# enough that a product is seeded soon after its turn comes.
 WINDOW_PRODUCTS = 100
+# A seeded product's other photos (its street photos, for training; its further shop photos) rank
+# with the first shop photo of the product this many places later: new products come first, yet
+# those photos keep arriving on a long run.
+STREET_LAG = WINDOW_PRODUCTS
 # Indexing tasks carry INDEX_CHUNK products; a part batch is sent after this long, so a slow
 # download still feeds the workers.
 INDEX_FLUSH_SECONDS = 10.0
@@ -126,13 +131,14 @@ def download_and_seed(
     progress: TextIO | None = None,
     quiet: bool = False,
 ) -> DownloadSeedReport:
-    """Fetch the photos a category's products lack from root/photos.txt, seeding each product once they are in.
+    """Fetch the photos a category's products lack from root/photos.txt, seeding each product as soon as it can be.
 
     Products are taken in seeding order, a photo listed in photos.txt counting as available, so
-    the order is the same on every run; at most ``window`` of them are in progress at a time. A
-    product's shop photos are fetched first and its street photos only if a shop photo is good
-    (no product, no use for them); then it is seeded and queued for indexing while later products
-    download. Photos whose last download failed are not requested again unless ``retry_failed``.
+    the order is the same on every run; at most ``window`` of them wait for a shop photo at a time.
+    A product is seeded (created and queued for indexing) from its first good shop photo; its
+    street photos are fetched only then (no product, no use for them) and, like its other shop
+    photos, attached as they arrive. Shop photos are fetched before street photos and earlier
+    products before later ones. Photos whose last download failed are not requested again unless ``retry_failed``.
     With ``limit``, products are taken until that many exist or none are left: products whose
     photos failed do not count, and no more products are in progress than could still be needed.
     ``progress`` receives a download line with rate and ETA.
@@ -221,12 +227,26 @@ class _Progress(ProgressPrinter):
         return f"{super().line()}  products {self.report.seed.products_seeded:,}{target}"
 
 
+@dataclass(slots=True)
+class _Product:
+    """A product this run is working on: the photos it waits for and those settled since its last seeding pass."""
+
+    position: int  # in seeding order: lower positions are fetched first
+    untried: list[int]  # shop photos not requested yet: one at a time until the product is seeded
+    waits: set[int] = field(default_factory=set)  # photos in flight
+    settled: set[int] = field(default_factory=set)  # photos done (in or failed) not yet shown to seeding
+    seeded: bool = False
+
+
 @dataclass
 class _Pipeline:
     """Downloads run in a background thread; this (the calling) thread does every database write.
 
-    Each product in progress waits on a set of photos: first its shop photos, then, if one of
-    them is good, its street photos. A photo several products need is fetched once.
+    A product's shop photos are requested one at a time until one is good; the product is then
+    seeded from it, and its other shop photos and its street photos are requested at a lower
+    priority (``STREET_LAG``) and attached as they arrive. So the slots of a host go to the next
+    product's first photo before they go to a seeded product's extras, and with a limit every
+    product is in before the extras are fetched. A photo several products need is fetched once.
     """
 
     dataset: Street2ShopDataset
@@ -239,14 +259,13 @@ class _Pipeline:
     window: int
     order: list[int] = field(default_factory=list)
     position: int = 0
-    in_progress: set[int] = field(default_factory=set)
-    waits_on: dict[int, set[int]] = field(default_factory=dict)  # product -> photos in flight
-    stage: dict[int, str] = field(default_factory=dict)  # product -> "shop" or "street"
+    products: dict[int, _Product] = field(default_factory=dict)  # admitted and not finished
+    unseeded: int = 0  # admitted products waiting for a shop photo: what the window and the limit count
     waiting: dict[int, list[int]] = field(default_factory=dict)  # photo in flight -> products
     kinds: dict[int, str] = field(default_factory=dict)  # photo -> "shop" or "street"
     handled: set[int] = field(default_factory=set)  # photos this run has dealt with
     failures: dict[int, PhotoFailure] = field(default_factory=dict)
-    ready: list[int] = field(default_factory=list)
+    due: set[int] = field(default_factory=set)  # products with a seeding pass to make
     unrecorded: list[DownloadResult] = field(default_factory=list)
     estimated: set[int] = field(default_factory=set)
     printer: _Progress | None = None
@@ -294,10 +313,10 @@ class _Pipeline:
         last_flush = time.monotonic()
         while True:
             self._admit()
-            if self.ready:
-                self._seed_ready()
+            if self.due:
+                self._seed_due()
                 continue
-            if not self.in_progress:
+            if not self.products:
                 return
             try:
                 item = self.results.get(timeout=1.0)
@@ -332,8 +351,8 @@ class _Pipeline:
     # --- products ---------------------------------------------------------------------------------
 
     def _admit(self) -> None:
-        while self.position < len(self.order) and len(self.in_progress) < self.window:
-            if self.limit is not None and self.report.seed.products_seeded + len(self.in_progress) >= self.limit:
+        while self.position < len(self.order) and self.unseeded < self.window:
+            if self.limit is not None and self.report.seed.products_seeded + self.unseeded >= self.limit:
                 return
             product_id = self.order[self.position]
             self.position += 1
@@ -342,39 +361,46 @@ class _Pipeline:
                 self.estimated |= self._to_fetch([product_id])
                 if self.printer is not None:
                     self.printer.total = len(self.estimated)
-            self.in_progress.add(product_id)
-            self._start(product_id, "shop")
+            self.products[product_id] = _Product(position=self.position, untried=list(self.dataset.retrieval[product_id]))
+            self.unseeded += 1
+            self._check(product_id)
 
-    def _start(self, product_id: int, kind: str) -> None:
-        """Wait for the product's shop or street photos, requesting those nobody fetched yet."""
-        if kind == "shop":
-            photo_ids = list(self.dataset.retrieval[product_id])
-        else:
-            photo_ids = self.dataset.street_photo_ids(product_id)
+    def _need(self, product_id: int, photo_ids: list[int], kind: str, *, extra: bool = False) -> None:
+        """Make the product wait for these photos, requesting those nobody fetched yet.
+
+        ``extra`` photos (a seeded product's other shop photos, its street photos) rank with the
+        first shop photos of products STREET_LAG places later.
+        """
+        product = self.products[product_id]
+        priority = product.position + (STREET_LAG if extra else 0)
         jobs: list[DownloadJob] = []
         earlier: list[int] = []
-        waits = set()
         for photo_id in photo_ids:
             if photo_id in self.waiting:
                 self.waiting[photo_id].append(product_id)
-                waits.add(photo_id)
-            elif photo_id in self.handled:
+                product.waits.add(photo_id)
+                continue
+            if photo_id in self.handled:
                 if photo_id in self.failures:
                     self.failures[photo_id].product_ids.append(product_id)
+                product.settled.add(photo_id)
+                continue
+            self.handled.add(photo_id)
+            self.kinds[photo_id] = kind
+            self.report.photos_needed += 1
+            if photo_id in self.dataset.present:
+                self.report.photos_present += 1
+                product.settled.add(photo_id)
+            elif photo_id not in self.photos.urls:
+                self._unlisted(photo_id, product_id)
+                product.settled.add(photo_id)
+            elif not self._should_fetch(photo_id):
+                earlier.append(photo_id)
+                product.settled.add(photo_id)
             else:
-                self.handled.add(photo_id)
-                self.kinds[photo_id] = kind
-                self.report.photos_needed += 1
-                if photo_id in self.dataset.present:
-                    self.report.photos_present += 1
-                elif photo_id not in self.photos.urls:
-                    self._unlisted(photo_id, product_id)
-                elif not self._should_fetch(photo_id):
-                    earlier.append(photo_id)
-                else:
-                    jobs.append(DownloadJob(photo_id, self.photos.urls[photo_id]))
-                    self.waiting[photo_id] = [product_id]
-                    waits.add(photo_id)
+                jobs.append(DownloadJob(photo_id, self.photos.urls[photo_id], priority=priority))
+                self.waiting[photo_id] = [product_id]
+                product.waits.add(photo_id)
         for photo_id, row in selectors.photo_downloads(photo_ids=earlier).items():
             self.report.failed_earlier[row.outcome] += 1
             self.failures[photo_id] = PhotoFailure(
@@ -383,25 +409,75 @@ class _Pipeline:
             )
         if jobs:
             self.feed.put(jobs)
-        if waits:
-            self.waits_on[product_id] = waits
-            self.stage[product_id] = kind
-        else:
-            self._advance(product_id, kind)
 
-    def _advance(self, product_id: int, kind: str) -> None:
-        """The product's photos of this stage are all settled: fetch its street photos, or seed it."""
-        if kind == "shop" and any(p in self.dataset.present for p in self.dataset.retrieval[product_id]):
-            self._start(product_id, "street")
-        else:
-            self.ready.append(product_id)
+    def _check(self, product_id: int) -> None:
+        """Decide what the product needs next: a seeding pass, or nothing until more photos settle."""
+        product = self.products[product_id]
+        if product.seeded:
+            if product.settled:
+                self.due.add(product_id)
+            elif not product.waits:
+                del self.products[product_id]  # every photo it needs is in or failed, and attached
+            return
+        if product_id in self.due:
+            return
+        shop = self.dataset.retrieval[product_id]
+        while True:
+            if any(p in self.dataset.present for p in shop if p in product.settled):
+                self.due.add(product_id)  # a shop photo to seed it from
+                return
+            if product.waits:
+                return
+            if not product.untried:
+                self.due.add(product_id)  # every shop photo failed: the pass reports the product skipped
+                return
+            self._need(product_id, [product.untried.pop(0)], "shop")
 
-    def _seed_ready(self) -> None:
-        batch, self.ready = self.ready, []
-        seeded = seed_products(dataset=self.dataset, product_ids=batch, index_queue=self.index_queue)
-        self.report.seed.add(seeded)
-        self.in_progress.difference_update(batch)
-        for item in seeded.skipped:
+    def _seed_due(self) -> None:
+        """Seed products from their first good shop photo; attach the photos others have gained."""
+        due, self.due = sorted(self.due, key=lambda pid: self.products[pid].position), set()
+        attach = {pid: self.products[pid].settled for pid in due if self.products[pid].seeded}
+        if attach:
+            report = seed_products(
+                dataset=self.dataset, product_ids=list(attach), index_queue=self.index_queue, photos=attach
+            )
+            self._fold(report, products=False)
+        for product_id in due:
+            product = self.products[product_id]
+            if product.seeded:
+                product.settled = set()
+                self._check(product_id)
+                continue
+            # One pass per product: whether it was created decides what comes next.
+            report = seed_products(
+                dataset=self.dataset, product_ids=[product_id], index_queue=self.index_queue,
+                photos={product_id: product.settled},
+            )
+            product.settled = set()
+            if report.skipped_products and (product.waits or product.untried):
+                # E.g. a photo on disk that turned out broken: try the product's next shop photo.
+                self._fold(report, products=False)
+                self._check(product_id)
+                continue
+            self._fold(report, products=True)
+            self.unseeded -= 1
+            if report.skipped_products:
+                # No usable shop photo: its street photos are of no use, and its other photos are settled.
+                del self.products[product_id]
+                continue
+            product.seeded = True
+            street = self.dataset.street_photo_ids(product_id)
+            # Photos whose every box is empty are never fetched; shown to seeding, their boxes are reported.
+            empty_only = {pair.photo_id for pair in self.dataset.boxes.get(product_id, ())} - set(street)
+            product.settled |= empty_only
+            untried, product.untried = product.untried, []
+            self._need(product_id, untried, "shop", extra=True)
+            self._need(product_id, street, "street", extra=True)
+            self._check(product_id)
+
+    def _fold(self, report: SeedReport, *, products: bool) -> None:
+        self.report.seed.add(report, products=products)
+        for item in report.skipped:
             if item.reason in (BAD_BBOX, BAD_IMAGE):
                 self.report.failures.append(
                     PhotoFailure(
@@ -460,11 +536,10 @@ class _Pipeline:
         self._record(force=False)
         if advance:
             for product_id in products:
-                waits = self.waits_on[product_id]
-                waits.discard(result.photo_id)
-                if not waits:
-                    del self.waits_on[product_id]
-                    self._advance(product_id, self.stage.pop(product_id))
+                product = self.products[product_id]
+                product.waits.discard(result.photo_id)
+                product.settled.add(result.photo_id)
+                self._check(product_id)
             if self.printer is not None:
                 self.printer(result)
 

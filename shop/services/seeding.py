@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
-from collections.abc import Callable, Collection, Container
+from collections.abc import Callable, Collection, Container, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
@@ -101,9 +101,19 @@ class SeedReport:
         setattr(self, reason, getattr(self, reason) + 1)
         self.skipped.append(SkippedPhoto(photo_id, product_id, kind, reason, detail))
 
-    def add(self, other: SeedReport) -> None:
-        """Fold in the report of another pass over the same category (seeding in chunks)."""
+    def add(self, other: SeedReport, *, products: bool = True) -> None:
+        """Fold in the report of another pass over the same category (seeding in chunks).
+
+        ``products=False`` folds only what happened to photos: for a pass that attached photos to
+        products already counted by an earlier pass.
+        """
+        product_fields = {
+            "candidates", "products_created", "products_existing", "products_skipped", "skipped_products",
+            "queued_product_ids",
+        }
         for item in fields(self):
+            if not products and item.name in product_fields:
+                continue
             value = getattr(self, item.name)
             if isinstance(value, int):
                 setattr(self, item.name, value + getattr(other, item.name))
@@ -201,11 +211,14 @@ def seed_products(
     stdout: IO[str] | None = None,
     product_ids: Collection[int] | None = None,
     index_queue: IndexQueue | None = None,
+    photos: Mapping[int, Collection[int]] | None = None,
 ) -> SeedReport:
     """Seed a loaded dataset's candidates (or just ``product_ids``); see ``seed_street2shop``.
 
     A caller seeding in several passes may share one ``index_queue`` (and flush it itself) so
-    indexing tasks stay full batches.
+    indexing tasks stay full batches. With ``photos`` (product id -> photo ids), a product's pass
+    looks only at those of its photos, neither storing nor reporting the others: a downloader
+    seeds a product from its first good shop photo and attaches the rest as they arrive.
     """
     if limit is not None and limit < 0:
         raise SeedingError("The limit must be zero or more.")
@@ -227,7 +240,7 @@ def seed_products(
                 break
             _seed_product(
                 product_id=product_id, category=category, dataset=dataset, checker=checker, report=report,
-                queue=queue,
+                queue=queue, only=None if photos is None else photos.get(product_id, ()),
             )
             processed += 1
             if stdout is not None and processed % PROGRESS_EVERY == 0:
@@ -323,6 +336,7 @@ def _seed_product(
     checker: _PhotoChecker,
     report: SeedReport,
     queue: IndexQueue,
+    only: Collection[int] | None = None,
 ) -> None:
     product = Product.objects.filter(category=category, s2s_product_id=product_id).first()
     have_shop: set[int] = set()
@@ -333,6 +347,8 @@ def _seed_product(
 
     new_shop: list[tuple[int, int]] = []  # (position, photo id)
     for position, photo_id in enumerate(dataset.retrieval[product_id]):
+        if only is not None and photo_id not in only:
+            continue
         if photo_id in have_shop:
             report.shop_photos_existing += 1
             continue
@@ -346,9 +362,10 @@ def _seed_product(
         report.skipped_products.append((product_id, NO_SHOP_PHOTO))
         return
 
+    boxes = dataset.boxes.get(product_id, [])
     new_street = _new_street_photos(
-        product_id=product_id, boxes=dataset.boxes.get(product_id, []), have=have_street, checker=checker,
-        report=report,
+        product_id=product_id, boxes=boxes if only is None else [pair for pair in boxes if pair.photo_id in only],
+        have=have_street, checker=checker, report=report,
     )
     if product is not None and not new_shop and not new_street:
         report.products_existing += 1
