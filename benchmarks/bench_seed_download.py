@@ -1,6 +1,7 @@
 """`seed_street2shop --download` on the real dresses metadata, against local servers with broken routes.
 
 Run: .venv/bin/python benchmarks/bench_seed_download.py [--limit 500] [--workers 8] [--latency 0.02]
+     .venv/bin/python benchmarks/bench_seed_download.py --scenario one-host --limit 60 [--timeout 900]
 
 The real metadata in ../shared/street2shop/meta/json is symlinked into a throwaway dataset folder (never
 copied into the repository). Every photo id of the dresses (and skirts) files gets a URL in photos.txt on one
@@ -14,10 +15,16 @@ The script migrates a SQLite database under a temporary DATA_DIR, runs the comma
 tasks queued into an embedded Redis (no worker), and checks that exactly the first LIMIT products (in
 seeding order) with a good shop photo were seeded, that skirt photos were never requested, and that the
 second run made no request.
+
+``--scenario one-host`` is the retailer of issue #9: every photo on one host (127.0.0.1, allowed by
+DOWNLOAD_ALLOWED_HOSTS), the default download settings, and one photo in twelve answering only after 40 s
+(past the 20 s read timeout). It prints the time to the first product, to LIMIT products and to the end of
+the run; ``--timeout`` interrupts a run that takes longer (as Ctrl-C would), for measuring old code.
 """
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import io
 import json
@@ -26,6 +33,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -44,6 +52,8 @@ BROKEN = ("e404", "e500", "html", "truncated", "empty", "bomb", "loop", "slow")
 RECOVERING = ("flaky", "busy", "moved")
 GOOD = frozenset({"ok", *RECOVERING})
 SLOW_SECONDS = 3.0
+SILENT_SECONDS = 40.0  # one-host scenario: answers only after the default 20 s read timeout
+SILENT_SHARE = 1 / 12
 READ_TIMEOUT = 1.0
 BUCKET = 256  # street photos are generated at their boxes' extent rounded up to this
 MAX_SIDE = 4096
@@ -67,7 +77,9 @@ def make_jpeg(size: tuple[int, int], seed: int) -> bytes:
     return buffer.getvalue()
 
 
-def serve(sizes: dict[int, tuple[int, int]], latency: float, ready: multiprocessing.Queue) -> None:
+def serve(
+    sizes: dict[int, tuple[int, int]], latency: float, ready: multiprocessing.Queue, hosts: tuple[str, ...] = HOSTS
+) -> None:
     """Serve /<route>/<photo id>.jpg on every HOSTS address; /_stats answers the request counts."""
     from PIL import Image
 
@@ -134,6 +146,9 @@ def serve(sizes: dict[int, tuple[int, int]], latency: float, ready: multiprocess
             elif route == "slow":
                 time.sleep(SLOW_SECONDS)
                 self.send(200, photo(photo_id))
+            elif route == "silent":
+                time.sleep(SILENT_SECONDS)
+                self.send(200, photo(photo_id))
             elif route == "flaky":
                 self.send(500, b"oops", "text/plain") if seen == 1 else self.send(200, photo(photo_id))
             elif route == "busy":
@@ -155,7 +170,7 @@ def serve(sizes: dict[int, tuple[int, int]], latency: float, ready: multiprocess
         def handle_error(self, request: object, client_address: object) -> None:
             pass  # clients giving up on the slow route
 
-    servers = [Server((host, 0), Handler) for host in HOSTS]
+    servers = [Server((host, 0), Handler) for host in hosts]
     for server in servers[1:]:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     ready.put([server.server_address[1] for server in servers])
@@ -169,7 +184,7 @@ def load(name: str) -> list[dict]:
     return json.loads((META / name).read_text())
 
 
-def plan(seed: int) -> dict:
+def plan(seed: int, scenario: str = "four-hosts") -> dict:
     """Routes for every photo id, and which products a --limit run must seed, computed independently."""
     rng = random.Random(seed)
     retrieval: dict[int, list[int]] = {}
@@ -196,17 +211,22 @@ def plan(seed: int) -> dict:
     dresses = {photo for photos in retrieval.values() for photo in photos} | set(extent)
 
     route: dict[int, str] = {}
+    one_host = scenario == "one-host"
+    silent = SILENT_SHARE if one_host else 0.0
+    broken = tuple(kind for kind in BROKEN if kind != "slow") if one_host else BROKEN
     for photo in sorted(dresses):
         draw = rng.random()
         if draw < 0.005:
             route[photo] = "unlisted"
-        elif draw < 0.105:
-            route[photo] = rng.choice(BROKEN)
-        elif draw < 0.155:
+        elif draw < 0.005 + silent:
+            route[photo] = "silent"
+        elif draw < 0.105 + silent:
+            route[photo] = rng.choice(broken)
+        elif draw < 0.155 + silent:
             route[photo] = rng.choice(RECOVERING)
         else:
             route[photo] = "ok"
-    dead_products = {pid for pid in sorted(retrieval) if rng.random() < 0.08}
+    dead_products = set() if one_host else {pid for pid in sorted(retrieval) if rng.random() < 0.08}
     for pid in dead_products:
         for photo in retrieval[pid]:
             if route[photo] != "unlisted":
@@ -224,7 +244,9 @@ def plan(seed: int) -> dict:
     }
 
 
-def write_dataset(root: Path, route: dict[int, str], ports: list[int], dead_port: int) -> None:
+def write_dataset(
+    root: Path, route: dict[int, str], ports: list[int], dead_port: int, hosts: tuple[str, ...] = HOSTS
+) -> None:
     (root / "meta" / "json").mkdir(parents=True)
     for category in ("dresses", "skirts"):
         for kind in ("train_pairs", "test_pairs", "retrieval"):
@@ -237,8 +259,8 @@ def write_dataset(root: Path, route: dict[int, str], ports: list[int], dead_port
         if kind == "dead":
             lines.append(f"{photo:09d},http://{DEAD_HOST}:{dead_port}/ok/{photo}.jpg")
         else:
-            index = photo % len(HOSTS)
-            lines.append(f"{photo:09d},http://{HOSTS[index]}:{ports[index]}/{kind}/{photo}.jpg?v=1")
+            index = photo % len(hosts)
+            lines.append(f"{photo:09d},http://{hosts[index]}:{ports[index]}/{kind}/{photo}.jpg?v=1")
     (root / "photos.txt").write_text("\n".join(lines) + "\n")
 
 
@@ -268,30 +290,73 @@ class Tee(io.TextIOBase):
             stream.flush()
 
 
+class ProductClock:
+    """Polls the database file for the number of seeded products, noting when it first reached each count."""
+
+    def __init__(self, database: Path, category: str, began: float) -> None:
+        self.database, self.category, self.began = database, category, began
+        self.reached: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> ProductClock:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        import sqlite3
+
+        connection = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=5)
+        try:
+            while not self._stop.wait(0.2):
+                try:
+                    (count,) = connection.execute(
+                        "SELECT COUNT(*) FROM shop_product WHERE category = ?", (self.category,)
+                    ).fetchone()
+                except sqlite3.OperationalError:
+                    continue  # locked by a writer for longer than the timeout: look again
+                for number in range(len(self.reached) + 1, count + 1):
+                    self.reached[number] = time.perf_counter() - self.began
+        finally:
+            connection.close()
+
+    def at(self, count: int) -> str:
+        return f"{self.reached[count]:.1f} s" if count in self.reached else "not reached"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--limit", type=int, default=500)
-    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--scenario", choices=("four-hosts", "one-host"), default="four-hosts")
+    parser.add_argument("--limit", type=int, default=None, help="default: 500 (four-hosts), 60 (one-host)")
+    parser.add_argument("--workers", type=int, default=None, help="default: 8 (four-hosts), DOWNLOAD_WORKERS (one-host)")
     parser.add_argument("--latency", type=float, default=0.02, help="seconds each server waits per request")
     parser.add_argument("--seed", type=int, default=2015)
+    parser.add_argument("--timeout", type=float, default=None, help="interrupt a run after this many seconds")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
     if not META.is_dir():
         raise SystemExit(f"{META} is absent: this benchmark needs the real Street2Shop metadata")
+    one_host = args.scenario == "one-host"
+    limit = args.limit or (60 if one_host else 500)
+    hosts = HOSTS[:1] if one_host else HOSTS
 
     work = Path(tempfile.mkdtemp(prefix="bench-seed-download-"))
     started = time.perf_counter()
-    expected = plan(args.seed)
+    expected = plan(args.seed, args.scenario)
     route = expected["route"]
     context = multiprocessing.get_context("spawn")
     ready = context.Queue()
-    server = context.Process(target=serve, args=(expected["sizes"], args.latency, ready), daemon=True)
+    server = context.Process(target=serve, args=(expected["sizes"], args.latency, ready, hosts), daemon=True)
     server.start()
     redis_server = None
     try:
         ports = ready.get(timeout=300)
         print(f"servers ready in {time.perf_counter() - started:.0f} s on ports {ports}; work folder {work}")
-        write_dataset(work / "s2s", route, ports, closed_port())
+        write_dataset(work / "s2s", route, ports, closed_port(), hosts)
         kinds = Counter(route.values())
         print(f"photos.txt routes: {dict(sorted(kinds.items()))}; dead-retailer products: "
               f"{len(expected['dead_products'])}")
@@ -299,19 +364,23 @@ def main() -> None:
         from shop.embedded_redis import EmbeddedRedis
 
         redis_server = EmbeddedRedis(work / "redis").start()
+        database = work / "data" / "db.sqlite3"
         os.environ.update({
             "DJANGO_SETTINGS_MODULE": "shop.settings", "DEBUG": "true",
             "DATA_DIR": str(work / "data"),
-            "DATABASE_URL": f"sqlite:///{work / 'data' / 'db.sqlite3'}",
+            "DATABASE_URL": f"sqlite:///{database}",
             "CELERY_BROKER_URL": redis_server.url,
             "REDIS_URL": redis_server.url,
-            "DOWNLOAD_READ_TIMEOUT": str(READ_TIMEOUT),
-            "DOWNLOAD_RETRIES": "2",
-            "DOWNLOAD_BACKOFF_BASE": "0.1",
-            "DOWNLOAD_BACKOFF_MAX": "1",
             "DOWNLOAD_ALLOWED_HOSTS": "127.0.0.1",  # the benchmark's photo server
             "LOG_LEVEL": "WARNING",
         })
+        if not one_host:  # the one-host scenario keeps every default, as a new user would
+            os.environ.update({
+                "DOWNLOAD_READ_TIMEOUT": str(READ_TIMEOUT),
+                "DOWNLOAD_RETRIES": "2",
+                "DOWNLOAD_BACKOFF_BASE": "0.1",
+                "DOWNLOAD_BACKOFF_MAX": "1",
+            })
         import django
 
         django.setup()
@@ -319,23 +388,46 @@ def main() -> None:
 
         call_command("migrate", verbosity=0)
         command = ["seed_street2shop", "--root", str(work / "s2s"), "--category", "dresses", "--download",
-                   "--limit", str(args.limit), "--workers", str(args.workers)]
+                   "--limit", str(limit)]
+        if args.workers:
+            command += ["--workers", str(args.workers)]
+        elif not one_host:
+            command += ["--workers", "8"]
         from shop.models import PhotoDownload, Product
 
         outputs = []
+        interrupted = False
+        # A shell starts background jobs with SIGINT ignored, which would make interrupt_main do nothing.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         for run in (1, 2):
             before = stats(ports[0])["total"]
             out = io.StringIO()
             print(f"\n=== run {run}: {' '.join(command)}")
             began = time.perf_counter()
-            call_command(*command, stdout=Tee(sys.stdout, out))
-            seconds = time.perf_counter() - began
+            timer = threading.Timer(args.timeout, _thread.interrupt_main) if args.timeout else None
+            with ProductClock(database, "dresses", began) as clock:
+                if timer is not None:
+                    timer.start()
+                try:
+                    call_command(*command, stdout=Tee(sys.stdout, out))
+                except KeyboardInterrupt:
+                    interrupted = True
+                finally:
+                    if timer is not None:
+                        timer.cancel()
+                seconds = time.perf_counter() - began
             requests_made = stats(ports[0])["total"] - before
             outputs.append((out.getvalue(), seconds, requests_made))
-            print(f"run {run}: {seconds:.1f} s wall, {requests_made} requests to the servers")
+            print(f"run {run}: {seconds:.1f} s wall{' (interrupted)' if interrupted else ''}, "
+                  f"{requests_made} requests to the servers")
+            if run == 1:
+                print(f"run 1: first product after {clock.at(1)}, {limit} products after {clock.at(limit)}, "
+                      f"end after {seconds:.1f} s; {len(clock.reached)} products seeded")
+            if interrupted:
+                break
 
         seeded = set(Product.objects.filter(category="dresses").values_list("s2s_product_id", flat=True))
-        want = set(expected["good"][: args.limit])
+        want = set(expected["good"][:limit])
         served = stats(ports[0])["photos"]
         skirt_requests = sum(served.get(str(photo), 0) for photo in expected["skirt_only"])
         outcomes = Counter(PhotoDownload.objects.values_list("outcome", flat=True))
@@ -343,19 +435,20 @@ def main() -> None:
 
         queued = redis.Redis.from_url(redis_server.url).llen("celery")
         print("\n=== checks")
-        print(f"products seeded: {len(seeded)}; expected (first {args.limit} good in seeding order): {len(want)}; "
+        print(f"products seeded: {len(seeded)}; expected (first {limit} good in seeding order): {len(want)}; "
               f"identical: {seeded == want}")
         if seeded != want:
             print(f"  unexpected: {sorted(seeded - want)[:20]}  missing: {sorted(want - seeded)[:20]}")
-        last = expected["good"][args.limit - 1]
+        last = expected["good"][limit - 1]
         processed = expected["order"][: expected["order"].index(last) + 1]
         print(f"candidates processed: {len(processed)} (products {processed[0]}..{last} in seeding order), "
               f"{len(processed) - len(want)} of them without a good shop photo")
         print(f"requests for skirt-only photos: {skirt_requests}")
-        print(f"second run requests: {outputs[1][2]}")
+        if len(outputs) > 1:
+            print(f"second run requests: {outputs[1][2]}")
         print(f"PhotoDownload rows by outcome: {dict(sorted(outcomes.items()))}")
         print(f"indexing tasks waiting in the embedded Redis: {queued}")
-        ok = seeded == want and skirt_requests == 0 and outputs[1][2] == 0
+        ok = not interrupted and seeded == want and skirt_requests == 0 and outputs[1][2] == 0
         print("RESULT:", "PASS" if ok else "FAIL")
         if not ok:
             raise SystemExit(1)
