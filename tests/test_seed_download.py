@@ -350,6 +350,41 @@ def test_it_fetches_shop_photos_in_catalogue_order_before_street_photos(
     assert report.seed.products_created == 4 and report.seed.street_photos_created == 6
 
 
+def test_it_reports_a_shop_photo_that_is_also_a_street_photo_once(db, media, delayed, server, tmp_path) -> None:
+    # 1001 is product 10's shop photo and carries a box for it, plus an empty box.
+    root = make_dataset(
+        tmp_path / "both", train=[box(1001, 10, 0, 0, 50, 50), box(1001, 10, 5, 5, 0, 9)], test=[],
+        retrieval={10: [1001]}, photos={},
+    )
+    (root / "photos.txt").write_text(f"1001,{server.add('/b/1001.jpg', httpserver.image(jpeg(seed=1)))}\n")
+
+    report = download_and_seed(root=root, category="dresses").seed
+
+    assert (report.shop_photos_created, report.street_photos_created) == (1, 1)
+    assert (report.shop_photos_existing, report.street_photos_existing) == (0, 0)
+    assert (report.bad_bbox, report.extra_box) == (1, 0)
+    assert report.queued_product_ids == [Product.objects.get().pk]
+
+
+def test_it_reports_a_product_queued_again_when_a_later_run_attaches_a_photo(
+    db, media, delayed, server, tmp_path
+) -> None:
+    root = make_dataset(tmp_path / "again", train=[], test=[], retrieval={10: [1001, 1002]}, photos={})
+    urls = [
+        server.add("/a/1001.jpg", httpserver.image(jpeg(seed=1))),
+        server.add("/a/1002.jpg", httpserver.fails_first(1, 404, jpeg(seed=2))),
+    ]
+    (root / "photos.txt").write_text(f"1001,{urls[0]}\n1002,{urls[1]}\n")
+    download_and_seed(root=root, category="dresses")
+
+    report = download_and_seed(root=root, category="dresses", retry_failed=True).seed
+
+    product = Product.objects.get()
+    assert product.images.count() == 2
+    assert (report.products_created, report.products_existing, report.shop_photos_created) == (0, 1, 1)
+    assert report.queued_product_ids == [product.pk]
+
+
 # --- reruns -----------------------------------------------------------------------------------
 
 

@@ -44,10 +44,6 @@ from shop.services.seeding import (
 # Products waiting for a shop photo at once: enough queued work for every worker and host, few
 # enough that a product is seeded soon after its turn comes.
 WINDOW_PRODUCTS = 100
-# A seeded product's other photos (its street photos, for training; its further shop photos) rank
-# with the first shop photo of the product this many places later: new products come first, yet
-# those photos keep arriving on a long run.
-STREET_LAG = WINDOW_PRODUCTS
 # Indexing tasks carry INDEX_CHUNK products; a part batch is sent after this long, so a slow
 # download still feeds the workers.
 INDEX_FLUSH_SECONDS = 10.0
@@ -235,6 +231,7 @@ class _Product:
     untried: list[int]  # shop photos not requested yet: one at a time until the product is seeded
     waits: set[int] = field(default_factory=set)  # photos in flight
     settled: set[int] = field(default_factory=set)  # photos done (in or failed) not yet shown to seeding
+    shown: set[int] = field(default_factory=set)  # photos a seeding pass has looked at: never shown twice
     seeded: bool = False
 
 
@@ -244,7 +241,8 @@ class _Pipeline:
 
     A product's shop photos are requested one at a time until one is good; the product is then
     seeded from it, and its other shop photos and its street photos are requested at a lower
-    priority (``STREET_LAG``) and attached as they arrive. So the slots of a host go to the next
+    priority (with the first shop photo of the product ``window`` places later) and attached as they
+    arrive. So the slots of a host go to the next
     product's first photo before they go to a seeded product's extras, and with a limit every
     product is in before the extras are fetched. A photo several products need is fetched once.
     """
@@ -266,6 +264,7 @@ class _Pipeline:
     handled: set[int] = field(default_factory=set)  # photos this run has dealt with
     failures: dict[int, PhotoFailure] = field(default_factory=dict)
     due: set[int] = field(default_factory=set)  # products with a seeding pass to make
+    queued: set[int] = field(default_factory=set)  # products the report counts as queued for indexing
     unrecorded: list[DownloadResult] = field(default_factory=list)
     estimated: set[int] = field(default_factory=set)
     printer: _Progress | None = None
@@ -369,10 +368,12 @@ class _Pipeline:
         """Make the product wait for these photos, requesting those nobody fetched yet.
 
         ``extra`` photos (a seeded product's other shop photos, its street photos) rank with the
-        first shop photos of products STREET_LAG places later.
+        first shop photo of the product ``window`` places later: new products come first, yet those
+        photos keep arriving on a long run. (Never later than that: a queued job's priority cannot
+        be raised, and a product admitted later must not wait behind them.)
         """
         product = self.products[product_id]
-        priority = product.position + (STREET_LAG if extra else 0)
+        priority = product.position + (self.window if extra else 0)
         jobs: list[DownloadJob] = []
         earlier: list[int] = []
         for photo_id in photo_ids:
@@ -436,6 +437,11 @@ class _Pipeline:
     def _seed_due(self) -> None:
         """Seed products from their first good shop photo; attach the photos others have gained."""
         due, self.due = sorted(self.due, key=lambda pid: self.products[pid].position), set()
+        for product_id in due:
+            # A shop photo may also be the product's street photo: the pass that saw it stored both.
+            product = self.products[product_id]
+            product.settled -= product.shown
+            product.shown |= product.settled
         attach = {pid: self.products[pid].settled for pid in due if self.products[pid].seeded}
         if attach:
             report = seed_products(
@@ -476,6 +482,9 @@ class _Pipeline:
             self._check(product_id)
 
     def _fold(self, report: SeedReport, *, products: bool) -> None:
+        # A product queued again for indexing (a photo attached) is still one product to index.
+        report.queued_product_ids = [pid for pid in report.queued_product_ids if pid not in self.queued]
+        self.queued.update(report.queued_product_ids)
         self.report.seed.add(report, products=products)
         for item in report.skipped:
             if item.reason in (BAD_BBOX, BAD_IMAGE):

@@ -104,13 +104,11 @@ class SeedReport:
     def add(self, other: SeedReport, *, products: bool = True) -> None:
         """Fold in the report of another pass over the same category (seeding in chunks).
 
-        ``products=False`` folds only what happened to photos: for a pass that attached photos to
-        products already counted by an earlier pass.
+        ``products=False`` folds only what happened to photos (and the products queued for indexing,
+        which the caller keeps free of repeats): for a pass that attached photos to products already
+        counted by an earlier pass.
         """
-        product_fields = {
-            "candidates", "products_created", "products_existing", "products_skipped", "skipped_products",
-            "queued_product_ids",
-        }
+        product_fields = {"candidates", "products_created", "products_existing", "products_skipped", "skipped_products"}
         for item in fields(self):
             if not products and item.name in product_fields:
                 continue
