@@ -371,7 +371,7 @@ def main() -> None:
             "DATABASE_URL": f"sqlite:///{database}",
             "CELERY_BROKER_URL": redis_server.url,
             "REDIS_URL": redis_server.url,
-            "DOWNLOAD_ALLOWED_HOSTS": "127.0.0.1",  # the benchmark's photo server
+            "DOWNLOAD_ALLOWED_HOSTS": ",".join((*hosts, DEAD_HOST)),  # the benchmark's photo servers
             "LOG_LEVEL": "WARNING",
         })
         if not one_host:  # the one-host scenario keeps every default, as a new user would
