@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shop.downloads import DownloadConfig, DownloadJob, download_photos, summarize  # noqa: E402
+from shop.downloads import DownloadConfig, DownloadJob, download_photos, summarize
 
 
 def make_photos(count: int, seed: int) -> list[bytes]:
@@ -75,9 +75,7 @@ def run(jobs: list[DownloadJob], workers: int) -> tuple[float, dict[str, int]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=500)
-    parser.add_argument(
-        "--latency", type=float, default=0.02, help="seconds the server waits per request"
-    )
+    parser.add_argument("--latency", type=float, default=0.02, help="seconds the server waits per request")
     parser.add_argument("--workers", default="1,4,8", help="comma-separated worker counts")
     args = parser.parse_args()
     worker_counts = [int(n) for n in args.workers.split(",")]
@@ -103,9 +101,7 @@ def main() -> None:
             print(f"workers={workers:<3} {elapsed:6.2f} s  {rates[workers]:7.1f} photos/s")
         baseline = rates[worker_counts[0]]
         for workers in worker_counts[1:]:
-            print(
-                f"speedup {workers} vs {worker_counts[0]} workers: {rates[workers] / baseline:.2f}×"
-            )
+            print(f"speedup {workers} vs {worker_counts[0]} workers: {rates[workers] / baseline:.2f}×")
     finally:
         server.terminate()
         server.join()

@@ -31,9 +31,15 @@ def main() -> None:
     for suffix in ("-wal", "-shm"):
         if (args.data_dir / f"db.sqlite3{suffix}").exists():
             shutil.copy(args.data_dir / f"db.sqlite3{suffix}", copy / f"db.sqlite3{suffix}")
-    os.environ.update(DATA_DIR=str(copy), DATABASE_URL=f"sqlite:///{copy / 'db.sqlite3'}",
-                      MODEL_STORE=str(args.data_dir / "models"), DJANGO_SETTINGS_MODULE="shop.settings", DEBUG="true",
-                      LOG_LEVEL="WARNING", TF_CPP_MIN_LOG_LEVEL="3")
+    os.environ.update(
+        DATA_DIR=str(copy),
+        DATABASE_URL=f"sqlite:///{copy / 'db.sqlite3'}",
+        MODEL_STORE=str(args.data_dir / "models"),
+        DJANGO_SETTINGS_MODULE="shop.settings",
+        DEBUG="true",
+        LOG_LEVEL="WARNING",
+        TF_CPP_MIN_LOG_LEVEL="3",
+    )
     import django
 
     django.setup()
@@ -62,8 +68,12 @@ def main() -> None:
         Feature.objects.bulk_update(rows, ["vector", "dtype"], batch_size=500)
         sizes[dtype] = sum(len(row.vector) for row in rows) / len(rows)
         result = evaluate_category(category=args.category, split="test", version=version)
-        results[dtype] = {"baseline": result["baseline"], "siamese": result["siamese"],
-                          "bytes_per_feature": sizes[dtype], "min_cosine_to_previous": min(cosines)}
+        results[dtype] = {
+            "baseline": result["baseline"],
+            "siamese": result["siamese"],
+            "bytes_per_feature": sizes[dtype],
+            "min_cosine_to_previous": min(cosines),
+        }
     print(json.dumps(results, indent=1))
     print("\n| stored as | bytes per feature | baseline top-1/5/10/20 | siamese top-1/5/10/20 |")
     print("| --- | --- | --- | --- |")

@@ -95,8 +95,10 @@ def main() -> None:
         for precision in PRECISIONS
     }
     assert len({b.weights_id for b in backbones.values()}) == 1
-    print(f"{backbones['float32'].weights_id}; {len(images)} demo images ({len(shop)} shop photos, "
-          f"{len(street)} street crops), batch {args.batch_size}, {args.repeats} passes each, alternating")
+    print(
+        f"{backbones['float32'].weights_id}; {len(images)} demo images ({len(shop)} shop photos, "
+        f"{len(street)} street crops), batch {args.batch_size}, {args.repeats} passes each, alternating"
+    )
 
     # Warm-up: tracing and oneDNN kernel selection for both batch shapes.
     single = np.stack([backbones["float32"].spec.preprocess(street[0], 224)])
@@ -122,8 +124,10 @@ def main() -> None:
     for precision in PRECISIONS:
         label = bf16_label if precision == "bfloat16" else precision
         print(f"{label:22}{index[precision]:>22.2f}{search[precision]:>22.0f}")
-    print(f"{'bf16 / float32':22}{index['bfloat16'] / index['float32']:>21.2f}x"
-          f"{search['float32'] / search['bfloat16']:>21.2f}x  (speed-up; >1 = bf16 faster)")
+    print(
+        f"{'bf16 / float32':22}{index['bfloat16'] / index['float32']:>21.2f}x"
+        f"{search['float32'] / search['bfloat16']:>21.2f}x  (speed-up; >1 = bf16 faster)"
+    )
 
     f32, bf16 = features["float32"], features["bfloat16"]
     similarity = cosines(f32, bf16)
@@ -133,8 +137,10 @@ def main() -> None:
     bf16_lists, _ = all_top_k(bf16, 10)
     identical = sum(list(a) == list(b) for a, b in zip(f32_lists, bf16_lists))
     shared = [len(set(a) & set(b)) for a, b in zip(f32_lists, bf16_lists)]
-    print(f"top-10 neighbours (cdist euclidean, within the {len(images)} images): identical lists "
-          f"{identical}/{len(images)}, same sets {shared.count(10)}/{len(images)}, fewest shared {min(shared)}/10")
+    print(
+        f"top-10 neighbours (cdist euclidean, within the {len(images)} images): identical lists "
+        f"{identical}/{len(images)}, same sets {shared.count(10)}/{len(images)}, fewest shared {min(shared)}/10"
+    )
 
     split = len(shop)
     ks = (1, 5, 10, 20)

@@ -37,8 +37,13 @@ VARIANTS = {
         architecture="residual", weight_decay=1e-4, epochs=30, patience=6, hard_negative_share=0.5
     ),
     "residual triplet + hard negatives": dict(
-        architecture="residual", weight_decay=1e-4, epochs=30, patience=6, hard_negative_share=0.5,
-        loss="triplet", margin=0.3,
+        architecture="residual",
+        weight_decay=1e-4,
+        epochs=30,
+        patience=6,
+        hard_negative_share=0.5,
+        loss="triplet",
+        margin=0.3,
     ),
 }
 
@@ -70,11 +75,17 @@ def dataset_features(root: Path, *, products: int, seed: int, backbone_name: str
     street = backbone.extract_images(crops, batch_size=16)
     shop = backbone.extract_images(shops, batch_size=16)
     seconds = time.perf_counter() - started
-    print(f"  extracted {len(crops) + len(shops)} images in {seconds:.0f} s "
-          f"({(len(crops) + len(shops)) / seconds:.1f} images/s) with {backbone.weights_id}")
+    print(
+        f"  extracted {len(crops) + len(shops)} images in {seconds:.0f} s "
+        f"({(len(crops) + len(shops)) / seconds:.1f} images/s) with {backbone.weights_id}"
+    )
     data = {
-        "street": street, "street_labels": np.array(labels), "split": np.array(splits),
-        "shop": shop, "shop_labels": np.array(shop_labels), "weights_id": np.array(backbone.weights_id),
+        "street": street,
+        "street_labels": np.array(labels),
+        "split": np.array(splits),
+        "shop": shop,
+        "shop_labels": np.array(shop_labels),
+        "weights_id": np.array(backbone.weights_id),
     }
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, **data)
@@ -93,14 +104,26 @@ def run(data: dict, variant: dict, *, seed: int) -> tuple[dict, dict, int | None
     val = train & np.isin(data["street_labels"], list(held))
     shop_fit = np.isin(data["shop_labels"], list(fit_products))
     shop_val = np.isin(data["shop_labels"], list(fit_products | held))
-    validation = ValidationSet(data["street"][val], data["street_labels"][val], data["shop"][shop_val],
-                               data["shop_labels"][shop_val])
+    validation = ValidationSet(
+        data["street"][val], data["street_labels"][val], data["shop"][shop_val], data["shop_labels"][shop_val]
+    )
     config = TrainConfig(**variant, seed=seed)
-    result = train_siamese(data["street"][fit], data["street_labels"][fit], data["shop"][shop_fit],
-                           data["shop_labels"][shop_fit], config, validation=validation)
+    result = train_siamese(
+        data["street"][fit],
+        data["street_labels"][fit],
+        data["shop"][shop_fit],
+        data["shop_labels"][shop_fit],
+        config,
+        validation=validation,
+    )
     test = data["split"] == "test"
-    scores = top_k_accuracy(embed(result.tower, data["street"][test]), data["street_labels"][test],
-                            embed(result.tower, data["shop"]), data["shop_labels"], metric="euclidean")
+    scores = top_k_accuracy(
+        embed(result.tower, data["street"][test]),
+        data["street_labels"][test],
+        embed(result.tower, data["shop"]),
+        data["shop_labels"],
+        metric="euclidean",
+    )
     best = [row for row in result.history if row["epoch"] == result.best_epoch][0]
     return scores, best, result.best_epoch
 
@@ -119,13 +142,15 @@ def main() -> None:
     for seed in args.seeds:
         root = REPO / "var" / "bench" / f"demo-{args.products}-s{seed}"
         print(f"dataset: {args.products} products, seed {seed}")
-        data = dataset_features(root, products=args.products, seed=seed, backbone_name=args.backbone,
-                                store=args.store)
+        data = dataset_features(root, products=args.products, seed=seed, backbone_name=args.backbone, store=args.store)
         test = data["split"] == "test"
-        print(f"  {int((data['split'] == 'train').sum())} train crops, {int(test.sum())} test queries, "
-              f"{len(np.unique(data['shop_labels']))} products in the gallery; weights {data['weights_id']}")
-        baseline = top_k_accuracy(data["street"][test], data["street_labels"][test], data["shop"],
-                                  data["shop_labels"], metric="cosine")
+        print(
+            f"  {int((data['split'] == 'train').sum())} train crops, {int(test.sum())} test queries, "
+            f"{len(np.unique(data['shop_labels']))} products in the gallery; weights {data['weights_id']}"
+        )
+        baseline = top_k_accuracy(
+            data["street"][test], data["street_labels"][test], data["shop"], data["shop_labels"], metric="cosine"
+        )
         print(f"  {'method':<40}" + "".join(f"{k:>7}" for k in keys) + "  val-top20  best-epoch   Δtop20")
         print(f"  {'baseline (raw features, cosine)':<40}" + "".join(f"{baseline[k]:>7.3f}" for k in keys))
         row = {"seed": seed, "products": args.products, "baseline": baseline}
@@ -135,8 +160,11 @@ def main() -> None:
             started = time.perf_counter()
             scores, best, epoch = run(data, variant, seed=seed)
             delta = scores["top20"] - baseline["top20"]
-            print(f"  {name:<40}" + "".join(f"{scores[k]:>7.3f}" for k in keys)
-                  + f"  {best['val_top20']:>9.3f}  {epoch!s:>10}  {delta:+7.3f}  ({time.perf_counter() - started:.0f} s)")
+            print(
+                f"  {name:<40}"
+                + "".join(f"{scores[k]:>7.3f}" for k in keys)
+                + f"  {best['val_top20']:>9.3f}  {epoch!s:>10}  {delta:+7.3f}  ({time.perf_counter() - started:.0f} s)"
+            )
             row[name] = {**{k: scores[k] for k in keys}, "val_top20": best["val_top20"], "best_epoch": epoch}
         report.append(row)
     if args.json:

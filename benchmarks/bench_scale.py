@@ -37,9 +37,15 @@ K = 10
 
 
 def setup_django(database_url: str, data_dir: str) -> None:
-    os.environ.update(DATABASE_URL=database_url, DATA_DIR=data_dir, DJANGO_SETTINGS_MODULE="shop.settings", DEBUG="true",
-                      ALLOWED_HOSTS="testserver",  # the Django test client measures the product page
-                      LOG_LEVEL="WARNING", TF_CPP_MIN_LOG_LEVEL="3")
+    os.environ.update(
+        DATABASE_URL=database_url,
+        DATA_DIR=data_dir,
+        DJANGO_SETTINGS_MODULE="shop.settings",
+        DEBUG="true",
+        ALLOWED_HOSTS="testserver",  # the Django test client measures the product page
+        LOG_LEVEL="WARNING",
+        TF_CPP_MIN_LOG_LEVEL="3",
+    )
     import django
 
     django.setup()
@@ -77,9 +83,10 @@ def _copy(table: str, columns: tuple[str, ...], rows) -> None:
     from django.db import connection
 
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor, cursor.cursor.copy(
-            f"COPY {table} ({', '.join(columns)}) FROM STDIN"
-        ) as copy:
+        with (
+            connection.cursor() as cursor,
+            cursor.cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
+        ):
             for row in rows:
                 copy.write_row(row)
         return
@@ -99,22 +106,30 @@ def fill(n: int, *, clustered: bool, seed: int = 0) -> dict:
     now = timezone.now()
     started = time.perf_counter()
     with transaction.atomic():
-        version = ModelVersion.objects.create(status="active", category="dresses", weights_id="bench/random",
-                                              activated_at=now)
-        _copy(Product._meta.db_table, ("title", "category", "price", "description", "s2s_product_id",
-                                       "created_at", "updated_at"),
-              ((f"Dress {i}", "dresses", 49, "", i, now, now) for i in range(n)))
+        version = ModelVersion.objects.create(
+            status="active", category="dresses", weights_id="bench/random", activated_at=now
+        )
+        _copy(
+            Product._meta.db_table,
+            ("title", "category", "price", "description", "s2s_product_id", "created_at", "updated_at"),
+            ((f"Dress {i}", "dresses", 49, "", i, now, now) for i in range(n)),
+        )
         product_ids = np.array(Product.objects.order_by("id").values_list("id", flat=True))
         photos = rng.choice([4, 5], size=n, p=[0.6, 0.4])
         image_product = np.repeat(product_ids, photos)
-        _copy(ProductImage._meta.db_table, ("product_id", "image", "thumbnail", "s2s_photo_id", "position"),
-              ((int(p), f"products/{i}.jpg", f"thumbnails/{i}.jpg", i, 0) for i, p in enumerate(image_product)))
+        _copy(
+            ProductImage._meta.db_table,
+            ("product_id", "image", "thumbnail", "s2s_photo_id", "position"),
+            ((int(p), f"products/{i}.jpg", f"thumbnails/{i}.jpg", i, 0) for i, p in enumerate(image_product)),
+        )
         trained = product_ids[: max(4, int(n * TRAIN_SHARE))]
         crop_product = np.repeat(trained, 2)
         splits = np.where(np.arange(len(crop_product)) % 10 < 8, "train", "test")
-        _copy(StreetPhoto._meta.db_table, ("product_id", "image", "s2s_photo_id", "bbox_left", "bbox_top",
-                                           "bbox_width", "bbox_height", "split"),
-              ((int(p), f"street/{i}.jpg", i, 0, 0, 100, 200, s) for i, (p, s) in enumerate(zip(crop_product, splits))))
+        _copy(
+            StreetPhoto._meta.db_table,
+            ("product_id", "image", "s2s_photo_id", "bbox_left", "bbox_top", "bbox_width", "bbox_height", "split"),
+            ((int(p), f"street/{i}.jpg", i, 0, 0, 100, 200, s) for i, (p, s) in enumerate(zip(crop_product, splits))),
+        )
     image_ids = np.array(ProductImage.objects.order_by("id").values_list("id", flat=True))
     street_ids = np.array(StreetPhoto.objects.order_by("id").values_list("id", flat=True))
     columns = ("product_image_id", "street_photo_id", "weights_id", "vector", "dtype", "created_at")
@@ -123,13 +138,28 @@ def fill(n: int, *, clustered: bool, seed: int = 0) -> dict:
             chunk = ids[start : start + 4096]
             stored = [stored_vector(v) for v in feature_rows(rng, len(chunk))]
             with transaction.atomic():
-                _copy(Feature._meta.db_table, columns, (
-                    (int(i) if kind == "shop" else None, int(i) if kind == "street" else None, "bench/random",
-                     s["vector"], s["dtype"], now) for i, s in zip(chunk, stored)))
+                _copy(
+                    Feature._meta.db_table,
+                    columns,
+                    (
+                        (
+                            int(i) if kind == "shop" else None,
+                            int(i) if kind == "street" else None,
+                            "bench/random",
+                            s["vector"],
+                            s["dtype"],
+                            now,
+                        )
+                        for i, s in zip(chunk, stored)
+                    ),
+                )
     vectors = unit_rows(rng, n, clustered=clustered)
     with transaction.atomic():
-        _copy(ProductEmbedding._meta.db_table, ("product_id", "version_id", "vector"),
-              ((int(p), version.pk, v.tobytes()) for p, v in zip(product_ids, vectors)))
+        _copy(
+            ProductEmbedding._meta.db_table,
+            ("product_id", "version_id", "vector"),
+            ((int(p), version.pk, v.tobytes()) for p, v in zip(product_ids, vectors)),
+        )
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE")
@@ -144,8 +174,14 @@ def bytes_per_product(n: int) -> dict:
         return {"total": Path(path).stat().st_size / n}
     sizes = {}
     with connection.cursor() as cursor:
-        for table in ("shop_feature", "shop_productembedding", "shop_similarproduct", "shop_product",
-                      "shop_productimage", "shop_streetphoto"):
+        for table in (
+            "shop_feature",
+            "shop_productembedding",
+            "shop_similarproduct",
+            "shop_product",
+            "shop_productimage",
+            "shop_streetphoto",
+        ):
             cursor.execute("SELECT pg_total_relation_size(%s)", [table])
             sizes[table.removeprefix("shop_")] = cursor.fetchone()[0] / n
     sizes["total"] = sum(sizes.values())
@@ -175,17 +211,30 @@ def measure_rebuild_parallel(version_id: int, workers: int, env: dict) -> float:
     shares = [bounds[i::workers] for i in range(workers)]
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     started = time.perf_counter()
-    children = [subprocess.Popen([sys.executable, __file__, "--child", "slices", "--version", str(version_id),
-                                  "--slices", json.dumps(share)],
-                                 env={**env, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads})
-                for share in shares]
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                "slices",
+                "--version",
+                str(version_id),
+                "--slices",
+                json.dumps(share),
+            ],
+            env={**env, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads},
+        )
+        for share in shares
+    ]
     if any(child.wait() for child in children):
         raise RuntimeError("a slice worker failed")
     return time.perf_counter() - started
 
 
-def measure_batches(version_id: int, product_ids: np.ndarray, *, batch: int = 8, batches: int = 10,
-                    clustered: bool) -> dict:
+def measure_batches(
+    version_id: int, product_ids: np.ndarray, *, batch: int = 8, batches: int = 10, clustered: bool
+) -> dict:
     """New products arriving in indexing batches (their CNN work excluded), in one warm worker process."""
     from django.utils import timezone
 
@@ -203,8 +252,9 @@ def measure_batches(version_id: int, product_ids: np.ndarray, *, batch: int = 8,
     for number in range(batches):
         new = Product.objects.bulk_create([Product(title=f"New {number}-{i}", created_at=now) for i in range(batch)])
         vectors = unit_rows(rng, batch, clustered=clustered)
-        ProductEmbedding.objects.bulk_create([ProductEmbedding(product=p, version_id=version_id, vector=v.tobytes())
-                                              for p, v in zip(new, vectors)])
+        ProductEmbedding.objects.bulk_create(
+            [ProductEmbedding(product=p, version_id=version_id, vector=v.tobytes()) for p, v in zip(new, vectors)]
+        )
         started = time.perf_counter()
         update_recommendations(version_id=version_id, product_ids=[p.pk for p in new])
         times.append(time.perf_counter() - started)
@@ -227,8 +277,11 @@ def measure_page(product_ids: np.ndarray, samples: int = 200) -> dict:
         if response.status_code != 200 or response.content.count(b'class="card"') != K:
             raise RuntimeError(f"product page {product_id}: {response.status_code}, not {K} similar items")
         queries.add(len(captured))
-    return {"page_p50_ms": 1000 * np.percentile(times, 50), "page_p95_ms": 1000 * np.percentile(times, 95),
-            "page_queries": "/".join(map(str, sorted(queries)))}
+    return {
+        "page_p50_ms": 1000 * np.percentile(times, 50),
+        "page_p95_ms": 1000 * np.percentile(times, 95),
+        "page_queries": "/".join(map(str, sorted(queries))),
+    }
 
 
 def measure_search(version_id: int, samples: int = 200) -> dict:
@@ -240,7 +293,8 @@ def measure_search(version_id: int, samples: int = 200) -> dict:
     cached = embedding_index.version_index(version)
     rng = np.random.default_rng(11)
     queries = cached.index.vectors[rng.integers(0, len(cached.index), samples)] + 0.05 * rng.standard_normal(
-        (samples, EMBEDDING_DIM)).astype(np.float32)
+        (samples, EMBEDDING_DIM)
+    ).astype(np.float32)
     times = []
     for vector in queries:
         started = time.perf_counter()
@@ -275,8 +329,13 @@ def child_measure(kind: str, version_id: int) -> dict:
 
 
 def run_child(kind: str, version_id: int, env: dict) -> dict:
-    output = subprocess.run([sys.executable, __file__, "--child", kind, "--version", str(version_id)],
-                            env=env, check=True, capture_output=True, text=True)
+    output = subprocess.run(
+        [sys.executable, __file__, "--child", kind, "--version", str(version_id)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(output.stdout.strip().splitlines()[-1])
 
 
@@ -305,8 +364,10 @@ def reset_database() -> None:
 
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("TRUNCATE shop_similarproduct, shop_productembedding, shop_feature, shop_streetphoto, "
-                           "shop_productimage, shop_searchquery, shop_modelversion, shop_product RESTART IDENTITY CASCADE")
+            cursor.execute(
+                "TRUNCATE shop_similarproduct, shop_productembedding, shop_feature, shop_streetphoto, "
+                "shop_productimage, shop_searchquery, shop_modelversion, shop_product RESTART IDENTITY CASCADE"
+            )
             cursor.execute("VACUUM FULL")
     else:
         call_command("flush", interactive=False, verbosity=0)
@@ -394,16 +455,21 @@ def million(args) -> None:
         index.search_rows(sample, K)
         per_row = (time.perf_counter() - started) / len(sample)
         recall = recall_at_k(index, queries=args.recall_queries)
-        print(f"1e6 {label}: search lookup p50 {1000 * np.percentile(times, 50):.1f} ms, "
-              f"p95 {1000 * np.percentile(times, 95):.1f} ms; recall@10 vs plain cdist {recall:.4f} "
-              f"({args.recall_queries} queries); ranking {1e6 * per_row:.0f} µs/product in one process "
-              f"-> full rebuild's ranking ~{per_row * n / 60:.0f} min (extrapolated), index {index.nbytes / 1e6:.0f} MB",
-              flush=True)
+        print(
+            f"1e6 {label}: search lookup p50 {1000 * np.percentile(times, 50):.1f} ms, "
+            f"p95 {1000 * np.percentile(times, 95):.1f} ms; recall@10 vs plain cdist {recall:.4f} "
+            f"({args.recall_queries} queries); ranking {1e6 * per_row:.0f} µs/product in one process "
+            f"-> full rebuild's ranking ~{per_row * n / 60:.0f} min (extrapolated), index {index.nbytes / 1e6:.0f} MB",
+            flush=True,
+        )
         if clustered:
             two = parallel_rows(vectors, sample)
-            print(f"1e6 ranking with 2 processes (1 BLAS thread each): {1e6 * two:.0f} µs/product "
-                  f"-> ~{two * n / 60:.0f} min; 4 workers (extrapolated, 4 cores or hosts): "
-                  f"~{per_row * n / 4 / 60:.0f} min", flush=True)
+            print(
+                f"1e6 ranking with 2 processes (1 BLAS thread each): {1e6 * two:.0f} µs/product "
+                f"-> ~{two * n / 60:.0f} min; 4 workers (extrapolated, 4 cores or hosts): "
+                f"~{per_row * n / 4 / 60:.0f} min",
+                flush=True,
+            )
 
 
 def _rank_rows(vectors, rows, queue) -> None:
@@ -469,8 +535,11 @@ def table(results: list[dict]) -> None:
     for kind in ("training", "evaluation"):
         cells = [r.get(kind) for r in results]
         if any(cells):
-            print(f"| {kind}: seconds / peak MB | " + " | ".join(
-                f"{c['seconds']:.1f} s / {c['peak_mb']:,.0f} MB" if c else "—" for c in cells) + " | |")
+            print(
+                f"| {kind}: seconds / peak MB | "
+                + " | ".join(f"{c['seconds']:.1f} s / {c['peak_mb']:,.0f} MB" if c else "—" for c in cells)
+                + " | |"
+            )
 
 
 def main() -> None:
@@ -482,8 +551,11 @@ def main() -> None:
     parser.add_argument("--skip-training", action="store_true", help="skip the training-read and evaluation children")
     parser.add_argument("--million", action="store_true", help="the in-memory 1e6 measurements only")
     parser.add_argument("--recall-queries", type=int, default=1000)
-    parser.add_argument("--reuse-db", action="store_true",
-                        help="measure the catalogue the last PostgreSQL run left (one size), without refilling")
+    parser.add_argument(
+        "--reuse-db",
+        action="store_true",
+        help="measure the catalogue the last PostgreSQL run left (one size), without refilling",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--version", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--slices", help=argparse.SUPPRESS)

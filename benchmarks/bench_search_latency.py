@@ -34,8 +34,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 LOCAL = re.compile(r"^(https?://127\.0\.0\.1[:/]|blob:|data:)")
 # Milliseconds since the epoch on the browser's clock: now, and when the results were painted. With
@@ -73,7 +79,11 @@ def start_shop(*, env: dict, products: int, port: int, log: Path, timeout: float
     handle = log.open("wb")
     process = subprocess.Popen(
         [sys.executable, "manage.py", "demo", "--products", str(products), "--port", str(port)],
-        cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=REPO,
+        env=env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     handle.close()
     deadline = time.monotonic() + timeout
@@ -150,13 +160,22 @@ def main() -> None:
     data_dir = args.data_dir.resolve()
     port = args.port or free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1", "DJANGO_SETTINGS_MODULE": "shop.settings", "DEBUG": "true"}
+    env = {
+        **os.environ,
+        "DATA_DIR": str(data_dir),
+        "PYTHONUNBUFFERED": "1",
+        "DJANGO_SETTINGS_MODULE": "shop.settings",
+        "DEBUG": "true",
+    }
     env.setdefault("BACKBONE_ALLOW_DOWNLOAD", "false")  # offline: never reach for the ImageNet weights
     os.environ.update({k: env[k] for k in ("DATA_DIR", "DJANGO_SETTINGS_MODULE", "DEBUG", "BACKBONE_ALLOW_DOWNLOAD")})
 
     print(f"starting the demo shop on {base} with DATA_DIR={data_dir}", flush=True)
     shop = start_shop(
-        env=env, products=args.products, port=port, log=data_dir / "logs" / "bench-demo.log",
+        env=env,
+        products=args.products,
+        port=port,
+        log=data_dir / "logs" / "bench-demo.log",
         timeout=args.start_timeout,
     )
     try:
@@ -170,8 +189,11 @@ def main() -> None:
         street = StreetPhoto.objects.filter(split="test").order_by("id").first() or StreetPhoto.objects.first()
         photo = Path(settings.MEDIA_ROOT) / street.image.name
         box = street.bbox
-        print(f"photo: {photo.relative_to(data_dir)} with box {box}; {args.warmup} warm-up + "
-              f"{args.searches} timed searches per mode, alternating", flush=True)
+        print(
+            f"photo: {photo.relative_to(data_dir)} with box {box}; {args.warmup} warm-up + "
+            f"{args.searches} timed searches per mode, alternating",
+            flush=True,
+        )
 
         from playwright.sync_api import sync_playwright
 
@@ -191,8 +213,11 @@ def main() -> None:
                     )
                     if index >= args.warmup:
                         searches.append((mode, query_id, pressed, painted))
-                    print(f"  {'search' if index >= args.warmup else 'warm-up'} {mode:<6} "
-                          f"on screen {painted - pressed:.3f} s", flush=True)
+                    print(
+                        f"  {'search' if index >= args.warmup else 'warm-up'} {mode:<6} "
+                        f"on screen {painted - pressed:.3f} s",
+                        flush=True,
+                    )
             browser.close()
         if elsewhere:
             raise SystemExit(f"the browser asked beyond 127.0.0.1: {sorted(set(elsewhere))[:5]}")
@@ -208,23 +233,29 @@ def main() -> None:
         if row.status != SearchQuery.Status.DONE:
             raise SystemExit(f"search {query_id} is {row.status}: {row.error}")
         worker = (row.finished_at - row.started_at).total_seconds()
-        samples[mode].append({
-            "on screen": painted - pressed,
-            "worker": worker,
-            "on screen - worker": painted - pressed - worker,
-            # Where the rest goes (the browser's clock against the database's timestamps, same machine):
-            "press → row saved": row.created_at.timestamp() - pressed,
-            "queued": (row.started_at - row.created_at).total_seconds(),
-            "finished → on screen": painted - row.finished_at.timestamp(),
-        })
+        samples[mode].append(
+            {
+                "on screen": painted - pressed,
+                "worker": worker,
+                "on screen - worker": painted - pressed - worker,
+                # Where the rest goes (the browser's clock against the database's timestamps, same machine):
+                "press → row saved": row.created_at.timestamp() - pressed,
+                "queued": (row.started_at - row.created_at).total_seconds(),
+                "finished → on screen": painted - row.finished_at.timestamp(),
+            }
+        )
 
     columns = list(samples["JS"][0])
-    print(f"\n{args.searches} searches per mode, seconds, p50 / p95 ('on screen': press Search → the results "
-          f"painted; 'worker': finished_at - started_at):")
+    print(
+        f"\n{args.searches} searches per mode, seconds, p50 / p95 ('on screen': press Search → the results "
+        f"painted; 'worker': finished_at - started_at):"
+    )
     print(f"{'':<24}" + "".join(f"{mode:>18}" for mode in samples))
     for column in columns:
-        cells = [f"{percentile([r[column] for r in rows], 50):.3f} / {percentile([r[column] for r in rows], 95):.3f}"
-                 for rows in samples.values()]
+        cells = [
+            f"{percentile([r[column] for r in rows], 50):.3f} / {percentile([r[column] for r in rows], 95):.3f}"
+            for rows in samples.values()
+        ]
         print(f"{column:<24}" + "".join(f"{cell:>18}" for cell in cells))
     screen = percentile([r["on screen"] for r in samples["JS"]], 50)
     worker = percentile([r["worker"] for r in samples["JS"]], 50)

@@ -206,8 +206,10 @@ def plan(seed: int, scenario: str = "four-hosts") -> dict:
         photo: tuple(min(MAX_SIDE, max(BUCKET, -(-side // BUCKET) * BUCKET)) for side in size)
         for photo, size in extent.items()
     }
-    skirts = {e["photo"] for e in load("retrieval_skirts.json") + load("train_pairs_skirts.json")
-              + load("test_pairs_skirts.json")}
+    skirts = {
+        e["photo"]
+        for e in load("retrieval_skirts.json") + load("train_pairs_skirts.json") + load("test_pairs_skirts.json")
+    }
     dresses = {photo for photos in retrieval.values() for photo in photos} | set(extent)
 
     route: dict[int, str] = {}
@@ -239,8 +241,13 @@ def plan(seed: int, scenario: str = "four-hosts") -> dict:
     order = sorted(candidates, key=lambda pid: (not any(p in listed for p in street.get(pid, ())), pid))
     good = [pid for pid in order if any(route[p] in GOOD for p in retrieval[pid])]
     return {
-        "route": route, "sizes": sizes, "order": order, "good": good, "retrieval": retrieval,
-        "dead_products": dead_products, "skirt_only": skirts - dresses,
+        "route": route,
+        "sizes": sizes,
+        "order": order,
+        "good": good,
+        "retrieval": retrieval,
+        "dead_products": dead_products,
+        "skirt_only": skirts - dresses,
     }
 
 
@@ -332,7 +339,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", choices=("four-hosts", "one-host"), default="four-hosts")
     parser.add_argument("--limit", type=int, default=None, help="default: 500 (four-hosts), 60 (one-host)")
-    parser.add_argument("--workers", type=int, default=None, help="default: 8 (four-hosts), DOWNLOAD_WORKERS (one-host)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="default: 8 (four-hosts), DOWNLOAD_WORKERS (one-host)"
+    )
     parser.add_argument("--latency", type=float, default=0.02, help="seconds each server waits per request")
     parser.add_argument("--seed", type=int, default=2015)
     parser.add_argument("--timeout", type=float, default=None, help="interrupt a run after this many seconds")
@@ -358,37 +367,52 @@ def main() -> None:
         print(f"servers ready in {time.perf_counter() - started:.0f} s on ports {ports}; work folder {work}")
         write_dataset(work / "s2s", route, ports, closed_port(), hosts)
         kinds = Counter(route.values())
-        print(f"photos.txt routes: {dict(sorted(kinds.items()))}; dead-retailer products: "
-              f"{len(expected['dead_products'])}")
+        print(
+            f"photos.txt routes: {dict(sorted(kinds.items()))}; dead-retailer products: "
+            f"{len(expected['dead_products'])}"
+        )
 
         from shop.embedded_redis import EmbeddedRedis
 
         redis_server = EmbeddedRedis(work / "redis").start()
         database = work / "data" / "db.sqlite3"
-        os.environ.update({
-            "DJANGO_SETTINGS_MODULE": "shop.settings", "DEBUG": "true",
-            "DATA_DIR": str(work / "data"),
-            "DATABASE_URL": f"sqlite:///{database}",
-            "CELERY_BROKER_URL": redis_server.url,
-            "REDIS_URL": redis_server.url,
-            "DOWNLOAD_ALLOWED_HOSTS": ",".join((*hosts, DEAD_HOST)),  # the benchmark's photo servers
-            "LOG_LEVEL": "WARNING",
-        })
+        os.environ.update(
+            {
+                "DJANGO_SETTINGS_MODULE": "shop.settings",
+                "DEBUG": "true",
+                "DATA_DIR": str(work / "data"),
+                "DATABASE_URL": f"sqlite:///{database}",
+                "CELERY_BROKER_URL": redis_server.url,
+                "REDIS_URL": redis_server.url,
+                "DOWNLOAD_ALLOWED_HOSTS": ",".join((*hosts, DEAD_HOST)),  # the benchmark's photo servers
+                "LOG_LEVEL": "WARNING",
+            }
+        )
         if not one_host:  # the one-host scenario keeps every default, as a new user would
-            os.environ.update({
-                "DOWNLOAD_READ_TIMEOUT": str(READ_TIMEOUT),
-                "DOWNLOAD_RETRIES": "2",
-                "DOWNLOAD_BACKOFF_BASE": "0.1",
-                "DOWNLOAD_BACKOFF_MAX": "1",
-            })
+            os.environ.update(
+                {
+                    "DOWNLOAD_READ_TIMEOUT": str(READ_TIMEOUT),
+                    "DOWNLOAD_RETRIES": "2",
+                    "DOWNLOAD_BACKOFF_BASE": "0.1",
+                    "DOWNLOAD_BACKOFF_MAX": "1",
+                }
+            )
         import django
 
         django.setup()
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0)
-        command = ["seed_street2shop", "--root", str(work / "s2s"), "--category", "dresses", "--download",
-                   "--limit", str(limit)]
+        command = [
+            "seed_street2shop",
+            "--root",
+            str(work / "s2s"),
+            "--category",
+            "dresses",
+            "--download",
+            "--limit",
+            str(limit),
+        ]
         if args.workers:
             command += ["--workers", str(args.workers)]
         elif not one_host:
@@ -418,11 +442,15 @@ def main() -> None:
                 seconds = time.perf_counter() - began
             requests_made = stats(ports[0])["total"] - before
             outputs.append((out.getvalue(), seconds, requests_made))
-            print(f"run {run}: {seconds:.1f} s wall{' (interrupted)' if interrupted else ''}, "
-                  f"{requests_made} requests to the servers")
+            print(
+                f"run {run}: {seconds:.1f} s wall{' (interrupted)' if interrupted else ''}, "
+                f"{requests_made} requests to the servers"
+            )
             if run == 1:
-                print(f"run 1: first product after {clock.at(1)}, {limit} products after {clock.at(limit)}, "
-                      f"end after {seconds:.1f} s; {len(clock.reached)} products seeded")
+                print(
+                    f"run 1: first product after {clock.at(1)}, {limit} products after {clock.at(limit)}, "
+                    f"end after {seconds:.1f} s; {len(clock.reached)} products seeded"
+                )
             if interrupted:
                 break
 
@@ -435,14 +463,18 @@ def main() -> None:
 
         queued = redis.Redis.from_url(redis_server.url).llen("celery")
         print("\n=== checks")
-        print(f"products seeded: {len(seeded)}; expected (first {limit} good in seeding order): {len(want)}; "
-              f"identical: {seeded == want}")
+        print(
+            f"products seeded: {len(seeded)}; expected (first {limit} good in seeding order): {len(want)}; "
+            f"identical: {seeded == want}"
+        )
         if seeded != want:
             print(f"  unexpected: {sorted(seeded - want)[:20]}  missing: {sorted(want - seeded)[:20]}")
         last = expected["good"][limit - 1]
         processed = expected["order"][: expected["order"].index(last) + 1]
-        print(f"candidates processed: {len(processed)} (products {processed[0]}..{last} in seeding order), "
-              f"{len(processed) - len(want)} of them without a good shop photo")
+        print(
+            f"candidates processed: {len(processed)} (products {processed[0]}..{last} in seeding order), "
+            f"{len(processed) - len(want)} of them without a good shop photo"
+        )
         print(f"requests for skirt-only photos: {skirt_requests}")
         if len(outputs) > 1:
             print(f"second run requests: {outputs[1][2]}")

@@ -106,13 +106,21 @@ def main() -> None:
             for mode in ("header", "decode"):
                 runs = []
                 for _ in range(args.repeats):
-                    out = subprocess.run([sys.executable, __file__, "--child", str(path), mode], cwd=REPO, env=env,
-                                         capture_output=True, text=True, check=True)
+                    out = subprocess.run(
+                        [sys.executable, __file__, "--child", str(path), mode],
+                        cwd=REPO,
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
                     runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
                 cpu = statistics.median(r["cpu_s"] for r in runs)
                 peak = statistics.median(r["peak_mb"] for r in runs)
-                print(f"{name:<16}{mode:<8}{runs[0]['bytes'] / 1e6:>7.2f}MB{cpu:>16.4f}{peak:>18.1f}  "
-                      f"{runs[0]['outcome'][:70]}")
+                print(
+                    f"{name:<16}{mode:<8}{runs[0]['bytes'] / 1e6:>7.2f}MB{cpu:>16.4f}{peak:>18.1f}  "
+                    f"{runs[0]['outcome'][:70]}"
+                )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from shop import selectors
 from shop.charts import line_chart
+from shop.forms import CataloguePhotoForm
 from shop.models import (
     Feature,
     ModelVersion,
@@ -24,7 +25,6 @@ from shop.models import (
     SimilarProduct,
     StreetPhoto,
 )
-from shop.forms import CataloguePhotoForm
 from shop.services import training
 from shop.services.catalogue import (
     delete_product_images,
@@ -228,8 +228,21 @@ class SearchQueryAdmin(admin.ModelAdmin):
     list_select_related = ("version",)
     list_filter = ("status",)
     exclude = ("image",)
-    readonly_fields = ("status", "photo_ready", "width", "height", "bbox_left", "bbox_top", "bbox_width",
-                       "bbox_height", "version", "results", "error", "started_at", "finished_at")
+    readonly_fields = (
+        "status",
+        "photo_ready",
+        "width",
+        "height",
+        "bbox_left",
+        "bbox_top",
+        "bbox_width",
+        "bbox_height",
+        "version",
+        "results",
+        "error",
+        "started_at",
+        "finished_at",
+    )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # searches come from shoppers' uploads
@@ -269,8 +282,9 @@ def _activate_button(version: ModelVersion, request: HttpRequest) -> str:
     if version.status != ModelVersion.Status.READY:
         return ""
     if not _gate_passed(version) and version.activated_at is None:
-        return format_html('<a href="{}">gate refused: review</a>',
-                           reverse("admin:shop_modelversion_change", args=[version.pk]))
+        return format_html(
+            '<a href="{}">gate refused: review</a>', reverse("admin:shop_modelversion_change", args=[version.pk])
+        )
     label = "Roll back to this" if version.activated_at else "Activate"
     return format_html(
         '<form method="post" action="{}" class="inline-form"><input type="hidden" name="csrfmiddlewaretoken" '
@@ -288,13 +302,38 @@ class ModelVersionAdmin(admin.ModelAdmin):
     change_list_template = "admin/shop/modelversion/change_list.html"
     change_form_template = "admin/shop/modelversion/change_form.html"
     # get_list_display adds the activate/rollback column, bound to the request being served.
-    list_display = ("__str__", "status_badge", "category", "progress_text", "val_top20", "test_top20",
-                    "gate_text", "created_at", "duration")
+    list_display = (
+        "__str__",
+        "status_badge",
+        "category",
+        "progress_text",
+        "val_top20",
+        "test_top20",
+        "gate_text",
+        "created_at",
+        "duration",
+    )
     list_filter = ("status", "category")
     readonly_fields = (
-        "status", "category", "weights_id", "progress_text", "gate_text", "metrics_tables", "curves",
-        "hyperparameters", "dataset_counts", "loss_table", "artifact_path", "checksum", "error", "gate_overridden",
-        "requested_by", "created_at", "started_at", "finished_at", "activated_at",
+        "status",
+        "category",
+        "weights_id",
+        "progress_text",
+        "gate_text",
+        "metrics_tables",
+        "curves",
+        "hyperparameters",
+        "dataset_counts",
+        "loss_table",
+        "artifact_path",
+        "checksum",
+        "error",
+        "gate_overridden",
+        "requested_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "activated_at",
     )
     exclude = ("history", "metrics", "progress")
 
@@ -324,8 +363,9 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def get_urls(self):
         return [
             path("train/", self.admin_site.admin_view(self.start_training_view), name="shop_modelversion_train"),
-            path("<int:pk>/activate/", self.admin_site.admin_view(self.activate_view),
-                 name="shop_modelversion_activate"),
+            path(
+                "<int:pk>/activate/", self.admin_site.admin_view(self.activate_view), name="shop_modelversion_activate"
+            ),
             *super().get_urls(),
         ]
 
@@ -453,7 +493,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
         if "ms_per_image" in cost:
             html += format_html(
                 "<p>Backbone {} ({}-d{}): {} ms per image on this machine.</p>",
-                cost["name"], cost["dim"], ", random fallback" if cost.get("fallback") else "", cost["ms_per_image"],
+                cost["name"],
+                cost["dim"],
+                ", random fallback" if cost.get("fallback") else "",
+                cost["ms_per_image"],
             )
         return html or "—"
 
@@ -479,8 +522,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
         def cell(value) -> str:
             return "—" if value is None else f"{value:.4f}"
 
-        rows = [(row.get("epoch"), cell(row.get("loss")), cell(row.get("val_top1")), cell(row.get("val_top20")))
-                for row in obj.history]
+        rows = [
+            (row.get("epoch"), cell(row.get("loss")), cell(row.get("val_top1")), cell(row.get("val_top20")))
+            for row in obj.history
+        ]
         return format_html(
             "<table><tr><th>epoch</th><th>loss</th><th>val top-1</th><th>val top-20</th></tr>{}</table>",
             format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),

@@ -184,11 +184,7 @@ class DownloadJob:
     priority: int = field(default=0, kw_only=True)
 
     def __post_init__(self) -> None:
-        if (
-            isinstance(self.photo_id, bool)
-            or not isinstance(self.photo_id, int)
-            or self.photo_id < 0
-        ):
+        if isinstance(self.photo_id, bool) or not isinstance(self.photo_id, int) or self.photo_id < 0:
             raise ValueError(f"photo_id must be a non-negative int, got {self.photo_id!r}")
         if isinstance(self.priority, bool) or not isinstance(self.priority, int):
             raise ValueError(f"priority must be an int, got {self.priority!r}")
@@ -253,9 +249,7 @@ class DownloadConfig:
         if self.workers < 1 or self.per_host < 1:
             raise ValueError("workers and per_host must be at least 1")
         if self.retries < 0 or self.max_redirects < 0 or self.max_bytes < 1 or self.max_pixels < 1:
-            raise ValueError(
-                "retries and max_redirects must be >= 0; max_bytes and max_pixels >= 1"
-            )
+            raise ValueError("retries and max_redirects must be >= 0; max_bytes and max_pixels >= 1")
         if self.total_timeout <= 0:
             raise ValueError("total_timeout must be more than 0 seconds")
         window = self.host_health_window
@@ -298,8 +292,7 @@ def read_photos_txt(path: str | os.PathLike[str]) -> PhotoList:
             # isdigit() alone accepts "²" and other Unicode digits that int() rejects; more than 18
             # digits is no Street2Shop id (nine digits), may not fit the database, and past 4,300
             # makes int() itself raise.
-            if (not comma or not url or not (id_text.isascii() and id_text.isdigit())
-                    or len(id_text) > MAX_ID_DIGITS):
+            if not comma or not url or not (id_text.isascii() and id_text.isdigit()) or len(id_text) > MAX_ID_DIGITS:
                 bad_lines.append(number)
                 continue
             photo_id = int(id_text)
@@ -747,8 +740,16 @@ def _run(
         state = states[index]
         error = f"{turn.error}; {note}" if turn.error and note else (turn.error or note)
         started = state.started if state.started is not None else time.perf_counter()
-        result = DownloadResult(jobs[index].photo_id, jobs[index].url, turn.outcome, turn.status,
-                                state.attempts, turn.size, error, time.perf_counter() - started)
+        result = DownloadResult(
+            jobs[index].photo_id,
+            jobs[index].url,
+            turn.outcome,
+            turn.status,
+            state.attempts,
+            turn.size,
+            error,
+            time.perf_counter() - started,
+        )
         finish(index, result, report=report)
 
     def skip(index: int, host: str) -> None:
@@ -894,8 +895,9 @@ def _download_one(
         deadline = time.monotonic() + config.total_timeout
     attempt = _fetch_once(get_session(), job.url, config, deadline)
     if attempt.outcome != "ok":
-        return _Turn(attempt.outcome, attempt.status, 0, attempt.error, attempt.retryable,
-                     attempt.retry_after, deadline=deadline)
+        return _Turn(
+            attempt.outcome, attempt.status, 0, attempt.error, attempt.retryable, attempt.retry_after, deadline=deadline
+        )
     outcome, error = _validate(attempt.body, config)
     if outcome == "ok":
         final = folder / photo_filename(job.photo_id)
@@ -938,8 +940,7 @@ def _fetch_once(session: requests.Session, url: str, config: DownloadConfig, dea
                 continue  # leaving the block closes the connection: the redirect's body stays unread
             if status == 429 or 500 <= status <= 599:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                return _Attempt("http_error", status, error=f"HTTP {status}", retryable=True,
-                                retry_after=retry_after)
+                return _Attempt("http_error", status, error=f"HTTP {status}", retryable=True, retry_after=retry_after)
             if not 200 <= status <= 299:
                 return _Attempt("http_error", status, error=f"HTTP {status}")
             return _read_body(response, config, deadline)
@@ -1023,13 +1024,13 @@ class _PinnedAdapter(HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = {"http": _PinnedHTTPPool, "https": _PinnedHTTPSPool}
 
 
-def _request(
-    session: requests.Session, url: str, config: DownloadConfig, left: float
-) -> requests.Response | _Attempt:
+def _request(session: requests.Session, url: str, config: DownloadConfig, left: float) -> requests.Response | _Attempt:
     """One hop: its response with the body unread, or the attempt's failure."""
     try:
         return session.get(
-            url, stream=True, allow_redirects=False,
+            url,
+            stream=True,
+            allow_redirects=False,
             timeout=(min(config.connect_timeout, left), min(config.read_timeout, left)),
         )
     except requests.exceptions.Timeout as exc:
@@ -1060,9 +1061,7 @@ def _read_body(response: requests.Response, config: DownloadConfig, deadline: fl
         return _Attempt("not_an_image", status, error=f"Content-Encoding {encoding[:40]}: a photo is sent as is")
     declared = response.headers.get("Content-Length", "").strip()
     if declared.isascii() and declared.isdigit() and int(declared) > config.max_bytes:
-        return _Attempt(
-            "too_large", status, error=f"Content-Length {declared} > {config.max_bytes}"
-        )
+        return _Attempt("too_large", status, error=f"Content-Length {declared} > {config.max_bytes}")
     body = bytearray()
     raw = response.raw
     try:
@@ -1117,9 +1116,7 @@ def _is_present(final: Path, config: DownloadConfig) -> bool:
     if not config.verify_existing:
         return True
     try:
-        open_image(
-            final, max_pixels=config.max_pixels, allowed_formats=config.allowed_formats
-        ).close()
+        open_image(final, max_pixels=config.max_pixels, allowed_formats=config.allowed_formats).close()
     except ImageError:
         return False
     return True

@@ -54,9 +54,21 @@ class EmbeddedRedis:
     def start(self, *, timeout: float = 15.0) -> EmbeddedRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
         command = [
-            redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(self.directory), "--daemonize", "no",
-            "--logfile", str(self.directory / "redis.log"),
+            redis_server_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.directory),
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.directory / "redis.log"),
         ]
         # Own session, so a Ctrl-C meant for the demo does not stop Redis under the workers.
         self.process = subprocess.Popen(
@@ -65,7 +77,9 @@ class EmbeddedRedis:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RedisUnavailable(f"redis-server exited with {self.process.returncode}; see {self.directory}/redis.log")
+                raise RedisUnavailable(
+                    f"redis-server exited with {self.process.returncode}; see {self.directory}/redis.log"
+                )
             if ping(self.url, timeout=0.5):
                 return self
             time.sleep(0.1)

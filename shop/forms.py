@@ -8,7 +8,6 @@ from django.template.defaultfilters import filesizeformat
 
 from similarity.images import BadBox, ImageError, ImageHeader, clamp_box, read_header
 
-
 BOX_FIELDS = ("box_left", "box_top", "box_width", "box_height")
 
 
@@ -20,8 +19,7 @@ class SearchForm(forms.Form):
     box_left = forms.IntegerField(required=False, label="Left", widget=forms.NumberInput(attrs={"min": 0}))
     box_top = forms.IntegerField(required=False, label="Top", widget=forms.NumberInput(attrs={"min": 0}))
     box_width = forms.IntegerField(required=False, label="Width", widget=forms.NumberInput(attrs={"min": 1}))
-    box_height = forms.IntegerField(required=False, label="Height",
-                                    widget=forms.NumberInput(attrs={"min": 1}))
+    box_height = forms.IntegerField(required=False, label="Height", widget=forms.NumberInput(attrs={"min": 1}))
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -10,7 +10,6 @@ from django.core.files.storage import Storage, storages
 from django.db import models
 from django.db.models import Q
 
-
 # How a stored vector's bytes are laid out; a Feature row records which one it uses.
 VECTOR_DTYPES = {"float32": np.float32, "float16": np.float16}
 

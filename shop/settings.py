@@ -20,8 +20,12 @@ DATA_DIR.mkdir(parents=True, exist_ok=True)  # the default SQLite file lives her
 # `manage.py demo` and the test settings turn it on for themselves.
 DEBUG = envbool("DEBUG", False)
 DEV_SECRET_KEY = "dev-only-insecure-key-change-me"
-SECRET_KEY = required_unless(DEBUG, "SECRET_KEY", DEV_SECRET_KEY, "a long random string, e.g. from "
-                             "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`")
+SECRET_KEY = required_unless(
+    DEBUG,
+    "SECRET_KEY",
+    DEV_SECRET_KEY,
+    "a long random string, e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(50))'`",
+)
 ALLOWED_HOSTS = [h for h in envstr("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",") if h]
 
 # --- Production safety (on whenever DEBUG is off; each can be relaxed from the environment) ---
@@ -127,9 +131,12 @@ SERVE_MEDIA = envbool("SERVE_MEDIA", DEBUG)
 SEARCH_UPLOAD_ROOT = envpath("SEARCH_UPLOAD_ROOT", DATA_DIR / "searches")
 # The purge deletes every stray file in it: it must be a folder of its own, outside MEDIA_ROOT (served).
 for _name, _other in (("DATA_DIR", DATA_DIR), ("MEDIA_ROOT", MEDIA_ROOT), ("STATIC_ROOT", STATIC_ROOT)):
-    if _other.is_relative_to(SEARCH_UPLOAD_ROOT) or (_name == "MEDIA_ROOT" and SEARCH_UPLOAD_ROOT.is_relative_to(_other)):
-        raise ImproperlyConfigured(f"SEARCH_UPLOAD_ROOT={SEARCH_UPLOAD_ROOT} must be a folder of its own, "
-                                   f"not {_name} or around or inside it")
+    if _other.is_relative_to(SEARCH_UPLOAD_ROOT) or (
+        _name == "MEDIA_ROOT" and SEARCH_UPLOAD_ROOT.is_relative_to(_other)
+    ):
+        raise ImproperlyConfigured(
+            f"SEARCH_UPLOAD_ROOT={SEARCH_UPLOAD_ROOT} must be a folder of its own, not {_name} or around or inside it"
+        )
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -188,8 +195,10 @@ SEARCH_TIMEOUT_SECONDS = envint("SEARCH_TIMEOUT_SECONDS", 60, minimum=5)
 # Searches and their photos are deleted after this many hours (`manage.py purge_searches`, hourly in the demo).
 SEARCH_RETENTION_HOURS = envfloat("SEARCH_RETENTION_HOURS", 24.0)
 if SEARCH_RETENTION_HOURS * 3600 <= SEARCH_TIMEOUT_SECONDS:
-    raise ImproperlyConfigured("SEARCH_RETENTION_HOURS must be longer than SEARCH_TIMEOUT_SECONDS: "
-                               "the purge would delete searches still running")
+    raise ImproperlyConfigured(
+        "SEARCH_RETENTION_HOURS must be longer than SEARCH_TIMEOUT_SECONDS: "
+        "the purge would delete searches still running"
+    )
 # Non-file form data; the search view's upload handler caps the whole body at UPLOAD_MAX_BYTES.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
@@ -213,7 +222,9 @@ DOWNLOAD_BACKOFF_MAX = envfloat("DOWNLOAD_BACKOFF_MAX", 30.0)
 DOWNLOAD_MAX_BYTES = envint("DOWNLOAD_MAX_BYTES", 15 * 1024 * 1024, minimum=1)
 # "host" or "host:port" entries photo downloads may reach although they resolve to loopback,
 # private or link-local addresses (an internal photo mirror); every other destination must be public.
-DOWNLOAD_ALLOWED_HOSTS = frozenset(h.strip().lower() for h in envstr("DOWNLOAD_ALLOWED_HOSTS", "").split(",") if h.strip())
+DOWNLOAD_ALLOWED_HOSTS = frozenset(
+    h.strip().lower() for h in envstr("DOWNLOAD_ALLOWED_HOSTS", "").split(",") if h.strip()
+)
 for _name in ("DOWNLOAD_CONNECT_TIMEOUT", "DOWNLOAD_READ_TIMEOUT", "DOWNLOAD_TOTAL_TIMEOUT"):
     if globals()[_name] <= 0:
         raise ImproperlyConfigured(f"{_name} must be more than 0 seconds")

@@ -9,8 +9,8 @@ delete_products, which does a whole batch at once.
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
 from django.db import transaction
+from django.db.models import QuerySet
 from django.db.models.signals import post_delete, pre_delete
 from django.dispatch import receiver
 

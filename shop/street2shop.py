@@ -234,8 +234,10 @@ def _parse_int(text: str) -> int | _LongInteger:
 
 def _id_value(path: Path, index: int, key: str, value: Any) -> int:
     if isinstance(value, _LongInteger):
-        raise MetadataError(f"{path.name}: entry {index}: {key!r} has {len(value.lstrip('-'))} digits; "
-                            f"an id has at most {MAX_ID_DIGITS}")
+        raise MetadataError(
+            f"{path.name}: entry {index}: {key!r} has {len(value.lstrip('-'))} digits; "
+            f"an id has at most {MAX_ID_DIGITS}"
+        )
     # bool is an int subclass; true/false in an id field is a broken file, not id 1/0.
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise MetadataError(f"{path.name}: entry {index}: {key!r} must be a non-negative integer, got {value!r}")

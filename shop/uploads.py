@@ -72,8 +72,9 @@ class RateCheck:
 
 def count_upload(request: HttpRequest) -> RateCheck:
     """Count one upload against the client's SEARCH_RATE_LIMIT window."""
-    usage = get_usage(request, group="search-upload", key="ip", rate=settings.SEARCH_RATE_LIMIT,
-                      method="POST", increment=True)
+    usage = get_usage(
+        request, group="search-upload", key="ip", rate=settings.SEARCH_RATE_LIMIT, method="POST", increment=True
+    )
     if usage is None:
         return RateCheck(limited=False, retry_after=0)
     return RateCheck(limited=bool(usage["should_limit"]), retry_after=max(1, int(usage["time_left"])))

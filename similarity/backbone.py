@@ -195,9 +195,7 @@ def keras_cache_dir() -> Path:
     return Path(home).expanduser() / "models"
 
 
-def resolve_weights(
-    setting: str, *, allow_download: bool = True, name: str = "vgg19-fc2"
-) -> ResolvedWeights:
+def resolve_weights(setting: str, *, allow_download: bool = True, name: str = "vgg19-fc2") -> ResolvedWeights:
     """Turn "auto" | "imagenet" | "random" | a file path into concrete weights."""
     spec = get_spec(name)
     if setting == "random":
@@ -220,9 +218,7 @@ def resolve_weights(
 
 
 def _random_warning(spec: BackboneSpec, reason: str) -> str:
-    return RANDOM_WARNING.format(
-        name=spec.name, reason=reason, file=spec.imagenet_file, cache=keras_cache_dir()
-    )
+    return RANDOM_WARNING.format(name=spec.name, reason=reason, file=spec.imagenet_file, cache=keras_cache_dir())
 
 
 def _imagenet_path(spec: BackboneSpec, *, allow_download: bool) -> Path:
@@ -246,7 +242,7 @@ def _imagenet_path(spec: BackboneSpec, *, allow_download: bool) -> Path:
                 file_hash=spec.imagenet_md5,
             )
     # get_file raises a bare Exception for URL errors, ValueError for a bad hash.
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise WeightsUnavailable(
             f"Could not download ImageNet weights from {spec.imagenet_url}: {exc}. "
             f"Copy {spec.imagenet_file} into {cache} instead."

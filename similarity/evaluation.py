@@ -57,8 +57,8 @@ def top_k_accuracy(
         ranks[start + known] = (per_product[known] <= true_distance[:, None]).sum(axis=1)
 
     result: dict = {f"top{k}": float(np.mean(ranks <= k)) for k in ks}
-    result["queries"] = int(len(queries))
-    result["gallery"] = int(len(products))
+    result["queries"] = len(queries)
+    result["gallery"] = len(products)
     return result
 
 

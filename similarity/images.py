@@ -150,8 +150,7 @@ def _check_size(image: Image.Image, *, max_pixels: int) -> None:
     # Checked on the header only, before any pixel is decoded.
     if width * height > max_pixels:
         raise ImageTooLarge(
-            f"This image is too large ({width}×{height} pixels); "
-            f"the limit is {max_pixels / 1e6:g} megapixels."
+            f"This image is too large ({width}×{height} pixels); the limit is {max_pixels / 1e6:g} megapixels."
         )
     if width < 1 or height < 1:
         raise EmptyImage("This image has no pixels.")
@@ -199,9 +198,7 @@ def _read_bytes(source: str | os.PathLike | bytes | BinaryIO, *, max_bytes: int 
 
 
 def _too_many_bytes(size: int, max_bytes: int) -> ImageTooLarge:
-    return ImageTooLarge(
-        f"This file is too large ({size / 1e6:.1f} MB); the limit is {max_bytes / 1e6:.1f} MB."
-    )
+    return ImageTooLarge(f"This file is too large ({size / 1e6:.1f} MB); the limit is {max_bytes / 1e6:.1f} MB.")
 
 
 def _open_header(data: bytes, *, allowed: frozenset[str]) -> Image.Image:
@@ -294,9 +291,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         # 16-bit greyscale PNG: Pillow's convert("RGB") would clip, so scale to 8 bits.
         pixels = (np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8)
         return Image.fromarray(pixels, mode="L").convert("RGB")
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        image.mode == "P" and "transparency" in image.info
-    )
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info)
     if has_alpha:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -325,7 +320,9 @@ def crop_box(image: Image.Image, bbox: tuple[int, int, int, int]) -> Image.Image
     return image.crop((left, top, left + width, top + height))
 
 
-def backbone_input(image: Image.Image, *, bbox: tuple[int, int, int, int] | None = None, size: int = 224) -> Image.Image:
+def backbone_input(
+    image: Image.Image, *, bbox: tuple[int, int, int, int] | None = None, size: int = 224
+) -> Image.Image:
     """The (boxed) image at the backbone's input size.
 
     Resizing here, not in the batch, means a batch holds 224×224 images instead of decoded

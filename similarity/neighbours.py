@@ -108,9 +108,7 @@ def _check_rows(rows: np.ndarray, columns: int) -> np.ndarray:
     return rows.astype(np.intp)
 
 
-def _exclusion_mask(
-    exclude: object, *, rows: int, columns: int, single: bool
-) -> np.ndarray | None:
+def _exclusion_mask(exclude: object, *, rows: int, columns: int, single: bool) -> np.ndarray | None:
     if exclude is None:
         return None
     mask = np.zeros((rows, columns), dtype=bool)
@@ -263,7 +261,9 @@ class VectorIndex:
             raise ValueError("exclude_rows needs one row per query.")
         if self._size <= self.cdist_rows:
             return top_k(
-                np.asarray(queries, dtype=np.float64), self.vectors, k=k,
+                np.asarray(queries, dtype=np.float64),
+                self.vectors,
+                k=k,
                 exclude=None if excluded is None else [int(row) for row in excluded],
             )
         return self._rerank(queries, k, excluded)

@@ -128,9 +128,7 @@ def build_siamese(tower: keras.Model) -> keras.Model:
     shape = tower.input_shape[1:]
     street = keras.Input(shape=shape, name="street")
     shop = keras.Input(shape=shape, name="shop")
-    distance = keras.layers.Lambda(euclidean_distance, output_shape=(1,), name="distance")(
-        [tower(street), tower(shop)]
-    )
+    distance = keras.layers.Lambda(euclidean_distance, output_shape=(1,), name="distance")([tower(street), tower(shop)])
     return keras.Model(inputs=[street, shop], outputs=distance, name="siamese")
 
 
@@ -232,9 +230,7 @@ def make_pairs(
 
     street = np.concatenate([street_index, negative_street]).astype(np.int64)
     shop = np.concatenate([positive_shop, negative_shop]).astype(np.int64)
-    labels = np.concatenate(
-        [np.ones(len(street_index), np.float32), np.zeros(len(negative_street), np.float32)]
-    )
+    labels = np.concatenate([np.ones(len(street_index), np.float32), np.zeros(len(negative_street), np.float32)])
     return street, shop, labels
 
 
@@ -275,7 +271,10 @@ class ValidationSet:
         from similarity.evaluation import top_k_accuracy
 
         result = top_k_accuracy(
-            embed(tower, self.queries), self.query_labels, embed(tower, self.gallery), self.gallery_labels,
+            embed(tower, self.queries),
+            self.query_labels,
+            embed(tower, self.gallery),
+            self.gallery_labels,
             metric="euclidean",
         )
         return {f"val_{k}": float(result[k]) for k in ("top1", "top5", "top10", "top20")}
@@ -308,9 +307,13 @@ def nearest_wrong_products(
     shop = prepare_matrix(embed(tower, shop_features))
     # In blocks of crops, so the (crops × shop rows) distance matrix never exists whole.
     block = max(1, 4_000_000 // max(len(shop), 1))
-    rows = np.concatenate(
-        [np.atleast_2d(top_k(street[i : i + block], shop, k=want)[0]) for i in range(0, len(street), block)]
-    ) if len(street) else np.zeros((0, want), dtype=np.intp)
+    rows = (
+        np.concatenate(
+            [np.atleast_2d(top_k(street[i : i + block], shop, k=want)[0]) for i in range(0, len(street), block)]
+        )
+        if len(street)
+        else np.zeros((0, want), dtype=np.intp)
+    )
     result = np.empty((len(street_labels), pool), dtype=shop_labels.dtype)
     for i, ranked in enumerate(rows):
         labels = [label for label in dict.fromkeys(shop_labels[ranked].tolist()) if label != street_labels[i]]

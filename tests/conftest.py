@@ -116,10 +116,27 @@ class WorkerProcess:
         self.name = f"{name}@{socket.gethostname()}"
         self._handle = log.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers", "worker", "--pool=prefork", "--concurrency=1",
-             f"--queues={queues}", f"--hostname={self.name}", "--loglevel=INFO", "--without-gossip",
-             "--without-mingle", "--without-heartbeat"],
-            cwd=REPO, env=env, stdout=self._handle, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers",
+                "worker",
+                "--pool=prefork",
+                "--concurrency=1",
+                f"--queues={queues}",
+                f"--hostname={self.name}",
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=self._handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def kill(self) -> None:
@@ -159,8 +176,10 @@ def worker_env(redis_url, django_db_setup, django_db_blocker) -> dict:
         database_url = _database_url(connection.settings_dict)
     name, test_name = str(connection.settings_dict["NAME"]), (connection.settings_dict.get("TEST") or {}).get("NAME")
     if name != str(test_name) and not name.startswith("test_"):
-        pytest.fail("the worker would open the development database: mark tests that use the live stack "
-                    "with tests.conftest.LIVE_STACK, so pytest-django sets up the test database")
+        pytest.fail(
+            "the worker would open the development database: mark tests that use the live stack "
+            "with tests.conftest.LIVE_STACK, so pytest-django sets up the test database"
+        )
     return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
@@ -261,10 +280,23 @@ class LiveShop:
         self.log = log
         self._handle = log.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "shop.wsgi:application", f"--bind=127.0.0.1:{self.port}",
-             "--worker-class=gthread", "--workers=2", "--threads=4", "--timeout=60", "--graceful-timeout=5",
-             "--no-control-socket"],
-            cwd=REPO, env={**env, **(extra_env or {})}, stdout=self._handle, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "shop.wsgi:application",
+                f"--bind=127.0.0.1:{self.port}",
+                "--worker-class=gthread",
+                "--workers=2",
+                "--threads=4",
+                "--timeout=60",
+                "--graceful-timeout=5",
+                "--no-control-socket",
+            ],
+            cwd=REPO,
+            env={**env, **(extra_env or {})},
+            stdout=self._handle,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -317,9 +349,11 @@ def production_env(worker_env: dict, redis_url: str) -> dict:
 def live_shop(worker_env, redis_url, celery_worker_process, tmp_path_factory):
     """The web server on the test database, broker and session worker; 10 uploads a minute, media served."""
     # SERVE_MEDIA: catalogue photos come from Django here; a shop serves them from its web server or a bucket.
-    shop = LiveShop(env=production_env(worker_env, redis_url), log=tmp_path_factory.mktemp("web") / "web.log",
-                    extra_env={"SEARCH_RATE_LIMIT": "10/m", "SERVE_MEDIA": "true",
-                               "GUNICORN_CMD_ARGS": "--access-logfile=-"}).wait_ready()
+    shop = LiveShop(
+        env=production_env(worker_env, redis_url),
+        log=tmp_path_factory.mktemp("web") / "web.log",
+        extra_env={"SEARCH_RATE_LIMIT": "10/m", "SERVE_MEDIA": "true", "GUNICORN_CMD_ARGS": "--access-logfile=-"},
+    ).wait_ready()
     yield shop
     shop.stop()
     print(f"web server log: {shop.log}")

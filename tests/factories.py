@@ -18,7 +18,9 @@ from shop.models import (
 )
 
 
-def jpeg_bytes(size: tuple[int, int] = (64, 80), colour: tuple[int, int, int] = (180, 40, 90), quality: int = 90) -> bytes:
+def jpeg_bytes(
+    size: tuple[int, int] = (64, 80), colour: tuple[int, int, int] = (180, 40, 90), quality: int = 90
+) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, colour).save(buffer, "JPEG", quality=quality)
     return buffer.getvalue()

@@ -9,16 +9,19 @@ from pathlib import Path
 os.environ.setdefault("DEBUG", "true")
 os.environ.setdefault("SECRET_KEY", "test-only-" + "k" * 50)
 
-from shop.settings import *  # noqa: E402, F403
-from shop.settings import DATA_DIR, DATABASES  # noqa: E402
-from shop.env import envpath  # noqa: E402
+from shop.env import envpath
+from shop.settings import *
+from shop.settings import DATA_DIR, DATABASES
 
 # One folder per test run, inherited by the worker processes the run starts (through the
 # environment), so two runs on one machine never share a database file or media.
 TEST_RUN_DIR = Path(os.environ.setdefault("TEST_RUN_DIR", tempfile.mkdtemp(prefix="fashion-test-")))
 MEDIA_ROOT = TEST_RUN_DIR / "media"
 SEARCH_UPLOAD_ROOT = TEST_RUN_DIR / "searches"
-STORAGES = {**STORAGES, "searches": {**STORAGES["searches"], "OPTIONS": {"location": SEARCH_UPLOAD_ROOT, "base_url": None}}}  # noqa: F405
+STORAGES = {
+    **STORAGES,
+    "searches": {**STORAGES["searches"], "OPTIONS": {"location": SEARCH_UPLOAD_ROOT, "base_url": None}},
+}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(TEST_RUN_DIR / "test-db.sqlite3")}
 # The ~550 MB random VGG19 is saved once per machine and reused by every run and worker.

@@ -25,8 +25,11 @@ pytestmark = LIVE_STACK  # the database through the live server and the worker o
 
 @pytest.fixture(scope="module")
 def guarded_shop(indexed_catalogue, worker_env, redis_url, celery_worker_process, tmp_path_factory):
-    shop = LiveShop(env=production_env(worker_env, redis_url), log=tmp_path_factory.mktemp("abuse") / "web.log",
-                    extra_env={"SEARCH_RATE_LIMIT": f"{ACCEPTED}/h", "SEARCH_MAX_PENDING": "50"}).wait_ready()
+    shop = LiveShop(
+        env=production_env(worker_env, redis_url),
+        log=tmp_path_factory.mktemp("abuse") / "web.log",
+        extra_env={"SEARCH_RATE_LIMIT": f"{ACCEPTED}/h", "SEARCH_MAX_PENDING": "50"},
+    ).wait_ready()
     yield shop
     shop.stop()
 
@@ -62,8 +65,9 @@ def test_it_refuses_a_1_gb_body_having_read_no_more_than_the_cap(guarded_shop):
     ).encode()
     chunk = b"\0" * 65536
     # From an address of its own on the loopback network: the flood test spends 127.0.0.1's uploads.
-    with socket.create_connection(("127.0.0.1", guarded_shop.port), timeout=30,
-                                  source_address=("127.0.0.2", 0)) as connection:
+    with socket.create_connection(
+        ("127.0.0.1", guarded_shop.port), timeout=30, source_address=("127.0.0.2", 0)
+    ) as connection:
         connection.sendall(head)
         answer = b""
         deadline = time.monotonic() + 60
@@ -92,8 +96,11 @@ def test_it_holds_200_uploads_from_one_client_in_10_seconds(guarded_shop, redis_
 
     def upload(_: int) -> requests.Response:
         return session.post(
-            f"{guarded_shop.url}/search/", data={"csrfmiddlewaretoken": token},
-            files={"image": ("street.jpg", photo, "image/jpeg")}, allow_redirects=False, timeout=30,
+            f"{guarded_shop.url}/search/",
+            data={"csrfmiddlewaretoken": token},
+            files={"image": ("street.jpg", photo, "image/jpeg")},
+            allow_redirects=False,
+            timeout=30,
         )
 
     started = time.monotonic()
@@ -116,8 +123,14 @@ def test_it_holds_200_uploads_from_one_client_in_10_seconds(guarded_shop, redis_
     # Every accepted search finishes, through the results page's own wait endpoint.
     for response in accepted:
         wait_url = f"{guarded_shop.url}{response.headers['Location']}wait/"
-        outcome = wait_for(lambda url=wait_url: (lambda s: s if s != "pending" else None)(
-            session.get(url, timeout=30).json()["status"]), timeout=120, interval=0.2, message="a search")
+        outcome = wait_for(
+            lambda url=wait_url: (lambda s: s if s != "pending" else None)(
+                session.get(url, timeout=30).json()["status"]
+            ),
+            timeout=120,
+            interval=0.2,
+            message="a search",
+        )
         assert outcome == "done"
     # Each kept only its clean copy: the uploads as sent are gone.
     assert not [p for p in _search_files() - files_before if "-upload." in p.name]

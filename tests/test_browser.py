@@ -66,9 +66,18 @@ expect = sync_api.expect
 
 # Nothing but the shop: no component updates, field trials, safe browsing, metrics, pings or QUIC probes.
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-default-apps",
-    "--disable-extensions", "--metrics-recording-only", "--disable-domain-reliability", "--no-pings",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--metrics-recording-only",
+    "--disable-domain-reliability",
+    "--no-pings",
 ]
 LOCAL_HOST = "127.0.0.1"
 
@@ -150,7 +159,9 @@ class Watch:
         self.contexts.append(context)
         page = context.new_page()
         page.on("console", self._console)
-        page.on("pageerror", lambda error: self.js_errors.append(f"uncaught {error.name}: {error.message} ({page.url})"))
+        page.on(
+            "pageerror", lambda error: self.js_errors.append(f"uncaught {error.name}: {error.message} ({page.url})")
+        )
         page.on("load", lambda p: self.visited.append(p.url))
         return page
 
@@ -365,8 +376,9 @@ def post_until_refused(watch, page):
     accepted = 0
     for index in range(22):
         page.goto("/search/")
-        page.set_input_files("#id_image", {"name": f"dress-{index}.jpg", "mimeType": "image/jpeg",
-                                           "buffer": small_jpeg(index)})
+        page.set_input_files(
+            "#id_image", {"name": f"dress-{index}.jpg", "mimeType": "image/jpeg", "buffer": small_jpeg(index)}
+        )
         watch.leave(page)
         with page.expect_navigation() as navigation:
             page.locator("#search-form button[type=submit]").click()
@@ -390,8 +402,10 @@ def axe_source() -> str:
     if AXE_SCRIPT.is_file():
         installed = json.loads((AXE_PACKAGE / "package.json").read_text())["version"]
     if installed != pinned:
-        problem = (f"axe-core {pinned} is not installed in node_modules (found {installed or 'none'}): "
-                   "`make install` installs it with npm ci where npm is on PATH")
+        problem = (
+            f"axe-core {pinned} is not installed in node_modules (found {installed or 'none'}): "
+            "`make install` installs it with npm ci where npm is on PATH"
+        )
         if os.environ.get("REQUIRE_BROWSER"):
             pytest.fail(problem + "; REQUIRE_BROWSER is set (CI), so the accessibility checks must run")
         pytest.skip(problem)
@@ -433,17 +447,26 @@ class AxeFindings:
         for violation in axe_violations(page, axe_source):
             self.found.append((where, violation))
         # Every finding, failing or not, for `pytest -rP` and the issue's report.
-        print(f"axe {where}: " + (", ".join(f"{v['id']} ({v['impact']}, {v['count']})" for w, v in self.found
-                                              if w == where) or "no violations"))
+        print(
+            f"axe {where}: "
+            + (
+                ", ".join(f"{v['id']} ({v['impact']}, {v['count']})" for w, v in self.found if w == where)
+                or "no violations"
+            )
+        )
 
     def assert_none_serious(self) -> None:
         failing = [(where, v) for where, v in self.found if v["impact"] in AXE_FAILING_IMPACTS]
         lines = [
             f"{where}: {v['id']} [{v['impact']}] {v['help']} ({v['count']} element{'s' if v['count'] != 1 else ''}: "
-            + ", ".join(v["targets"][:4]) + (", …" if v["count"] > 4 else "") + ")"
+            + ", ".join(v["targets"][:4])
+            + (", …" if v["count"] > 4 else "")
+            + ")"
             for where, v in failing
         ]
-        assert not failing, "axe-core found serious or critical violations (WCAG 2.0/2.1 A and AA, best practice):\n" + "\n".join(lines)
+        assert not failing, (
+            "axe-core found serious or critical violations (WCAG 2.0/2.1 A and AA, best practice):\n" + "\n".join(lines)
+        )
 
 
 OVERFLOW = """() => {
@@ -474,8 +497,10 @@ def horizontal_overflow(page) -> str | None:
     measured = page.evaluate(OVERFLOW)
     if measured["scrollWidth"] <= measured["clientWidth"] and measured["scrollWidth"] <= measured["innerWidth"]:
         return None
-    return (f"document scrollWidth {measured['scrollWidth']} > {measured['clientWidth']} (innerWidth "
-            f"{measured['innerWidth']}); past the edge: " + ("; ".join(measured["culprits"]) or "(no element found)"))
+    return (
+        f"document scrollWidth {measured['scrollWidth']} > {measured['clientWidth']} (innerWidth "
+        f"{measured['innerWidth']}); past the edge: " + ("; ".join(measured["culprits"]) or "(no element found)")
+    )
 
 
 def card_grid_problem(page, selector: str) -> str | None:
@@ -622,7 +647,9 @@ def test_it_finds_a_dress_from_a_street_photo_with_a_box_dragged_by_mouse(watch,
     shown, over = photo_img.bounding_box(), searched.bounding_box()
     assert abs(shown["width"] - over["width"]) <= 2 and abs(shown["height"] - over["height"]) <= 2, (shown, over)
     # Only the box is outlined and tinted, not the whole photo under the overlay.
-    overlay = searched.evaluate("(s) => { const c = getComputedStyle(s); return [c.borderTopWidth, c.backgroundColor]; }")
+    overlay = searched.evaluate(
+        "(s) => { const c = getComputedStyle(s); return [c.borderTopWidth, c.backgroundColor]; }"
+    )
     assert overlay == ["0px", "rgba(0, 0, 0, 0)"], overlay
     screenshot(page, "results")
     watch.assert_clean()
@@ -667,8 +694,13 @@ def test_it_searches_the_same_with_a_box_drawn_by_finger_or_by_mouse(watch, demo
         fields = box_fields(page)
         assert all(re.fullmatch(r"\d+", value) for value in fields), (device, fields)
         path = submit_search(watch, page, tap=device == "finger")
-        searches[device] = {"preview": preview, "fields": fields, "path": path, "results": result_rows(page),
-                            "context": page.context}
+        searches[device] = {
+            "preview": preview,
+            "fields": fields,
+            "path": path,
+            "results": result_rows(page),
+            "context": page.context,
+        }
     finger, mouse = searches["finger"], searches["mouse"]
     assert finger["preview"] == mouse["preview"], "the two pages laid the preview out differently"
     assert finger["fields"] == mouse["fields"], f"box by finger {finger['fields']} != by mouse {mouse['fields']}"
@@ -730,8 +762,10 @@ def test_it_never_scrolls_sideways_on_a_narrow_screen(watch, demo_root, kind):
     watch.assert_clean()
 
 
-@pytest.mark.parametrize(("kind", "grid", "shot"), [("product", "#similar-items", "phone-product"),
-                                                    ("results", "#search-results", "phone-results")])
+@pytest.mark.parametrize(
+    ("kind", "grid", "shot"),
+    [("product", "#similar-items", "phone-product"), ("results", "#search-results", "phone-results")],
+)
 def test_it_shows_similar_items_and_results_two_across_on_a_phone(watch, demo_root, kind, grid, shot):
     page = show_page(watch, kind, PHONE, demo_root)
     screenshot(page, shot, jpeg=True)  # before the check: the picture shows what a failure looked like

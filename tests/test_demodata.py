@@ -213,8 +213,17 @@ def test_it_rewrites_an_earlier_demo_dataset_without_stale_photos(tmp_path: Path
 def test_it_runs_as_a_management_command(tmp_path: Path) -> None:
     out = io.StringIO()
     call_command(
-        "make_demo_dataset", str(tmp_path / "cmd"), "--products", "3", "--street-per-product", "2", "--seed", "5",
-        "--workers", "1", stdout=out,
+        "make_demo_dataset",
+        str(tmp_path / "cmd"),
+        "--products",
+        "3",
+        "--street-per-product",
+        "2",
+        "--seed",
+        "5",
+        "--workers",
+        "1",
+        stdout=out,
     )
     assert "Wrote 3 products" in out.getvalue()
     assert len(load(tmp_path / "cmd", "demo_products")) == 3

@@ -23,8 +23,9 @@ def jpeg() -> bytes:
 
 
 JPEG = jpeg()
-CONFIG = DownloadConfig(connect_timeout=2.0, read_timeout=2.0, retries=0, workers=2, per_host=2,
-                        allowed_hosts=frozenset({"127.0.0.1"}))  # the test server
+CONFIG = DownloadConfig(
+    connect_timeout=2.0, read_timeout=2.0, retries=0, workers=2, per_host=2, allowed_hosts=frozenset({"127.0.0.1"})
+)  # the test server
 
 
 @pytest.fixture
@@ -99,7 +100,12 @@ def test_it_waits_for_jobs_until_the_feed_closes(server: PhotoServer, tmp_path: 
 
 def test_it_stops_requesting_when_cancelled(server: PhotoServer, tmp_path: Path) -> None:
     feed = JobFeed()
-    run = Run([job(server, i, "/slow") for i in range(10)], tmp_path, feed, DownloadConfig(workers=1, retries=0, allowed_hosts=frozenset({"127.0.0.1"})))
+    run = Run(
+        [job(server, i, "/slow") for i in range(10)],
+        tmp_path,
+        feed,
+        DownloadConfig(workers=1, retries=0, allowed_hosts=frozenset({"127.0.0.1"})),
+    )
     run.wait_for(1)
 
     feed.cancel()
@@ -125,7 +131,9 @@ def test_it_refuses_a_photo_id_already_in_the_run(server: PhotoServer, tmp_path:
         feed.put([job(server, 2)])
 
 
-def test_it_serves_jobs_put_while_it_runs_by_priority_then_in_the_order_put(server: PhotoServer, tmp_path: Path) -> None:
+def test_it_serves_jobs_put_while_it_runs_by_priority_then_in_the_order_put(
+    server: PhotoServer, tmp_path: Path
+) -> None:
     feed = JobFeed()
     config = DownloadConfig(workers=1, per_host=1, retries=0, allowed_hosts=frozenset({"127.0.0.1"}))
     run = Run([job(server, 0, "/slow")], tmp_path, feed, config)
@@ -149,8 +157,13 @@ def test_it_ends_a_waiting_retry_with_its_last_failure_when_cancelled(server: Ph
     queued = threading.Event()
     feed = JobFeed()
     # A 5 s backoff: the run must not sit it out once cancelled.
-    config = DownloadConfig(retries=3, backoff_base=5.0, random=lambda: 1.0, on_backoff=lambda delay: queued.set(),
-                            allowed_hosts=frozenset({"127.0.0.1"}))
+    config = DownloadConfig(
+        retries=3,
+        backoff_base=5.0,
+        random=lambda: 1.0,
+        on_backoff=lambda delay: queued.set(),
+        allowed_hosts=frozenset({"127.0.0.1"}),
+    )
     run = Run([DownloadJob(1, server.url("/down.jpg"))], tmp_path, feed, config)
     assert queued.wait(5)
 

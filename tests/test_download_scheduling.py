@@ -26,9 +26,17 @@ def jpeg() -> bytes:
 
 JPEG = jpeg()
 # Tiny backoffs (random() × 0.01 s) unless a test wants a wait it can see.
-CONFIG = DownloadConfig(connect_timeout=1.0, read_timeout=0.5, retries=2, backoff_base=0.01, backoff_max=5.0,
-                        workers=4, per_host=1, random=lambda: 0.5,
-                        allowed_hosts=frozenset({"127.0.0.1", "127.0.0.2"}))  # the test servers
+CONFIG = DownloadConfig(
+    connect_timeout=1.0,
+    read_timeout=0.5,
+    retries=2,
+    backoff_base=0.01,
+    backoff_max=5.0,
+    workers=4,
+    per_host=1,
+    random=lambda: 0.5,
+    allowed_hosts=frozenset({"127.0.0.1", "127.0.0.2"}),
+)  # the test servers
 
 
 class LoopbackServer(PhotoServer):
@@ -122,10 +130,14 @@ def test_it_still_takes_turns_between_hosts_whatever_the_priorities(
     server: PhotoServer, other_host: PhotoServer, tmp_path: Path
 ) -> None:
     order: list[str] = []
-    jobs = [DownloadJob(i, server.add(f"/{i}.jpg", logged(httpserver.image(JPEG), order, f"a{i}")), priority=0)
-            for i in range(3)]
-    jobs += [DownloadJob(i, other_host.add(f"/{i}.jpg", logged(httpserver.image(JPEG), order, f"b{i}")), priority=9)
-             for i in range(3, 6)]
+    jobs = [
+        DownloadJob(i, server.add(f"/{i}.jpg", logged(httpserver.image(JPEG), order, f"a{i}")), priority=0)
+        for i in range(3)
+    ]
+    jobs += [
+        DownloadJob(i, other_host.add(f"/{i}.jpg", logged(httpserver.image(JPEG), order, f"b{i}")), priority=9)
+        for i in range(3, 6)
+    ]
 
     download_photos(jobs, tmp_path, config=replace(CONFIG, workers=1))
 
@@ -172,8 +184,9 @@ def test_it_makes_no_retry_that_would_end_past_the_photos_budget(server: PhotoSe
     url = server.add("/down.jpg", httpserver.status(503))
     delays: list[float] = []
     # Waits of 0.4 s then 0.8 s: the second retry would start at 1.2 s, past the 1 s budget.
-    config = replace(CONFIG, retries=5, total_timeout=1.0, backoff_base=0.4, random=lambda: 1.0,
-                     on_backoff=delays.append)
+    config = replace(
+        CONFIG, retries=5, total_timeout=1.0, backoff_base=0.4, random=lambda: 1.0, on_backoff=delays.append
+    )
 
     started = time.monotonic()
     [result] = download_photos([DownloadJob(1, url)], tmp_path, config=config)
@@ -185,9 +198,7 @@ def test_it_makes_no_retry_that_would_end_past_the_photos_budget(server: PhotoSe
     assert time.monotonic() - started < 1.0
 
 
-def test_it_gives_the_attempt_after_a_wait_only_what_is_left_of_the_budget(
-    server: PhotoServer, tmp_path: Path
-) -> None:
+def test_it_gives_the_attempt_after_a_wait_only_what_is_left_of_the_budget(server: PhotoServer, tmp_path: Path) -> None:
     url = server.add("/stalls.jpg", silent_after(1, 500, 3.0))
     # A 500, a 0.5 s wait, then a silent server: the second attempt has 0.5 s left, not read_timeout's 1.5 s.
     config = replace(CONFIG, retries=3, total_timeout=1.0, read_timeout=1.5, backoff_base=0.5, random=lambda: 1.0)
@@ -213,10 +224,10 @@ def test_it_pauses_the_host_that_sent_retry_after_and_only_that_host(
     other: list[float] = []
     busy = server.add("/busy.jpg", timed(httpserver.fails_first(1, 429, JPEG, {"Retry-After": "1"}), busy_times))
     jobs = [DownloadJob(1, busy)]
-    jobs += [DownloadJob(i, server.add(f"/{i}.jpg", timed(httpserver.image(JPEG), same_host)), priority=1)
-             for i in (2, 3)]
-    jobs += [DownloadJob(i, other_host.add(f"/{i}.jpg", timed(httpserver.slow(0.1, JPEG), other)))
-             for i in (4, 5, 6)]
+    jobs += [
+        DownloadJob(i, server.add(f"/{i}.jpg", timed(httpserver.image(JPEG), same_host)), priority=1) for i in (2, 3)
+    ]
+    jobs += [DownloadJob(i, other_host.add(f"/{i}.jpg", timed(httpserver.slow(0.1, JPEG), other))) for i in (4, 5, 6)]
 
     results = download_photos(jobs, tmp_path, config=replace(CONFIG, per_host=1, workers=4))
 

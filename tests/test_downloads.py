@@ -27,10 +27,10 @@ from shop.downloads import (
     DownloadResult,
     ProgressPrinter,
     backoff_delay,
+    check_destination,
     download_photos,
     parse_retry_after,
     read_photos_txt,
-    check_destination,
     summarize,
     write_failures_csv,
 )
@@ -107,9 +107,7 @@ class Handler(BaseHTTPRequestHandler):
             self.state.times.setdefault(path, []).append(time.monotonic())
             seen = self.state.requests[path]
             self.state.user_agents[path] = self.headers.get("User-Agent", "")
-            self.state.client_ports.setdefault(path.rsplit("/", 1)[0], set()).add(
-                self.client_address[1]
-            )
+            self.state.client_ports.setdefault(path.rsplit("/", 1)[0], set()).add(self.client_address[1])
         parts = path.strip("/").split("/")
         self.route(parts[0], parts[1:], seen)
 
@@ -297,9 +295,7 @@ def test_it_stores_the_original_bytes_under_the_padded_id(
     assert server.state.count(path) == 1
 
 
-def test_it_does_not_fetch_photos_already_on_disk(
-    server: Server, tmp_path: Path, config: DownloadConfig
-) -> None:
+def test_it_does_not_fetch_photos_already_on_disk(server: Server, tmp_path: Path, config: DownloadConfig) -> None:
     paths = [f"/img/{token()}.jpg" for _ in range(5)]
     jobs = [DownloadJob(i, server.url(path)) for i, path in enumerate(paths, start=1)]
 
@@ -336,9 +332,7 @@ def test_it_replaces_an_invalid_existing_file_only_when_asked_to_verify(
     assert (tmp_path / photo_filename(7)).read_bytes() == JPEG
 
 
-def test_it_sends_a_clear_user_agent(
-    server: Server, tmp_path: Path, config: DownloadConfig
-) -> None:
+def test_it_sends_a_clear_user_agent(server: Server, tmp_path: Path, config: DownloadConfig) -> None:
     path = f"/img/{token()}.jpg"
 
     fetch_one(server.url(path), tmp_path, config)
@@ -346,9 +340,7 @@ def test_it_sends_a_clear_user_agent(
     assert server.state.user_agents[path].startswith("fashion-similarity/")
 
 
-def test_it_reuses_one_connection_per_worker(
-    server: Server, tmp_path: Path, config: DownloadConfig
-) -> None:
+def test_it_reuses_one_connection_per_worker(server: Server, tmp_path: Path, config: DownloadConfig) -> None:
     group = token()
     jobs = [DownloadJob(i, server.url(f"/img/{group}/{i}.jpg")) for i in range(6)]
 
@@ -464,9 +456,7 @@ def test_it_backs_off_with_full_jitter_under_a_ceiling() -> None:
 # --- timeouts and connection failures -------------------------------------------------------------
 
 
-def test_it_times_out_a_server_that_does_not_answer(
-    server: Server, tmp_path: Path, config: DownloadConfig
-) -> None:
+def test_it_times_out_a_server_that_does_not_answer(server: Server, tmp_path: Path, config: DownloadConfig) -> None:
     path = f"/slow/{token()}"
 
     result = fetch_one(server.url(path), tmp_path, replace(config, retries=1))
@@ -477,18 +467,14 @@ def test_it_times_out_a_server_that_does_not_answer(
     assert_only_photos(tmp_path, set())
 
 
-def test_it_times_out_a_body_that_stalls(
-    server: Server, tmp_path: Path, config: DownloadConfig
-) -> None:
+def test_it_times_out_a_body_that_stalls(server: Server, tmp_path: Path, config: DownloadConfig) -> None:
     result = fetch_one(server.url(f"/stall/{token()}"), tmp_path, replace(config, retries=0))
 
     assert (result.outcome, result.http_status) == ("timeout", 200)
     assert_only_photos(tmp_path, set())
 
 
-def test_it_caps_the_whole_attempt_for_a_dripping_body(
-    server: Server, tmp_path: Path, config: DownloadConfig
-) -> None:
+def test_it_caps_the_whole_attempt_for_a_dripping_body(server: Server, tmp_path: Path, config: DownloadConfig) -> None:
     # Each 100-byte chunk arrives well within read_timeout; only the total cap stops it.
     capped = replace(config, retries=0, total_timeout=0.3)
 
@@ -499,9 +485,7 @@ def test_it_caps_the_whole_attempt_for_a_dripping_body(
     assert_only_photos(tmp_path, set())
 
 
-def test_it_retries_a_connection_dropped_mid_body(
-    server: Server, tmp_path: Path, config: DownloadConfig
-) -> None:
+def test_it_retries_a_connection_dropped_mid_body(server: Server, tmp_path: Path, config: DownloadConfig) -> None:
     path = f"/short/{token()}"
 
     result = fetch_one(server.url(path), tmp_path, config)
@@ -511,9 +495,7 @@ def test_it_retries_a_connection_dropped_mid_body(
     assert_only_photos(tmp_path, set())
 
 
-def test_it_retries_a_refused_connection(
-    tmp_path: Path, config: DownloadConfig, sleeps: list[float]
-) -> None:
+def test_it_retries_a_refused_connection(tmp_path: Path, config: DownloadConfig, sleeps: list[float]) -> None:
     result = fetch_one(f"http://127.0.0.1:{closed_port()}/x.jpg", tmp_path, config)
 
     assert (result.outcome, result.http_status, result.attempts) == (
@@ -525,9 +507,7 @@ def test_it_retries_a_refused_connection(
     assert_only_photos(tmp_path, set())
 
 
-def test_it_skips_the_rest_of_a_host_that_keeps_refusing(
-    tmp_path: Path, config: DownloadConfig
-) -> None:
+def test_it_skips_the_rest_of_a_host_that_keeps_refusing(tmp_path: Path, config: DownloadConfig) -> None:
     port = closed_port()
     jobs = [DownloadJob(i, f"http://127.0.0.1:{port}/{i}.jpg") for i in range(8)]
     breaker = replace(config, retries=0, workers=1, host_health_window=3)
@@ -560,9 +540,7 @@ def test_it_reports_invalid_urls(tmp_path: Path, config: DownloadConfig, url: st
 # --- redirects ------------------------------------------------------------------------------------
 
 
-def test_it_follows_a_short_redirect_chain(
-    server: Server, tmp_path: Path, config: DownloadConfig
-) -> None:
+def test_it_follows_a_short_redirect_chain(server: Server, tmp_path: Path, config: DownloadConfig) -> None:
     name = token()
 
     result = fetch_one(server.url(f"/redirect/3/{name}"), tmp_path, config)
@@ -633,9 +611,7 @@ def test_it_rejects_an_oversized_body_from_its_content_length(
 # --- concurrency, progress, and the folder ------------------------------------------------------
 
 
-def test_it_keeps_at_most_per_host_requests_in_flight(
-    server: Server, tmp_path: Path, config: DownloadConfig
-) -> None:
+def test_it_keeps_at_most_per_host_requests_in_flight(server: Server, tmp_path: Path, config: DownloadConfig) -> None:
     group = token()
     jobs = [DownloadJob(i, server.url(f"/hold/{group}/{i}")) for i in range(10)]
 
@@ -645,17 +621,18 @@ def test_it_keeps_at_most_per_host_requests_in_flight(
     assert server.state.peak[(group, "127.0.0.1")] == 2
 
 
-def test_it_limits_each_host_separately(
-    server: Server, tmp_path: Path, config: DownloadConfig
-) -> None:
+def test_it_limits_each_host_separately(server: Server, tmp_path: Path, config: DownloadConfig) -> None:
     group = token()
     # Both names reach the same server; the downloader must treat them as two hosts.
     jobs = [
-        DownloadJob(i, server.url(f"/hold/{group}/{i}", host="127.0.0.1" if i < 6 else "localhost"))
-        for i in range(12)
+        DownloadJob(i, server.url(f"/hold/{group}/{i}", host="127.0.0.1" if i < 6 else "localhost")) for i in range(12)
     ]
 
-    results = download_photos(jobs, tmp_path, config=replace(config, workers=8, per_host=2, allowed_hosts=frozenset({"127.0.0.1", "localhost"})))
+    results = download_photos(
+        jobs,
+        tmp_path,
+        config=replace(config, workers=8, per_host=2, allowed_hosts=frozenset({"127.0.0.1", "localhost"})),
+    )
 
     assert summarize(results) == {"ok": 12}
     assert server.state.peak[(group, "127.0.0.1")] == 2
@@ -682,9 +659,7 @@ def test_it_reports_progress_once_per_job_from_the_calling_thread(
     assert [r.photo_id for r in results] == [job.photo_id for job in jobs]  # results keep job order
 
 
-def test_it_removes_stale_part_files_from_a_killed_run(
-    server: Server, tmp_path: Path, config: DownloadConfig
-) -> None:
+def test_it_removes_stale_part_files_from_a_killed_run(server: Server, tmp_path: Path, config: DownloadConfig) -> None:
     (tmp_path / ".000000007.jpg.part-k1ll3d").write_bytes(JPEG[:500])
     (tmp_path / ".000000008.jpg.part-abc").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("keep me")
@@ -698,9 +673,7 @@ def test_it_removes_stale_part_files_from_a_killed_run(
     ]
 
 
-def test_it_refuses_a_second_run_into_the_same_folder(
-    server: Server, tmp_path: Path, config: DownloadConfig
-) -> None:
+def test_it_refuses_a_second_run_into_the_same_folder(server: Server, tmp_path: Path, config: DownloadConfig) -> None:
     group = token()
     slow_jobs = [DownloadJob(i, server.url(f"/hold/{group}/{i}")) for i in range(4)]
     first = threading.Thread(
@@ -712,9 +685,7 @@ def test_it_refuses_a_second_run_into_the_same_folder(
     time.sleep(0.1)
     try:
         with pytest.raises(DownloadDirBusy):
-            download_photos(
-                [DownloadJob(99, server.url(f"/img/{token()}.jpg"))], tmp_path, config=config
-            )
+            download_photos([DownloadJob(99, server.url(f"/img/{token()}.jpg"))], tmp_path, config=config)
     finally:
         first.join()
     assert_only_photos(tmp_path, {0, 1, 2, 3})
@@ -732,12 +703,8 @@ def test_it_rejects_duplicate_photo_ids(tmp_path: Path, config: DownloadConfig) 
 # --- reports --------------------------------------------------------------------------------------
 
 
-def result(
-    photo_id: int, outcome: str, status: int | None = None, error: str = ""
-) -> DownloadResult:
-    return DownloadResult(
-        photo_id, f"http://shop.example/{photo_id}.jpg,v=2", outcome, status, 1, 0, error, 0.1
-    )
+def result(photo_id: int, outcome: str, status: int | None = None, error: str = "") -> DownloadResult:
+    return DownloadResult(photo_id, f"http://shop.example/{photo_id}.jpg,v=2", outcome, status, 1, 0, error, 0.1)
 
 
 def test_it_counts_outcomes() -> None:
@@ -854,9 +821,7 @@ def test_it_reads_photos_txt_splitting_at_the_first_comma(tmp_path: Path) -> Non
         photos.jobs([3])
 
 
-@pytest.mark.skipif(
-    not (SHARED / "photos.txt").exists(), reason="shared Street2Shop metadata not present"
-)
+@pytest.mark.skipif(not (SHARED / "photos.txt").exists(), reason="shared Street2Shop metadata not present")
 def test_it_reads_the_real_photos_txt() -> None:
     photos = read_photos_txt(SHARED / "photos.txt")
 
@@ -869,8 +834,15 @@ def test_it_reads_the_real_photos_txt() -> None:
 
 def test_it_reports_ids_too_long_to_be_one_as_bad_lines(tmp_path: Path) -> None:
     path = tmp_path / "photos.txt"
-    path.write_text("000000001,http://127.0.0.1/a.jpg\n" + "9" * 4_400 + ",http://127.0.0.1/b.jpg\n"
-                    + "9" * 19 + ",http://127.0.0.1/c.jpg\n" + "9" * 18 + ",http://127.0.0.1/d.jpg\n")
+    path.write_text(
+        "000000001,http://127.0.0.1/a.jpg\n"
+        + "9" * 4_400
+        + ",http://127.0.0.1/b.jpg\n"
+        + "9" * 19
+        + ",http://127.0.0.1/c.jpg\n"
+        + "9" * 18
+        + ",http://127.0.0.1/d.jpg\n"
+    )
     photos = read_photos_txt(path)
     assert photos.bad_lines == [2, 3]
     assert sorted(photos.urls) == [1, 10**18 - 1]
@@ -878,12 +850,36 @@ def test_it_reports_ids_too_long_to_be_one_as_bad_lines(tmp_path: Path) -> None:
 
 def test_it_writes_failures_a_spreadsheet_will_not_run(tmp_path: Path) -> None:
     hostile = [
-        DownloadResult(photo_id=1, url="=HYPERLINK(\"http://127.0.0.1/x\",\"click\")", outcome="http_error",
-                       http_status=500, attempts=1, bytes=0, error="+cmd|' /C calc'!A0", elapsed=0.1),
-        DownloadResult(photo_id=2, url="http://127.0.0.1/ok.jpg", outcome="not_an_image", http_status=200,
-                       attempts=1, bytes=0, error="@SUM(1+1)", elapsed=0.1),
-        DownloadResult(photo_id=3, url="http://127.0.0.1/y.jpg", outcome="timeout", http_status=None,
-                       attempts=2, bytes=0, error="-2+3", elapsed=0.1),
+        DownloadResult(
+            photo_id=1,
+            url='=HYPERLINK("http://127.0.0.1/x","click")',
+            outcome="http_error",
+            http_status=500,
+            attempts=1,
+            bytes=0,
+            error="+cmd|' /C calc'!A0",
+            elapsed=0.1,
+        ),
+        DownloadResult(
+            photo_id=2,
+            url="http://127.0.0.1/ok.jpg",
+            outcome="not_an_image",
+            http_status=200,
+            attempts=1,
+            bytes=0,
+            error="@SUM(1+1)",
+            elapsed=0.1,
+        ),
+        DownloadResult(
+            photo_id=3,
+            url="http://127.0.0.1/y.jpg",
+            outcome="timeout",
+            http_status=None,
+            attempts=2,
+            bytes=0,
+            error="-2+3",
+            elapsed=0.1,
+        ),
     ]
     path = tmp_path / "failures.csv"
     assert write_failures_csv(hostile, path) == 3
@@ -891,7 +887,7 @@ def test_it_writes_failures_a_spreadsheet_will_not_run(tmp_path: Path) -> None:
         rows = list(csv.reader(handle))[1:]
     cells = [cell for row in rows for cell in row]
     assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@")]
-    assert rows[0][1] == "'=HYPERLINK(\"http://127.0.0.1/x\",\"click\")" and rows[1][1] == "http://127.0.0.1/ok.jpg"
+    assert rows[0][1] == '\'=HYPERLINK("http://127.0.0.1/x","click")' and rows[1][1] == "http://127.0.0.1/ok.jpg"
     assert rows[0][3] == "500" and rows[2][5] == "'-2+3"  # numbers stay numbers; text keeps its content
 
 
@@ -932,8 +928,9 @@ def photo_server() -> Iterator[httpserver.PhotoServer]:
 
 
 @pytest.mark.parametrize("kind", ["40 MB body", "dripping body", "gzip bomb"])
-def test_it_follows_a_redirect_without_reading_its_body(photo_server, tmp_path: Path, config: DownloadConfig,
-                                                        kind: str) -> None:
+def test_it_follows_a_redirect_without_reading_its_body(
+    photo_server, tmp_path: Path, config: DownloadConfig, kind: str
+) -> None:
     import tracemalloc
 
     target = photo_server.add("/photo.jpg", httpserver.image(JPEG))
@@ -960,10 +957,14 @@ def test_it_follows_a_redirect_without_reading_its_body(photo_server, tmp_path: 
     assert seconds < config.total_timeout and peak < 5_000_000, (seconds, peak)
 
 
-def test_it_refuses_a_compressed_photo_without_inflating_it(photo_server, tmp_path: Path, config: DownloadConfig) -> None:
+def test_it_refuses_a_compressed_photo_without_inflating_it(
+    photo_server, tmp_path: Path, config: DownloadConfig
+) -> None:
     bomb = _gzip_bomb(200_000_000)
-    url = photo_server.add("/bomb.jpg", lambda handler, seen: httpserver.send(
-        handler, 200, bomb, "image/jpeg", {"Content-Encoding": "gzip"}))
+    url = photo_server.add(
+        "/bomb.jpg",
+        lambda handler, seen: httpserver.send(handler, 200, bomb, "image/jpeg", {"Content-Encoding": "gzip"}),
+    )
     result = fetch_one(url, tmp_path, config)
     assert result.outcome == "not_an_image" and "Content-Encoding gzip" in result.error
     assert_only_photos(tmp_path, set())
@@ -973,8 +974,13 @@ def test_it_gives_a_whole_redirect_chain_one_deadline(photo_server, tmp_path: Pa
     target = photo_server.add("/end.jpg", httpserver.image(JPEG))
     url = target
     for hop in range(5):  # each hop answers after 0.6 s: 3 s for the chain, against a 1.5 s budget
-        url = photo_server.add(f"/hop/{hop}", lambda handler, seen, to=url: (
-            time.sleep(0.6), httpserver.send(handler, 302, b"", "text/plain", {"Location": to}))[-1])
+        url = photo_server.add(
+            f"/hop/{hop}",
+            lambda handler, seen, to=url: (
+                time.sleep(0.6),
+                httpserver.send(handler, 302, b"", "text/plain", {"Location": to}),
+            )[-1],
+        )
     config = replace(config, total_timeout=1.5, read_timeout=1.0, retries=0)
 
     started = time.monotonic()
@@ -1012,8 +1018,9 @@ def _ipv6_loopback() -> bool:
 
 @pytest.mark.parametrize("target", ["other port", "127.0.0.2", "[::1]"])
 @pytest.mark.parametrize("hops", [0, 2])
-def test_it_refuses_a_loopback_listener_not_on_the_allow_list(photo_server, listener, tmp_path: Path,
-                                                              config: DownloadConfig, target: str, hops: int) -> None:
+def test_it_refuses_a_loopback_listener_not_on_the_allow_list(
+    photo_server, listener, tmp_path: Path, config: DownloadConfig, target: str, hops: int
+) -> None:
     if target == "[::1]" and not _ipv6_loopback():
         pytest.skip("this machine has no IPv6 loopback")
     host = {"other port": "127.0.0.1", "127.0.0.2": "127.0.0.2", "[::1]": "[::1]"}[target]
@@ -1028,18 +1035,32 @@ def test_it_refuses_a_loopback_listener_not_on_the_allow_list(photo_server, list
     assert_only_photos(tmp_path, set())
 
 
-@pytest.mark.parametrize("address", ["10.0.0.1", "169.254.169.254", "192.168.1.10", "100.64.0.1", "224.0.0.1",
-                                     "0.0.0.0", "::ffff:127.0.0.1", "fd00:ec2::254", "fe80::1"])
-def test_it_refuses_private_link_local_and_metadata_addresses_before_connecting(tmp_path: Path, config: DownloadConfig,
-                                                                                  address: str) -> None:
+@pytest.mark.parametrize(
+    "address",
+    [
+        "10.0.0.1",
+        "169.254.169.254",
+        "192.168.1.10",
+        "100.64.0.1",
+        "224.0.0.1",
+        "0.0.0.0",
+        "::ffff:127.0.0.1",
+        "fd00:ec2::254",
+        "fe80::1",
+    ],
+)
+def test_it_refuses_private_link_local_and_metadata_addresses_before_connecting(
+    tmp_path: Path, config: DownloadConfig, address: str
+) -> None:
     host = f"[{address}]" if ":" in address else address
     assert check_destination(f"http://{host}/latest/meta-data/")[0]
     result = fetch_one(f"http://{host}/latest/meta-data/", tmp_path, replace(config, allowed_hosts=frozenset()))
     assert result.outcome == "refused_address", result  # the loopback guard saw no connect either
 
 
-@pytest.mark.parametrize("name, address", [("metadata.shop.test", "169.254.169.254"),
-                                           ("intranet.shop.test", "10.0.0.1")])
+@pytest.mark.parametrize(
+    "name, address", [("metadata.shop.test", "169.254.169.254"), ("intranet.shop.test", "10.0.0.1")]
+)
 def test_it_refuses_a_redirect_to_a_name_that_resolves_to_a_private_address(
     photo_server, tmp_path: Path, config: DownloadConfig, monkeypatch, name: str, address: str
 ) -> None:
@@ -1073,8 +1094,9 @@ def test_it_cannot_connect_outside_the_loopback_range_in_the_tests() -> None:
     BLOCKED_CONNECTS.clear()  # expected here; any other test that leaves one fails
 
 
-def test_it_connects_to_the_address_it_checked_not_to_a_second_answer(photo_server, tmp_path: Path,
-                                                                       config: DownloadConfig, monkeypatch) -> None:
+def test_it_connects_to_the_address_it_checked_not_to_a_second_answer(
+    photo_server, tmp_path: Path, config: DownloadConfig, monkeypatch
+) -> None:
     """DNS rebinding: the name answers one address for the check and another a moment later."""
     name, answers = "rebind.shop.test", []
     real = socket.getaddrinfo

@@ -92,8 +92,12 @@ def _assert_fresh(*versions: ModelVersion) -> None:
 
 def _most_recommended(version: ModelVersion) -> Product:
     """The product in the most lists: an edit of it touches many."""
-    counts = (SimilarProduct.objects.filter(version=version).values("recommendation_id")
-              .annotate(n=Count("id")).order_by("-n", "recommendation_id"))
+    counts = (
+        SimilarProduct.objects.filter(version=version)
+        .values("recommendation_id")
+        .annotate(n=Count("id"))
+        .order_by("-n", "recommendation_id")
+    )
     return Product.objects.get(pk=counts[0]["recommendation_id"])
 
 
@@ -193,17 +197,31 @@ def test_it_takes_a_product_out_of_every_list_when_one_of_its_photos_is_deleted(
             response = admin_client.post(reverse("admin:shop_productimage_delete", args=[extra.pk]), {"post": "yes"})
             assert response.status_code == 302
         elif how == "inline":
-            response = admin_client.post(reverse("admin:shop_product_change", args=[edited.pk]), {
-                "title": edited.title, "category": edited.category, "price": "49.00", "description": "",
-                "s2s_product_id": "",
-                "images-TOTAL_FORMS": "2", "images-INITIAL_FORMS": "2",
-                "images-MIN_NUM_FORMS": "0", "images-MAX_NUM_FORMS": "1000",
-                "images-0-id": kept.pk, "images-0-product": edited.pk, "images-0-position": "0",
-                "images-0-s2s_photo_id": "",
-                "images-1-id": extra.pk, "images-1-product": edited.pk, "images-1-position": "1",
-                "images-1-s2s_photo_id": "", "images-1-DELETE": "on",
-                "street_photos-TOTAL_FORMS": "0", "street_photos-INITIAL_FORMS": "0",
-            })
+            response = admin_client.post(
+                reverse("admin:shop_product_change", args=[edited.pk]),
+                {
+                    "title": edited.title,
+                    "category": edited.category,
+                    "price": "49.00",
+                    "description": "",
+                    "s2s_product_id": "",
+                    "images-TOTAL_FORMS": "2",
+                    "images-INITIAL_FORMS": "2",
+                    "images-MIN_NUM_FORMS": "0",
+                    "images-MAX_NUM_FORMS": "1000",
+                    "images-0-id": kept.pk,
+                    "images-0-product": edited.pk,
+                    "images-0-position": "0",
+                    "images-0-s2s_photo_id": "",
+                    "images-1-id": extra.pk,
+                    "images-1-product": edited.pk,
+                    "images-1-position": "1",
+                    "images-1-s2s_photo_id": "",
+                    "images-1-DELETE": "on",
+                    "street_photos-TOTAL_FORMS": "0",
+                    "street_photos-INITIAL_FORMS": "0",
+                },
+            )
             assert response.status_code == 302, response.content[:3000]
         else:
             extra.delete()
@@ -285,8 +303,9 @@ class _MeanColourBackbone:
         if self.during is not None:
             during, self.during = self.during, None
             during()
-        return np.stack([np.asarray(image.convert("RGB"), dtype=np.float32).reshape(-1, 3).mean(axis=0)
-                         for image in images])
+        return np.stack(
+            [np.asarray(image.convert("RGB"), dtype=np.float32).reshape(-1, 3).mean(axis=0) for image in images]
+        )
 
 
 @pytest.mark.django_db
@@ -379,8 +398,13 @@ def test_it_deletes_replaced_and_deleted_files_once_committed_but_never_a_shared
     photos[deleted_product.pk].refresh_from_db()
     storage = photos[replaced.pk].image.storage
     old = photos[replaced.pk]
-    gone = [old.image.name, old.thumbnail.name, photos[deleted_photo.pk].image.name,
-            photos[deleted_photo.pk].thumbnail.name, photos[deleted_product.pk].thumbnail.name]
+    gone = [
+        old.image.name,
+        old.thumbnail.name,
+        photos[deleted_photo.pk].image.name,
+        photos[deleted_photo.pk].thumbnail.name,
+        photos[deleted_product.pk].thumbnail.name,
+    ]
     shared = photos[sharing.pk].image.name
 
     with django_capture_on_commit_callbacks() as callbacks:
@@ -419,7 +443,9 @@ def test_it_makes_other_processes_reread_the_lists_a_deleted_product_left(sent):
     seen = dict(recommendations._seen_revisions)
     deleted = _most_recommended(active)
     before = _lists(active)
-    vectors = {row.product_id: row.as_array().astype(np.float64) for row in ProductEmbedding.objects.filter(version=active)}
+    vectors = {
+        row.product_id: row.as_array().astype(np.float64) for row in ProductEmbedding.objects.filter(version=active)
+    }
 
     catalogue.delete_products(product_ids=[deleted.pk])  # in "the web process"
     after = _lists(active)
@@ -443,8 +469,9 @@ def test_it_makes_other_processes_reread_the_lists_a_deleted_product_left(sent):
     recommendations._seen_revisions.clear()
     recommendations._seen_revisions.update(seen)
     newcomer = make_product(title="newcomer")
-    ProductEmbedding.objects.create(product=newcomer, version=active,
-                                    vector=vector_to_bytes(newcomer_vector.astype(np.float32)))
+    ProductEmbedding.objects.create(
+        product=newcomer, version=active, vector=vector_to_bytes(newcomer_vector.astype(np.float32))
+    )
     update_recommendations(version_id=active.pk, product_ids=[newcomer.pk])
 
     assert newcomer.pk in [p for p, _ in _lists(active)[owner]]

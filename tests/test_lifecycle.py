@@ -39,9 +39,11 @@ def lifecycle(tmp_path_factory, celery_worker_process, django_db_blocker):
         first = _finish(training.request_training(hyperparameters={"epochs": 6}))
         assert first.status == Status.ACTIVE, first.error
         # A tower that starts random and barely trains ranks worse than the raw features.
-        worse = _finish(training.request_training(
-            hyperparameters={"architecture": "mlp", "epochs": 1, "learning_rate": 1e-6, "patience": 0}
-        ))
+        worse = _finish(
+            training.request_training(
+                hyperparameters={"architecture": "mlp", "epochs": 1, "learning_rate": 1e-6, "patience": 0}
+            )
+        )
         admin = User.objects.create_superuser("boss", "boss@example.com", "pw")
     yield {"first": first, "worse": worse, "admin": admin}
     with django_db_blocker.unblock():

@@ -27,6 +27,7 @@ from shop.models import (
 from tests.conftest import DEMO_PRODUCTS, wait_for
 from tests.factories import image_bytes, jpeg_bytes, make_product
 
+
 @pytest.mark.django_db
 def test_it_indexes_every_image_on_the_worker(indexed_catalogue):
     weights_id = indexed_catalogue.weights_id
@@ -39,8 +40,11 @@ def test_it_indexes_every_image_on_the_worker(indexed_catalogue):
     assert ProductEmbedding.objects.filter(version=indexed_catalogue).count() == Product.objects.count()
     # Two thumbnails per shop photo: 320 px for cards, 640 px for 2x screens and the product page.
     for image in ProductImage.objects.all():
-        with (Image.open(image.image.path) as photo, Image.open(image.thumbnail.path) as small,
-              Image.open(image.thumbnail_large.path) as large):
+        with (
+            Image.open(image.image.path) as photo,
+            Image.open(image.thumbnail.path) as small,
+            Image.open(image.thumbnail_large.path) as large,
+        ):
             longest = max(photo.size)
             assert max(small.size) == min(320, longest) and max(large.size) == min(640, longest)
 
@@ -170,8 +174,12 @@ def test_it_rejects_a_file_over_the_size_limit(client, settings):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "box", [{"box_width": 10}, {"box_left": 0, "box_top": 0, "box_width": 0, "box_height": 20},
-            {"box_left": 500, "box_top": 500, "box_width": 10, "box_height": 10}]
+    "box",
+    [
+        {"box_width": 10},
+        {"box_left": 0, "box_top": 0, "box_width": 0, "box_height": 20},
+        {"box_left": 500, "box_top": 500, "box_width": 10, "box_height": 10},
+    ],
 )
 def test_it_rejects_a_bad_box(box, client):
     upload = io.BytesIO(jpeg_bytes(size=(100, 120)))
@@ -201,8 +209,11 @@ def street_searches(indexed_catalogue, django_db_blocker):
             response = client.post(reverse("search"), {"image": upload, **box})
             assert response.status_code == 302, response.content[:500]
             query_id = response.url.rstrip("/").split("/")[-1]
-            wait_for(lambda: SearchQuery.objects.filter(pk=query_id).exclude(status="pending").exists(),
-                     timeout=120, message="the search")
+            wait_for(
+                lambda: SearchQuery.objects.filter(pk=query_id).exclude(status="pending").exists(),
+                timeout=120,
+                message="the search",
+            )
             results.append((photo.product_id, response.url, SearchQuery.objects.get(pk=query_id)))
     return results
 
@@ -247,9 +258,16 @@ def test_it_queues_a_product_added_in_the_admin(
     upload = io.BytesIO(jpeg_bytes())
     upload.name = "new.jpg"
     data = {
-        "title": "Admin dress", "category": "dresses", "price": "10.00", "description": "",
-        "images-TOTAL_FORMS": "1", "images-INITIAL_FORMS": "0", "images-0-image": upload, "images-0-position": "0",
-        "street_photos-TOTAL_FORMS": "0", "street_photos-INITIAL_FORMS": "0",
+        "title": "Admin dress",
+        "category": "dresses",
+        "price": "10.00",
+        "description": "",
+        "images-TOTAL_FORMS": "1",
+        "images-INITIAL_FORMS": "0",
+        "images-0-image": upload,
+        "images-0-position": "0",
+        "street_photos-TOTAL_FORMS": "0",
+        "street_photos-INITIAL_FORMS": "0",
     }
     with django_capture_on_commit_callbacks() as callbacks:
         response = admin_client.post(reverse("admin:shop_product_add"), data)

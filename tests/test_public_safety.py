@@ -14,9 +14,9 @@ import pytest
 from django.conf import settings
 from django.core.cache import cache
 from django.core.files.base import ContentFile
+from django.middleware.csrf import _get_new_csrf_string
 from django.test import Client, RequestFactory
 from django.test.client import ClientHandler
-from django.middleware.csrf import _get_new_csrf_string
 from django.urls import reverse
 from django.utils import timezone
 from PIL import Image
@@ -80,10 +80,14 @@ def test_it_counts_the_last_forwarded_hop_behind_a_proxy(settings, django_captur
     client = Client(REMOTE_ADDR="127.0.0.1")
     with django_capture_on_commit_callbacks():
         # A client cannot escape the limit by inventing earlier hops: the proxy's hop counts.
-        assert client.post(reverse("search"), {"image": _upload()},
-                           HTTP_X_FORWARDED_FOR="1.2.3.4, 127.0.0.9").status_code == 302
-        assert client.post(reverse("search"), {"image": _upload()},
-                           HTTP_X_FORWARDED_FOR="5.6.7.8, 127.0.0.9").status_code == 429
+        assert (
+            client.post(reverse("search"), {"image": _upload()}, HTTP_X_FORWARDED_FOR="1.2.3.4, 127.0.0.9").status_code
+            == 302
+        )
+        assert (
+            client.post(reverse("search"), {"image": _upload()}, HTTP_X_FORWARDED_FOR="5.6.7.8, 127.0.0.9").status_code
+            == 429
+        )
 
 
 def test_it_says_busy_past_the_pending_bound_without_storing_anything(client, settings):
@@ -128,10 +132,14 @@ def test_it_refuses_a_1_gb_body_without_reading_it():
     body = _Endless()
     token = _get_new_csrf_string()
     environ = RequestFactory()._base_environ(
-        PATH_INFO="/search/", REQUEST_METHOD="POST", CONTENT_TYPE="multipart/form-data; boundary=XYZ",
-        CONTENT_LENGTH=str(1 << 30), **{"wsgi.input": io.BufferedReader(body)},
+        PATH_INFO="/search/",
+        REQUEST_METHOD="POST",
+        CONTENT_TYPE="multipart/form-data; boundary=XYZ",
+        CONTENT_LENGTH=str(1 << 30),
+        **{"wsgi.input": io.BufferedReader(body)},
         # A valid CSRF pair, so the refusal comes from the size and not from a missing token.
-        HTTP_COOKIE=f"csrftoken={token}", HTTP_X_CSRFTOKEN=token,
+        HTTP_COOKIE=f"csrftoken={token}",
+        HTTP_X_CSRFTOKEN=token,
     )
     # The test client's handler: the whole middleware stack, as a server would call it.
     response = ClientHandler(enforce_csrf_checks=True)(environ)
@@ -148,7 +156,9 @@ def test_it_refuses_a_body_over_the_cap_that_states_a_smaller_length(client, set
     assert response.status_code == 413 and SearchQuery.objects.count() == 0
 
 
-def test_it_validates_an_upload_from_its_header_without_decoding_a_pixel(client, monkeypatch, django_capture_on_commit_callbacks):
+def test_it_validates_an_upload_from_its_header_without_decoding_a_pixel(
+    client, monkeypatch, django_capture_on_commit_callbacks
+):
     def no_decoding(self, *args, **kwargs):
         raise AssertionError("the web process decoded pixels")
 
@@ -204,8 +214,15 @@ def test_it_keeps_only_a_clean_upright_copy_of_a_searched_photo():
 
 
 def test_it_scales_the_box_to_a_photo_decoded_at_a_fraction_of_its_size():
-    query = _stored_query(jpeg_bytes(size=(4000, 3000)), width=4000, height=3000,
-                          bbox_left=1000, bbox_top=600, bbox_width=2000, bbox_height=1800)
+    query = _stored_query(
+        jpeg_bytes(size=(4000, 3000)),
+        width=4000,
+        height=3000,
+        bbox_left=1000,
+        bbox_top=600,
+        bbox_width=2000,
+        bbox_height=1800,
+    )
     image, bbox = search_service._clean_copy(query)
     scale = image.width / 4000
     assert image.width < 4000  # draft decoding
@@ -297,10 +314,13 @@ def test_it_shows_shoppers_no_server_paths(settings):
     assert str(settings.SEARCH_UPLOAD_ROOT) not in query.error
 
 
-@pytest.mark.parametrize("raised, shown", [
-    (KeyError("/srv/shop/var/models/v3/tower.keras"), "Search failed unexpectedly."),
-    (FileNotFoundError("/srv/shop/var/models/v3/tower.keras"), search_service.UNAVAILABLE),
-])
+@pytest.mark.parametrize(
+    "raised, shown",
+    [
+        (KeyError("/srv/shop/var/models/v3/tower.keras"), "Search failed unexpectedly."),
+        (FileNotFoundError("/srv/shop/var/models/v3/tower.keras"), search_service.UNAVAILABLE),
+    ],
+)
 def test_it_shows_shoppers_no_exception_text(monkeypatch, raised, shown):
     query = _stored_query(jpeg_bytes())
 
@@ -322,14 +342,30 @@ def test_it_shows_shoppers_no_exception_text(monkeypatch, raised, shown):
 def _manage(*args: str, **env: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "SECRET_KEY", "DATABASE_URL", "ALLOWED_HOSTS")}
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=REPO, capture_output=True, text=True, timeout=120,
-        env={**clean, "DJANGO_SETTINGS_MODULE": "shop.settings", "DATA_DIR": str(settings.TEST_RUN_DIR / "prod"), **env},
+        [sys.executable, "manage.py", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **clean,
+            "DJANGO_SETTINGS_MODULE": "shop.settings",
+            "DATA_DIR": str(settings.TEST_RUN_DIR / "prod"),
+            **env,
+        },
     )
 
 
 def test_it_passes_the_deploy_check_with_only_debug_key_and_hosts_set():
-    result = _manage("check", "--deploy", "--fail-level", "WARNING", DEBUG="false",
-                     SECRET_KEY="Vw3v-u0xk1rK6uTZ8kq3p9Qh2mWcYt5LrJb7NdEa4sFg0HiXo_Pz", ALLOWED_HOSTS="shop.example")
+    result = _manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        DEBUG="false",
+        SECRET_KEY="Vw3v-u0xk1rK6uTZ8kq3p9Qh2mWcYt5LrJb7NdEa4sFg0HiXo_Pz",
+        ALLOWED_HOSTS="shop.example",
+    )
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues (0 silenced)." in result.stdout
 
@@ -343,13 +379,23 @@ def test_it_stops_with_one_line_when_production_lacks_a_secret_key():
 
 
 def test_it_runs_with_debug_off_and_secure_defaults_when_nothing_says_otherwise():
-    code = ("from django.conf import settings as s; "
-            "print(s.DEBUG, s.SERVE_MEDIA, s.SECURE_SSL_REDIRECT, s.SESSION_COOKIE_SECURE, s.SECURE_HSTS_SECONDS > 0)")
+    code = (
+        "from django.conf import settings as s; "
+        "print(s.DEBUG, s.SERVE_MEDIA, s.SECURE_SSL_REDIRECT, s.SESSION_COOKIE_SECURE, s.SECURE_HSTS_SECONDS > 0)"
+    )
     clean = {k: v for k, v in os.environ.items() if k not in ("DEBUG", "DATABASE_URL")}
     result = subprocess.run(
-        [sys.executable, "-c", f"import django; django.setup(); {code}"], cwd=REPO, capture_output=True, text=True,
-        env={**clean, "DJANGO_SETTINGS_MODULE": "shop.settings", "SECRET_KEY": "x" * 60,
-             "DATA_DIR": str(settings.TEST_RUN_DIR / "prod")}, timeout=120,
+        [sys.executable, "-c", f"import django; django.setup(); {code}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={
+            **clean,
+            "DJANGO_SETTINGS_MODULE": "shop.settings",
+            "SECRET_KEY": "x" * 60,
+            "DATA_DIR": str(settings.TEST_RUN_DIR / "prod"),
+        },
+        timeout=120,
     )
     assert result.stdout.split() == ["False", "False", "True", "True", "True"], result.stderr
 
@@ -410,9 +456,14 @@ def test_it_checks_admin_photo_uploads_like_shoppers_uploads(admin_client, setti
     settings.IMAGE_MAX_PIXELS = 100 * 100
     data = image_bytes("GIF") if kind == "gif" else image_bytes("PNG", size=(200, 200))
     before = ProductImage.objects.count()
-    response = admin_client.post(reverse("admin:shop_productimage_add"), {
-        "product": product.pk, "position": 1, "image": _upload(data, f"photo.{'gif' if kind == 'gif' else 'png'}"),
-    })
+    response = admin_client.post(
+        reverse("admin:shop_productimage_add"),
+        {
+            "product": product.pk,
+            "position": 1,
+            "image": _upload(data, f"photo.{'gif' if kind == 'gif' else 'png'}"),
+        },
+    )
     assert response.status_code == 200  # the form again, with the error
     message = "not supported" if kind == "gif" else "too large"
     assert message in response.content.decode()
@@ -447,8 +498,9 @@ def test_it_keeps_only_the_most_recently_used_indexes(monkeypatch):
     assert sorted(embedding_index._indexes) == [v.pk for v in versions[1:]]
 
 
-def test_it_deletes_a_deleted_versions_model_file_once_committed(admin_client, settings, tmp_path,
-                                                                  django_capture_on_commit_callbacks):
+def test_it_deletes_a_deleted_versions_model_file_once_committed(
+    admin_client, settings, tmp_path, django_capture_on_commit_callbacks
+):
     from tests.factories import make_version
 
     settings.MODEL_STORE = tmp_path / "store"
@@ -485,8 +537,10 @@ def test_it_counts_an_ipv6_clients_whole_network(settings, django_capture_on_com
     settings.SEARCH_RATE_LIMIT = "1/m"
     one, same_64, other_64 = ("2001:db8:1:2::1", "2001:db8:1:2:ffff::9", "2001:db8:1:3::1")
     with django_capture_on_commit_callbacks():
-        codes = [Client(REMOTE_ADDR=address).post(reverse("search"), {"image": _upload()}).status_code
-                 for address in (one, same_64, other_64)]
+        codes = [
+            Client(REMOTE_ADDR=address).post(reverse("search"), {"image": _upload()}).status_code
+            for address in (one, same_64, other_64)
+        ]
     assert codes == [302, 429, 302]  # one client usually holds a whole /64
 
 
@@ -504,9 +558,18 @@ def test_it_refuses_a_search_upload_root_that_holds_the_shops_other_files():
     clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
     for root in (str(settings.TEST_RUN_DIR / "prod"), str(settings.TEST_RUN_DIR / "prod" / "media" / "s")):
         result = subprocess.run(
-            [sys.executable, "manage.py", "check"], cwd=REPO, capture_output=True, text=True, timeout=120,
-            env={**clean, "DJANGO_SETTINGS_MODULE": "shop.settings", "DEBUG": "true",
-                 "DATA_DIR": str(settings.TEST_RUN_DIR / "prod"), "SEARCH_UPLOAD_ROOT": root},
+            [sys.executable, "manage.py", "check"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={
+                **clean,
+                "DJANGO_SETTINGS_MODULE": "shop.settings",
+                "DEBUG": "true",
+                "DATA_DIR": str(settings.TEST_RUN_DIR / "prod"),
+                "SEARCH_UPLOAD_ROOT": root,
+            },
         )
         assert result.returncode == 1 and "SEARCH_UPLOAD_ROOT" in result.stderr and "Traceback" not in result.stderr
 
@@ -522,7 +585,10 @@ def test_it_deletes_the_public_search_photos_of_earlier_versions_when_migrating(
     from django.db import connection
     from django.db.migrations.executor import MigrationExecutor
 
-    before, after = ("shop", "0004_scale_storage_and_search_timing"), ("shop", "0005_search_privacy_and_gate_permission")
+    before, after = (
+        ("shop", "0004_scale_storage_and_search_timing"),
+        ("shop", "0005_search_privacy_and_gate_permission"),
+    )
     executor = MigrationExecutor(connection)
     executor.migrate([before])
     old = executor.loader.project_state([before]).apps.get_model("shop", "SearchQuery")

@@ -50,8 +50,9 @@ def test_it_finishes_the_run_and_activates_it_when_the_last_slice_is_done():
     ModelVersion.objects.filter(pk=version.pk).update(progress={"stage": "ranking", "total": len(bounds)})
 
     for number in (3, 0, 1):  # in any order, and a redelivered slice counts once
-        training.rank_training_slice(version_id=version.pk, low=bounds[number][0], high=bounds[number][1],
-                                     number=number)
+        training.rank_training_slice(
+            version_id=version.pk, low=bounds[number][0], high=bounds[number][1], number=number
+        )
     training.rank_training_slice(version_id=version.pk, low=bounds[0][0], high=bounds[0][1], number=0)
     version.refresh_from_db()
     assert len(bounds) == 5
@@ -96,8 +97,9 @@ def test_it_fails_the_run_when_one_slice_fails_and_pages_keep_the_active_lists(m
     assert version.status == Status.FAILED
     assert "ranking slice 2" in version.error and "out of memory" in version.error
     assert active.status == Status.ACTIVE
-    assert list(SimilarProduct.objects.filter(version=active, product=products[0]).values_list(
-        "recommendation_id", flat=True)) == [p.pk for p in products[1:11]]
+    assert list(
+        SimilarProduct.objects.filter(version=active, product=products[0]).values_list("recommendation_id", flat=True)
+    ) == [p.pk for p in products[1:11]]
     # Slices after the failure wrote nothing more for the failed run.
     written = set(SimilarProduct.objects.filter(version=version).values_list("product_id", flat=True))
     assert all(not (bounds[3][0] <= product_id < bounds[4][1]) for product_id in written)

@@ -129,8 +129,10 @@ def test_it_finds_a_batch_committed_late_under_lower_ids(settings):
     lower_ids = range(13, 19)
     assert max(lower_ids) < embedding_index.version_index(version).last_id
     ProductEmbedding.objects.bulk_create(
-        [ProductEmbedding(id=row_id, product=p, version=version, vector=vector_to_bytes(v))
-         for row_id, p, v in zip(lower_ids, products[12:18], late)]
+        [
+            ProductEmbedding(id=row_id, product=p, version=version, vector=vector_to_bytes(v))
+            for row_id, p, v in zip(lower_ids, products[12:18], late)
+        ]
     )
     assert len(embedding_index.version_index(version).index) == 18  # not seen by "rows after the last id"
 

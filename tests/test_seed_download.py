@@ -43,7 +43,13 @@ TRAIN = [
 ]
 TEST = [box(2003, 20, 150, 250, 100, 100)]  # runs over the edge of the 200×300 photo: clamped
 RETRIEVAL = {
-    10: [1001], 20: [1002, 1003], 30: [1004, 1005], 40: [1006, 1007], 50: [1008], 60: [1009], 70: [1010, 1011],
+    10: [1001],
+    20: [1002, 1003],
+    30: [1004, 1005],
+    40: [1006, 1007],
+    50: [1008],
+    60: [1009],
+    70: [1010, 1011],
     80: [1012],
 }
 RETRIEVAL_IDS = sorted({photo for photos in RETRIEVAL.values() for photo in photos})
@@ -275,7 +281,10 @@ def test_it_reads_only_the_header_of_photos_it_has_just_validated(
     root = make_dataset(
         tmp_path / "rotated", train=[box(2001, 10, 250, 150, 40, 40)], test=[], retrieval={10: [1001]}, photos={}
     )
-    urls = [server.add("/r/1001.jpg", httpserver.image(jpeg(seed=1))), server.add("/r/2001.jpg", httpserver.image(rotated))]
+    urls = [
+        server.add("/r/1001.jpg", httpserver.image(jpeg(seed=1))),
+        server.add("/r/2001.jpg", httpserver.image(rotated)),
+    ]
     (root / "photos.txt").write_text(f"1001,{urls[0]}\n2001,{urls[1]}\n")
     decoded = []
     real_open_image = seeding.open_image
@@ -353,8 +362,11 @@ def test_it_fetches_shop_photos_in_catalogue_order_before_street_photos(
 def test_it_reports_a_shop_photo_that_is_also_a_street_photo_once(db, media, delayed, server, tmp_path) -> None:
     # 1001 is product 10's shop photo and carries a box for it, plus an empty box.
     root = make_dataset(
-        tmp_path / "both", train=[box(1001, 10, 0, 0, 50, 50), box(1001, 10, 5, 5, 0, 9)], test=[],
-        retrieval={10: [1001]}, photos={},
+        tmp_path / "both",
+        train=[box(1001, 10, 0, 0, 50, 50), box(1001, 10, 5, 5, 0, 9)],
+        test=[],
+        retrieval={10: [1001]},
+        photos={},
     )
     (root / "photos.txt").write_text(f"1001,{server.add('/b/1001.jpg', httpserver.image(jpeg(seed=1)))}\n")
 
@@ -474,7 +486,10 @@ def test_it_queues_products_for_indexing_while_later_ones_download(
 
 def test_seed_street2shop_seeds_only_the_products_asked_for(db, media, delayed, tmp_path) -> None:
     root = make_dataset(
-        tmp_path / "present", train=seeding_test.TRAIN, test=seeding_test.TEST, retrieval=seeding_test.RETRIEVAL,
+        tmp_path / "present",
+        train=seeding_test.TRAIN,
+        test=seeding_test.TEST,
+        retrieval=seeding_test.RETRIEVAL,
         photos=seeding_test.photos(),
     )
 
@@ -550,7 +565,9 @@ def test_the_command_fails_clearly_without_photos_txt(db, media, root) -> None:
 
 
 def test_the_admin_lists_downloads_by_outcome_read_only(db, admin_client) -> None:
-    PhotoDownload.objects.create(photo_id=1002, url="http://shop.example/1002.jpg", outcome="http_error", http_status=404)
+    PhotoDownload.objects.create(
+        photo_id=1002, url="http://shop.example/1002.jpg", outcome="http_error", http_status=404
+    )
     PhotoDownload.objects.create(photo_id=2005, url="http://shop.example/2005.jpg", outcome="timeout")
 
     page = admin_client.get("/admin/shop/photodownload/", {"outcome__exact": "timeout"})

@@ -142,12 +142,13 @@ def test_it_stores_one_row_per_product_boxed_in_a_street_photo(db, media, delaye
     seed(root)
 
     rows = StreetPhoto.objects.filter(s2s_photo_id=2001).order_by("product__s2s_product_id")
-    assert [(row.product.s2s_product_id, row.bbox) for row in rows] == [(10, (10, 20, 100, 150)), (30, (90, 100, 60, 80))]
+    assert [(row.product.s2s_product_id, row.bbox) for row in rows] == [
+        (10, (10, 20, 100, 150)),
+        (30, (90, 100, 60, 80)),
+    ]
     # Both rows point at one copy of the photo.
     assert {row.image.name for row in rows} == {"street/000002001.jpg"}
-    assert sorted(p.name for p in (media / "street").iterdir()) == [
-        "000002001.jpg", "000002003.jpg", "000002008.jpg"
-    ]
+    assert sorted(p.name for p in (media / "street").iterdir()) == ["000002001.jpg", "000002003.jpg", "000002008.jpg"]
 
 
 def test_it_stores_a_box_that_runs_over_the_edge_clamped(db, media, delayed, root) -> None:
@@ -213,7 +214,9 @@ def test_it_changes_nothing_when_run_again(db, media, delayed, root, django_capt
     assert sorted(p.relative_to(media) for p in media.rglob("*") if p.is_file()) == files
 
 
-def test_it_adds_photos_that_arrived_since_the_last_run(db, media, delayed, root, django_capture_on_commit_callbacks) -> None:
+def test_it_adds_photos_that_arrived_since_the_last_run(
+    db, media, delayed, root, django_capture_on_commit_callbacks
+) -> None:
     seed(root)
     (root / "photos" / "000001002.jpg").write_bytes(jpeg(seed=1002))
     (root / "photos" / "000002002.jpg").write_bytes(jpeg(seed=2002))

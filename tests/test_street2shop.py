@@ -206,7 +206,12 @@ def test_it_rejects_malformed_retrieval_entries(tmp_path: Path) -> None:
 def test_it_keeps_retrieval_file_order_and_drops_repeats(tmp_path: Path) -> None:
     path = write_json(
         tmp_path / "retrieval_dresses.json",
-        [{"photo": 9, "product": 2}, {"photo": 4, "product": 1}, {"photo": 3, "product": 2}, {"photo": 9, "product": 2}],
+        [
+            {"photo": 9, "product": 2},
+            {"photo": 4, "product": 1},
+            {"photo": 3, "product": 2},
+            {"photo": 9, "product": 2},
+        ],
     )
 
     assert load_retrieval(path) == {2: [9, 3], 1: [4]}
@@ -278,8 +283,10 @@ def test_it_rejects_malformed_demo_products(tmp_path: Path, item: dict, message:
 def test_it_names_the_entry_of_an_id_too_long_to_be_one(tmp_path: Path, digits: int) -> None:
     huge = "9" * digits
     path = tmp_path / "train_pairs_dresses.json"
-    path.write_text(f'[{json.dumps(entry())}, {{"photo": 2, "product": {huge}, '
-                    f'"bbox": {{"width": 1, "top": 0, "left": 0, "height": 1}}}}]')
+    path.write_text(
+        f'[{json.dumps(entry())}, {{"photo": 2, "product": {huge}, '
+        f'"bbox": {{"width": 1, "top": 0, "left": 0, "height": 1}}}}]'
+    )
     with pytest.raises(MetadataError, match=rf"entry 1: 'product' has {digits} digits; an id has at most 18"):
         load_pairs(path)
 

@@ -16,7 +16,15 @@ from django.urls import reverse
 from django.utils import timezone
 
 from shop.models import Feature, ModelVersion, SearchQuery, vector_to_bytes
-from tests.factories import image_bytes, jpeg_bytes, make_embedding, make_product, make_similar, make_street_photo, make_version
+from tests.factories import (
+    image_bytes,
+    jpeg_bytes,
+    make_embedding,
+    make_product,
+    make_similar,
+    make_street_photo,
+    make_version,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -55,8 +63,10 @@ def test_it_renders_test_metrics_as_a_table_when_there_is_no_validation_split(ad
 
 
 def test_it_notes_a_missing_validation_curve(admin_client):
-    history = [{"epoch": 1, "loss": 0.9, "val_top1": None, "val_top20": None},
-               {"epoch": 2, "loss": 0.5, "val_top1": None, "val_top20": None}]
+    history = [
+        {"epoch": 1, "loss": 0.9, "val_top1": None, "val_top20": None},
+        {"epoch": 2, "loss": 0.5, "val_top1": None, "val_top20": None},
+    ]
     version = make_version(history=history, metrics={"test": _scores()})
     content = admin_client.get(reverse("admin:shop_modelversion_change", args=[version.pk])).content.decode()
     assert 'aria-label="loss per epoch"' in content
@@ -115,8 +125,12 @@ def test_it_keeps_no_request_on_the_shared_admin_instance(rf):
 
 
 def test_it_shows_a_version_read_only_and_refuses_to_delete_the_active_one(admin_client):
-    active = make_version(status="active", activated_at=timezone.now(), weights_id="vgg19-fc2/random",
-                          metrics={"validation": _scores(), "test": _scores(), "gate": {"passed": True}})
+    active = make_version(
+        status="active",
+        activated_at=timezone.now(),
+        weights_id="vgg19-fc2/random",
+        metrics={"validation": _scores(), "test": _scores(), "gate": {"passed": True}},
+    )
     url = reverse("admin:shop_modelversion_change", args=[active.pk])
     content = admin_client.get(url).content.decode()
     assert 'name="_save"' not in content and 'name="_continue"' not in content
@@ -139,8 +153,11 @@ def test_it_keeps_activate_and_override_buttons_on_the_read_only_page(admin_clie
 
 
 def test_it_lists_versions_in_narrow_columns(admin_client):
-    make_version(status="active", weights_id="vgg19-fc2/random",
-                 metrics={"validation": _scores(), "test": _scores(), "gate": {"passed": True, "reason": "ok"}})
+    make_version(
+        status="active",
+        weights_id="vgg19-fc2/random",
+        metrics={"validation": _scores(), "test": _scores(), "gate": {"passed": True, "reason": "ok"}},
+    )
     content = admin_client.get(reverse("admin:shop_modelversion_changelist")).content.decode()
     assert "column-weights_id" not in content and "vgg19-fc2/random" not in content
     assert "0.500 (baseline 0.350)" in content and "(raw" not in content
@@ -280,8 +297,10 @@ def _post_search(client, **box):
         ({"left": 0, "top": 0, "width": 10}, "The box needs a left, top, width and height."),
         ({"left": "abc", "top": 0, "width": 10, "height": 10}, "The box could not be read"),
         ({"left": -3, "top": 0, "width": 10, "height": 10}, "The box must start inside the photo."),
-        ({"left": 5000, "top": 0, "width": 10, "height": 10},
-         "The box lies outside the photo (64×80 px): draw it on the photo again."),
+        (
+            {"left": 5000, "top": 0, "width": 10, "height": 10},
+            "The box lies outside the photo (64×80 px): draw it on the photo again.",
+        ),
     ],
 )
 def test_it_explains_a_bad_box_in_words(client, box, message):
@@ -301,7 +320,10 @@ def test_it_clamps_a_box_that_overhangs_the_photo(client):
 
 
 def test_it_offers_clear_box_only_once_a_box_is_drawn(client):
-    assert '<button type="button" class="link-button" id="clear-box" hidden>Clear box</button>' in client.get(reverse("search")).content.decode()
+    assert (
+        '<button type="button" class="link-button" id="clear-box" hidden>Clear box</button>'
+        in client.get(reverse("search")).content.decode()
+    )
 
 
 def _own(client, query: SearchQuery) -> None:
@@ -311,8 +333,9 @@ def _own(client, query: SearchQuery) -> None:
 
 
 def test_it_draws_the_searched_box_over_the_photo(client):
-    query = SearchQuery(status="done", bbox_left=16, bbox_top=20, bbox_width=32, bbox_height=40, width=64, height=80,
-                        photo_ready=True)
+    query = SearchQuery(
+        status="done", bbox_left=16, bbox_top=20, bbox_width=32, bbox_height=40, width=64, height=80, photo_ready=True
+    )
     query.image.save("q.jpg", ContentFile(jpeg_bytes(size=(64, 80))), save=True)
     _own(client, query)
     content = client.get(reverse("search-results", args=[query.pk])).content.decode()
@@ -336,8 +359,17 @@ def test_it_opens_every_admin_list_and_form(admin_client):
     make_similar(product, [make_product(title="Other")], version)
     Feature.objects.create(street_photo=photo, weights_id="w", vector=vector_to_bytes([0.0]))
     image = product.images.get()
-    for name in ("product", "productimage", "streetphoto", "feature", "productembedding", "similarproduct",
-                 "searchquery", "modelversion", "photodownload"):
+    for name in (
+        "product",
+        "productimage",
+        "streetphoto",
+        "feature",
+        "productembedding",
+        "similarproduct",
+        "searchquery",
+        "modelversion",
+        "photodownload",
+    ):
         assert admin_client.get(reverse(f"admin:shop_{name}_changelist")).status_code == 200, name
     for url in (
         reverse("admin:shop_product_change", args=[product.pk]),

@@ -35,14 +35,22 @@ def test_it_redelivers_the_indexing_of_a_killed_worker_and_loses_nothing(product
     try:
         first = [p.pk for p in products[:6]]
         index_products.apply_async(args=[first], queue=QUEUE)
-        wait_for(lambda: Feature.objects.filter(product_image__product_id__in=first).count() == 6,
-                 timeout=120, message="the first task")
+        wait_for(
+            lambda: Feature.objects.filter(product_image__product_id__in=first).count() == 6,
+            timeout=120,
+            message="the first task",
+        )
         stored = dict(Feature.objects.values_list("id", "vector"))
 
         index_products.apply_async(args=[[p.pk for p in products]], queue=QUEUE)
-        wait_for(lambda: "succeeded" in doomed.log.read_text(errors="replace")
-                 and doomed.log.read_text(errors="replace").count("received") >= 2,
-                 timeout=60, message="the second task to start")
+        wait_for(
+            lambda: (
+                "succeeded" in doomed.log.read_text(errors="replace")
+                and doomed.log.read_text(errors="replace").count("received") >= 2
+            ),
+            timeout=60,
+            message="the second task to start",
+        )
         time.sleep(0.3)
         doomed.kill()
         # Killed before the batch was written: nothing new, nothing lost.
@@ -94,14 +102,20 @@ def _status(query: SearchQuery) -> tuple[str, str]:
     return query.status, query.error
 
 
-def test_it_fails_a_search_whose_worker_process_died_instead_of_trying_the_photo_again(transactional_db, worker_env, tmp_path):
+def test_it_fails_a_search_whose_worker_process_died_instead_of_trying_the_photo_again(
+    transactional_db, worker_env, tmp_path
+):
     worker = WorkerProcess(env=worker_env, queues=SEARCH_QUEUE, name="crashy", log=tmp_path / "crashy.log").wait_ready()
     try:
         query = _pending_search()
         run_search.apply_async((str(query.pk),), queue=SEARCH_QUEUE)
         # Started: the worker claimed it and is loading the backbone (seconds): kill its pool process.
-        wait_for(lambda: SearchQuery.objects.filter(pk=query.pk, started_at__isnull=False).exists(),
-                 timeout=60, interval=0.05, message="the search to start")
+        wait_for(
+            lambda: SearchQuery.objects.filter(pk=query.pk, started_at__isnull=False).exists(),
+            timeout=60,
+            interval=0.05,
+            message="the search to start",
+        )
         for child in _pool_children(worker.process.pid):
             os.kill(child, signal.SIGKILL)
 
@@ -121,12 +135,17 @@ def test_it_ends_a_search_as_failed_when_the_whole_worker_is_killed_or_the_broke
     transactional_db, worker_env, redis_url, tmp_path, client, settings
 ):
     settings.SEARCH_TIMEOUT_SECONDS = 8
-    doomed = WorkerProcess(env=worker_env, queues=SEARCH_QUEUE, name="doomed-search",
-                           log=tmp_path / "doomed.log").wait_ready()
+    doomed = WorkerProcess(
+        env=worker_env, queues=SEARCH_QUEUE, name="doomed-search", log=tmp_path / "doomed.log"
+    ).wait_ready()
     killed, flushed = _pending_search(), _pending_search()
     run_search.apply_async((str(killed.pk),), queue=SEARCH_QUEUE)
-    wait_for(lambda: SearchQuery.objects.filter(pk=killed.pk, started_at__isnull=False).exists(),
-             timeout=60, interval=0.05, message="the search to start")
+    wait_for(
+        lambda: SearchQuery.objects.filter(pk=killed.pk, started_at__isnull=False).exists(),
+        timeout=60,
+        interval=0.05,
+        message="the search to start",
+    )
     doomed.kill()  # the whole worker: its message stays unacknowledged for the visibility timeout
 
     # A message the broker lost (a restart of a Redis that keeps nothing on disk).

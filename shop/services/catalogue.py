@@ -200,9 +200,7 @@ def delete_unreferenced_files(names: Iterable[str]) -> list[str]:
     for batch in chunked(sorted(wanted), RERANK_TASK_CHUNK):
         in_use.update(ProductImage.objects.filter(image__in=batch).values_list("image", flat=True))
         in_use.update(ProductImage.objects.filter(thumbnail__in=batch).values_list("thumbnail", flat=True))
-        in_use.update(
-            ProductImage.objects.filter(thumbnail_large__in=batch).values_list("thumbnail_large", flat=True)
-        )
+        in_use.update(ProductImage.objects.filter(thumbnail_large__in=batch).values_list("thumbnail_large", flat=True))
         in_use.update(StreetPhoto.objects.filter(image__in=batch).values_list("image", flat=True))
     storage = ProductImage._meta.get_field("image").storage
     deleted = []

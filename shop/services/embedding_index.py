@@ -184,8 +184,9 @@ def missing_products(version_id: int, product_ids: Sequence[int]) -> set[int]:
     ids = sorted(wanted)
     for start in range(0, len(ids), 500):
         found.update(
-            ProductEmbedding.objects.filter(version_id=version_id, product_id__in=ids[start : start + 500])
-            .values_list("product_id", flat=True)
+            ProductEmbedding.objects.filter(version_id=version_id, product_id__in=ids[start : start + 500]).values_list(
+                "product_id", flat=True
+            )
         )
     return wanted - found
 

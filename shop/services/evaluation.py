@@ -95,9 +95,7 @@ def shop_features(
     return _labelled(features, image="product_image")
 
 
-def gallery_chunks(
-    *, category: str, weights_id: str, chunk_size: int = DEFAULT_CHUNK_ROWS
-) -> Iterator[Chunk]:
+def gallery_chunks(*, category: str, weights_id: str, chunk_size: int = DEFAULT_CHUNK_ROWS) -> Iterator[Chunk]:
     """(float32 vectors, product ids) of the category's shop-image features, `chunk_size` rows at a time.
 
     Products come in id order, a few hundred per query; a product's photos may straddle two
@@ -192,8 +190,7 @@ def evaluate_category(
         towers["siamese"] = runtime.get_tower(
             version_id=version.pk, artifact_path=version.artifact_path, checksum=version.checksum
         )
-    scores = evaluate_split(category=category, split=split, weights_id=weights_id, towers=towers,
-                            chunk_size=chunk_size)
+    scores = evaluate_split(category=category, split=split, weights_id=weights_id, towers=towers, chunk_size=chunk_size)
     result: dict = {"category": category, "split": split, "weights_id": weights_id, **scores}
     if version is not None:
         result["version"] = version.pk

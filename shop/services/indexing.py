@@ -115,8 +115,13 @@ def _extract_features(
             started = time.perf_counter()
             vectors.append(backbone.extract_images(batch_images, batch_size=settings.FEATURE_BATCH_SIZE))
             seconds = time.perf_counter() - started
-            logger.info("%s: %d images in %.2f s (%.1f images/s)", backbone.weights_id, len(batch_images),
-                        seconds, len(batch_images) / seconds)
+            logger.info(
+                "%s: %d images in %.2f s (%.1f images/s)",
+                backbone.weights_id,
+                len(batch_images),
+                seconds,
+                len(batch_images) / seconds,
+            )
             kept.extend(batch_items)
             batch_items.clear()
             batch_images.clear()
@@ -216,8 +221,11 @@ def index_product_images(*, product_image_ids: Sequence[int]) -> ImageResults:
 
 
 def _store_image_results(
-    items: list[ProductImage], features: dict[int, np.ndarray], thumbnails: dict[int, tuple[str, ...]], *,
-    weights_id: str
+    items: list[ProductImage],
+    features: dict[int, np.ndarray],
+    thumbnails: dict[int, tuple[str, ...]],
+    *,
+    weights_id: str,
 ) -> tuple[dict[int, str], set[int]]:
     """Write what was made from the files `items` were read with, for the rows that still have those files.
 
@@ -234,21 +242,26 @@ def _store_image_results(
         rows = {
             pk: (image, thumbnail and large)
             for pk, image, thumbnail, large in ProductImage.objects.select_for_update()
-            .filter(pk__in=[item.pk for item in items]).order_by("id")
+            .filter(pk__in=[item.pk for item in items])
+            .order_by("id")
             .values_list("id", "image", "thumbnail", "thumbnail_large")
         }
         unchanged = [item for item in items if item.pk in rows and rows[item.pk][0] == item.image.name]
         kept = {item.pk for item in unchanged}
         for item in items:
             if item.pk not in kept:
-                logger.info("shop image %s was replaced or deleted while %s was read: nothing stored",
-                            item.pk, item.image.name)
+                logger.info(
+                    "shop image %s was replaced or deleted while %s was read: nothing stored", item.pk, item.image.name
+                )
         thumbnailed = [item for item in unchanged if item.pk in thumbnails and not rows[item.pk][1]]
         if thumbnailed:
             ProductImage.objects.bulk_update(thumbnailed, ["thumbnail", "thumbnail_large"])
         Feature.objects.bulk_create(
-            [Feature(product_image_id=item.pk, weights_id=weights_id, **stored_vector(features[item.pk]))
-             for item in unchanged if item.pk in features],
+            [
+                Feature(product_image_id=item.pk, weights_id=weights_id, **stored_vector(features[item.pk]))
+                for item in unchanged
+                if item.pk in features
+            ],
             ignore_conflicts=True,  # a redelivered task may race its first run
         )
     return {pk: image for pk, (image, _) in rows.items()}, {item.pk for item in thumbnailed}
@@ -272,16 +285,16 @@ def compute_street_photo_features(*, street_photo_ids: Sequence[int]) -> int:
     if vectors is None:
         return 0
     Feature.objects.bulk_create(
-        [Feature(street_photo=photo, weights_id=backbone.weights_id, **stored_vector(v))
-         for photo, v in zip(kept, vectors)],
+        [
+            Feature(street_photo=photo, weights_id=backbone.weights_id, **stored_vector(v))
+            for photo, v in zip(kept, vectors)
+        ],
         ignore_conflicts=True,
     )
     return len(kept)
 
 
-def product_feature_matrix(
-    *, product_ids: Sequence[int], weights_id: str
-) -> tuple[list[int], list[np.ndarray]]:
+def product_feature_matrix(*, product_ids: Sequence[int], weights_id: str) -> tuple[list[int], list[np.ndarray]]:
     """Per product, the stacked features of its shop images (products without any are left out)."""
     pairs = ProductImage.objects.filter(product_id__in=product_ids).order_by("product_id", "position", "id")
     image_to_product = dict(pairs.values_list("id", "product_id"))

@@ -16,6 +16,8 @@ from django.conf import settings
 from shop import selectors
 from shop.downloads import (
     FAILURE_COLUMNS as DOWNLOAD_FAILURE_COLUMNS,
+)
+from shop.downloads import (
     DownloadConfig,
     DownloadJob,
     DownloadResult,
@@ -39,7 +41,6 @@ from shop.services.seeding import (
     open_dataset,
     seed_products,
 )
-
 
 # Products waiting for a shop photo at once: enough queued work for every worker and host, few
 # enough that a product is seeded soon after its turn comes.
@@ -154,7 +155,9 @@ def download_and_seed(
     (root / "photos").mkdir(exist_ok=True)
     dataset = open_dataset(root=root, category=category)
     config = config or download_config()
-    report = DownloadSeedReport(category=category, seed=SeedReport(category=category), limit=limit, workers=config.workers)
+    report = DownloadSeedReport(
+        category=category, seed=SeedReport(category=category), limit=limit, workers=config.workers
+    )
     pipeline = _Pipeline(
         dataset=dataset,
         photos=read_photos_txt(photos_txt),
@@ -360,7 +363,9 @@ class _Pipeline:
                 self.estimated |= self._to_fetch([product_id])
                 if self.printer is not None:
                     self.printer.total = len(self.estimated)
-            self.products[product_id] = _Product(position=self.position, untried=list(self.dataset.retrieval[product_id]))
+            self.products[product_id] = _Product(
+                position=self.position, untried=list(self.dataset.retrieval[product_id])
+            )
             self.unseeded += 1
             self._check(product_id)
 
@@ -405,8 +410,15 @@ class _Pipeline:
         for photo_id, row in selectors.photo_downloads(photo_ids=earlier).items():
             self.report.failed_earlier[row.outcome] += 1
             self.failures[photo_id] = PhotoFailure(
-                photo_id=photo_id, kind=kind, product_ids=[product_id], outcome=row.outcome, url=row.url,
-                http_status=row.http_status, attempts=row.attempts, error=row.error, earlier_run=True,
+                photo_id=photo_id,
+                kind=kind,
+                product_ids=[product_id],
+                outcome=row.outcome,
+                url=row.url,
+                http_status=row.http_status,
+                attempts=row.attempts,
+                error=row.error,
+                earlier_run=True,
             )
         if jobs:
             self.feed.put(jobs)
@@ -456,7 +468,9 @@ class _Pipeline:
                 continue
             # One pass per product: whether it was created decides what comes next.
             report = seed_products(
-                dataset=self.dataset, product_ids=[product_id], index_queue=self.index_queue,
+                dataset=self.dataset,
+                product_ids=[product_id],
+                index_queue=self.index_queue,
                 photos={product_id: product.settled},
             )
             product.settled = set()
@@ -490,8 +504,12 @@ class _Pipeline:
             if item.reason in (BAD_BBOX, BAD_IMAGE):
                 self.report.failures.append(
                     PhotoFailure(
-                        photo_id=item.photo_id, kind=item.kind, product_ids=[item.product_id], outcome=item.reason,
-                        url=self.photos.urls.get(item.photo_id, ""), error=item.detail,
+                        photo_id=item.photo_id,
+                        kind=item.kind,
+                        product_ids=[item.product_id],
+                        outcome=item.reason,
+                        url=self.photos.urls.get(item.photo_id, ""),
+                        error=item.detail,
                     )
                 )
 
@@ -538,8 +556,13 @@ class _Pipeline:
                 self.dataset.verified.add(result.photo_id)
         else:
             self.failures[result.photo_id] = PhotoFailure(
-                photo_id=result.photo_id, kind=self.kinds[result.photo_id], product_ids=list(products),
-                outcome=result.outcome, url=result.url, http_status=result.http_status, attempts=result.attempts,
+                photo_id=result.photo_id,
+                kind=self.kinds[result.photo_id],
+                product_ids=list(products),
+                outcome=result.outcome,
+                url=result.url,
+                http_status=result.http_status,
+                attempts=result.attempts,
                 error=result.error,
             )
         self._record(force=False)

@@ -23,14 +23,21 @@ logger = logging.getLogger("shop")
 
 _COLUMNS = ("version_id", "product_id", "recommendation_id", "ranking", "distance")
 # One row of PostgreSQL's binary COPY format: a field count, then (length, big-endian value) per field.
-_COPY_ROW = np.dtype([
-    ("fields", ">i2"),
-    ("version_size", ">i4"), ("version_id", ">i8"),
-    ("product_size", ">i4"), ("product_id", ">i8"),
-    ("recommendation_size", ">i4"), ("recommendation_id", ">i8"),
-    ("ranking_size", ">i4"), ("ranking", ">i2"),
-    ("distance_size", ">i4"), ("distance", ">f8"),
-])
+_COPY_ROW = np.dtype(
+    [
+        ("fields", ">i2"),
+        ("version_size", ">i4"),
+        ("version_id", ">i8"),
+        ("product_size", ">i4"),
+        ("product_id", ">i8"),
+        ("recommendation_size", ">i4"),
+        ("recommendation_id", ">i8"),
+        ("ranking_size", ">i4"),
+        ("ranking", ">i2"),
+        ("distance_size", ">i4"),
+        ("distance", ">f8"),
+    ]
+)
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, no flags, no header extension
 _COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
 
@@ -85,8 +92,7 @@ def _rows(version_id: int, product_ids: np.ndarray, positions, indices, distance
     else:
         lists, lengths = [np.asarray(row) for row in indices], [len(row) for row in indices]
     flat_indices = np.concatenate([row.ravel() for row in lists]) if lists else np.zeros(0, dtype=np.intp)
-    flat_distances = (np.concatenate([np.ravel(row) for row in distances]) if len(flat_indices)
-                      else np.zeros(0))
+    flat_distances = np.concatenate([np.ravel(row) for row in distances]) if len(flat_indices) else np.zeros(0)
     owners = np.repeat(np.asarray(positions, dtype=np.intp), lengths)
     rankings = np.concatenate([np.arange(1, n + 1) for n in lengths]) if lengths else np.zeros(0, dtype=np.intp)
     kept = flat_indices >= 0
@@ -112,8 +118,9 @@ def _insert(rows: RankedRows) -> None:
     SimilarProduct.objects.bulk_create(
         [
             SimilarProduct(version_id=rows.version_id, product_id=p, recommendation_id=r, ranking=k, distance=d)
-            for p, r, k, d in zip(rows.product_id.tolist(), rows.recommendation_id.tolist(),
-                                  rows.ranking.tolist(), rows.distance.tolist())
+            for p, r, k, d in zip(
+                rows.product_id.tolist(), rows.recommendation_id.tolist(), rows.ranking.tolist(), rows.distance.tolist()
+            )
         ],
         batch_size=2000,
     )
@@ -123,7 +130,9 @@ def slice_bounds(*, version_id: int, slice_size: int | None = None) -> list[tupl
     """[low, high) product-id ranges of about ``slice_size`` embedded products each, covering them all."""
     size = slice_size or settings.RANKING_SLICE_SIZE
     ids = np.array(
-        ProductEmbedding.objects.filter(version_id=version_id).order_by("product_id").values_list("product_id", flat=True)
+        ProductEmbedding.objects.filter(version_id=version_id)
+        .order_by("product_id")
+        .values_list("product_id", flat=True)
     )
     if not len(ids):
         return []

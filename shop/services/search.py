@@ -68,8 +68,9 @@ def create_search_query(
     check_capacity()
     left, top, width, height = bbox if bbox else (None, None, None, None)
     upright_width, upright_height = header.upright_size
-    query = SearchQuery(bbox_left=left, bbox_top=top, bbox_width=width, bbox_height=height,
-                        width=upright_width, height=upright_height)
+    query = SearchQuery(
+        bbox_left=left, bbox_top=top, bbox_width=width, bbox_height=height, width=upright_width, height=upright_height
+    )
     # Stored under our own name and the detected format's extension, never the shopper's file
     # name, in storage no URL maps to; the worker replaces it with a clean copy.
     query.image.save(f"{query.pk}-upload.{header.extension}", image, save=False)
@@ -244,8 +245,13 @@ def _clean_copy(query: SearchQuery):
     original = query.image.name
     try:
         with query.image.open("rb") as handle:
-            image = open_image(handle, max_pixels=settings.UPLOAD_MAX_PIXELS, max_bytes=settings.UPLOAD_MAX_BYTES,
-                               upright=True, max_side=SHOWN_PHOTO_SIDE)
+            image = open_image(
+                handle,
+                max_pixels=settings.UPLOAD_MAX_PIXELS,
+                max_bytes=settings.UPLOAD_MAX_BYTES,
+                upright=True,
+                max_side=SHOWN_PHOTO_SIDE,
+            )
     except OSError as error:  # the stored upload is gone or unreadable
         raise PhotoUnreadable(UNREADABLE) from error
     if not query.photo_ready:
@@ -258,5 +264,10 @@ def _clean_copy(query: SearchQuery):
     if bbox is not None and query.width and query.height:
         scale_x, scale_y = image.width / query.width, image.height / query.height
         left, top, width, height = bbox
-        bbox = (int(left * scale_x), int(top * scale_y), max(1, round(width * scale_x)), max(1, round(height * scale_y)))
+        bbox = (
+            int(left * scale_x),
+            int(top * scale_y),
+            max(1, round(width * scale_x)),
+            max(1, round(height * scale_y)),
+        )
     return image, bbox

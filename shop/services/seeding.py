@@ -227,7 +227,9 @@ def seed_products(
     else:
         unknown = set(product_ids) - dataset.retrieval.keys()
         if unknown:
-            raise SeedingError(f"{len(unknown)} products are not in the {category} metadata, e.g. {sorted(unknown)[:5]}")
+            raise SeedingError(
+                f"{len(unknown)} products are not in the {category} metadata, e.g. {sorted(unknown)[:5]}"
+            )
         candidates = sorted(set(product_ids), key=dataset.order_key())
     report = SeedReport(category=category, candidates=len(candidates))
     queue = index_queue or IndexQueue(chunk=INDEX_CHUNK)
@@ -237,8 +239,13 @@ def seed_products(
             if limit is not None and report.products_seeded >= limit:
                 break
             _seed_product(
-                product_id=product_id, category=category, dataset=dataset, checker=checker, report=report,
-                queue=queue, only=None if photos is None else photos.get(product_id, ()),
+                product_id=product_id,
+                category=category,
+                dataset=dataset,
+                checker=checker,
+                report=report,
+                queue=queue,
+                only=None if photos is None else photos.get(product_id, ()),
             )
             processed += 1
             if stdout is not None and processed % PROGRESS_EVERY == 0:
@@ -308,7 +315,9 @@ class _PhotoChecker:
         try:
             # Not turned upright: Street2Shop's boxes are on the stored pixel grid (see open_image).
             image = open_image(
-                self.path(photo_id), max_pixels=settings.IMAGE_MAX_PIXELS, allowed_formats=ALLOWED_FORMATS,
+                self.path(photo_id),
+                max_pixels=settings.IMAGE_MAX_PIXELS,
+                allowed_formats=ALLOWED_FORMATS,
                 upright=False,
             )
         except ImageError as error:
@@ -362,8 +371,11 @@ def _seed_product(
 
     boxes = dataset.boxes.get(product_id, [])
     new_street = _new_street_photos(
-        product_id=product_id, boxes=boxes if only is None else [pair for pair in boxes if pair.photo_id in only],
-        have=have_street, checker=checker, report=report,
+        product_id=product_id,
+        boxes=boxes if only is None else [pair for pair in boxes if pair.photo_id in only],
+        have=have_street,
+        checker=checker,
+        report=report,
     )
     if product is not None and not new_shop and not new_street:
         report.products_existing += 1
@@ -374,9 +386,7 @@ def _seed_product(
     image_field = ProductImage._meta.get_field("image")
     street_field = StreetPhoto._meta.get_field("image")
     shop_names = {photo_id: _store(image_field, checker.path(photo_id)) for _, photo_id in new_shop}
-    street_names = {
-        item.pair.photo_id: _store(street_field, checker.path(item.pair.photo_id)) for item in new_street
-    }
+    street_names = {item.pair.photo_id: _store(street_field, checker.path(item.pair.photo_id)) for item in new_street}
     try:
         with transaction.atomic():
             product, created = Product.objects.get_or_create(

@@ -164,10 +164,8 @@ def training_data(*, category: str, weights_id: str, seed: int) -> TrainingData:
         "validation_products": len(held_out),
         "train_street_crops": int(fit.sum()),
         "validation_street_crops": int((~fit).sum()),
-        "train_shop_images": int(len(shop)),
-        "test_products": Product.objects.filter(category=category, street_photos__split=Split.TEST)
-        .distinct()
-        .count(),
+        "train_shop_images": len(shop),
+        "test_products": Product.objects.filter(category=category, street_photos__split=Split.TEST).distinct().count(),
     }
     return TrainingData(street[fit], street_labels[fit], shop, shop_labels, validation, counts)
 
@@ -176,8 +174,7 @@ def _train(version: ModelVersion, data: TrainingData):
     from similarity.siamese import TrainConfig, ValidationSet, train_siamese
 
     params = version.hyperparameters
-    _update(version, dataset_counts=data.counts,
-            progress={"stage": "training", "epoch": 0, "epochs": params["epochs"]})
+    _update(version, dataset_counts=data.counts, progress={"stage": "training", "epoch": 0, "epochs": params["epochs"]})
     history: list[dict] = []
 
     def on_epoch(epoch: int, logs: dict) -> None:
@@ -190,7 +187,12 @@ def _train(version: ModelVersion, data: TrainingData):
         v = data.validation
         validation = ValidationSet(v.queries, v.query_labels, v.gallery, v.gallery_labels)
     return train_siamese(
-        data.street, data.street_labels, data.shop, data.shop_labels, config, validation=validation,
+        data.street,
+        data.street_labels,
+        data.shop,
+        data.shop_labels,
+        config,
+        validation=validation,
         on_epoch=on_epoch,
     )
 
@@ -228,8 +230,11 @@ def gate_decision(validation: dict | None, *, has_previous: bool) -> dict:
     below = [f"{name} {value:.3f}" for name, value in floors.items() if new < value]
     if below:
         return {"passed": False, "reason": f"validation top-20 {new:.3f} is below the " + " and the ".join(below)}
-    return {"passed": True, "reason": f"validation top-20 {new:.3f} ≥ " + ", ".join(
-        f"{name} {value:.3f}" for name, value in floors.items())}
+    return {
+        "passed": True,
+        "reason": f"validation top-20 {new:.3f} ≥ "
+        + ", ".join(f"{name} {value:.3f}" for name, value in floors.items()),
+    }
 
 
 def _evaluate(version: ModelVersion, tower, data: TrainingData, *, best_epoch: int | None) -> dict:
@@ -277,8 +282,13 @@ def run_training(*, version_id: int) -> None:
         path = Path(settings.MODEL_STORE) / "siamese" / f"v{version.pk}-{version.category}.keras"
         path.parent.mkdir(parents=True, exist_ok=True)
         checksum = save_tower(tower, path)
-        _update(version, status=Status.EVALUATING, artifact_path=str(path), checksum=checksum,
-                progress={"stage": "evaluating"})
+        _update(
+            version,
+            status=Status.EVALUATING,
+            artifact_path=str(path),
+            checksum=checksum,
+            progress={"stage": "evaluating"},
+        )
         metrics = _evaluate(version, tower, data, best_epoch=result.best_epoch)
         _update(version, metrics={**metrics, "backbone": _backbone_cost(version, backbone)})
 
@@ -382,8 +392,12 @@ def _backbone_cost(version: ModelVersion, backbone) -> dict:
                 images.append(open_image(handle, max_pixels=settings.IMAGE_MAX_PIXELS))
         except (OSError, ValueError):
             continue
-    info = {"name": backbone.name, "weights_id": backbone.weights_id, "dim": backbone.dim,
-            "fallback": backbone.is_fallback}
+    info = {
+        "name": backbone.name,
+        "weights_id": backbone.weights_id,
+        "dim": backbone.dim,
+        "fallback": backbone.is_fallback,
+    }
     if len(images) < 2:
         return info
     backbone.extract_images(images[:1])  # warm-up: the first call traces the graph
@@ -418,9 +432,11 @@ def activate_version(*, version_id: int, override: bool = False, user=None) -> M
         category = ModelVersion.objects.values_list("category", flat=True).get(pk=version_id)
         # Lock the category's serving versions with this one, in id order: the order in which list
         # writers (recommendations.remove_from_lists) take them, so the two never deadlock.
-        locked = ModelVersion.objects.select_for_update().filter(
-            Q(pk=version_id) | Q(category=category, status__in=[Status.READY, Status.ACTIVE])
-        ).order_by("id")
+        locked = (
+            ModelVersion.objects.select_for_update()
+            .filter(Q(pk=version_id) | Q(category=category, status__in=[Status.READY, Status.ACTIVE]))
+            .order_by("id")
+        )
         version = next(v for v in locked if v.pk == version_id)
         if version.status == Status.ACTIVE:
             return version
@@ -459,8 +475,11 @@ def _make_active(version: ModelVersion, *, gate: dict, needs_override: bool, use
     ModelVersion.objects.filter(category=version.category, status=Status.ACTIVE).update(status=Status.READY)
     fields: dict = {"status": Status.ACTIVE, "activated_at": timezone.now()}
     if needs_override:
-        gate = {**gate, "overridden_by": getattr(user, "username", None) or "system",
-                "overridden_at": timezone.now().isoformat()}
+        gate = {
+            **gate,
+            "overridden_by": getattr(user, "username", None) or "system",
+            "overridden_at": timezone.now().isoformat(),
+        }
         fields |= {"gate_overridden": True, "metrics": {**version.metrics, "gate": gate}}
     for name, value in fields.items():
         setattr(version, name, value)

@@ -142,7 +142,9 @@ def test_it_logs_a_warning_when_using_random_weights(tiny_spec, tmp_path, caplog
 
 def test_it_derives_random_weights_from_the_seed_alone(tiny_spec, tmp_path):
     seven = load_backbone("tiny-test", weights="random", store_dir=tmp_path / "a", seed=7, allow_download=False)
-    seven_elsewhere = load_backbone("tiny-test", weights="random", store_dir=tmp_path / "b", seed=7, allow_download=False)
+    seven_elsewhere = load_backbone(
+        "tiny-test", weights="random", store_dir=tmp_path / "b", seed=7, allow_download=False
+    )
     eight = load_backbone("tiny-test", weights="random", store_dir=tmp_path / "a", seed=8, allow_download=False)
 
     assert re.fullmatch(r"tiny-test/random-s7-[0-9a-f]{12}", seven.weights_id)

@@ -79,9 +79,7 @@ def test_it_pools_vgg19_block5_into_512_non_negative_float32_features(fixture, r
     assert backbone.extract_images([]).shape == (0, 512)
 
 
-def test_it_shares_vgg19_fc2s_random_file_instead_of_writing_its_own(
-    block5_gem, block5_max, vgg_random, model_store
-):
+def test_it_shares_vgg19_fc2s_random_file_instead_of_writing_its_own(block5_gem, block5_max, vgg_random, model_store):
     fc2_layers = {layer.name: layer for layer in vgg_random.model.layers}
 
     convolutions = [layer for layer in block5_gem.model.layers if layer.weights]
@@ -286,4 +284,3 @@ def test_gem_of_all_zero_maps_is_epsilon_not_nan():
 def test_gem_refuses_a_non_positive_p():
     with pytest.raises(ValueError, match="p > 0"):
         gem(np.ones((1, 2, 2, 1), np.float32), p=0.0)
-

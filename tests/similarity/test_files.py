@@ -45,10 +45,9 @@ def test_it_leaves_the_old_file_and_no_temporary_file_when_writing_fails(tmp_pat
     target = tmp_path / "photos.txt"
     target.write_bytes(b"old")
 
-    with pytest.raises(RuntimeError, match="disk full"):
-        with atomic_path(target) as temporary:
-            temporary.write_bytes(b"half")
-            raise RuntimeError("disk full")
+    with pytest.raises(RuntimeError, match="disk full"), atomic_path(target) as temporary:
+        temporary.write_bytes(b"half")
+        raise RuntimeError("disk full")
 
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["photos.txt"]
@@ -96,10 +95,8 @@ def test_it_hashes_a_file_larger_than_one_read(tmp_path: Path) -> None:
 def test_it_refuses_a_second_holder_of_the_lock_until_it_is_released(tmp_path: Path) -> None:
     lock = tmp_path / ".lock"
 
-    with exclusive_lock(lock):
-        with pytest.raises(BlockingIOError):
-            with exclusive_lock(lock, blocking=False):
-                pass
+    with exclusive_lock(lock), pytest.raises(BlockingIOError), exclusive_lock(lock, blocking=False):
+        pass
     with exclusive_lock(lock, blocking=False):
         pass
 

@@ -136,8 +136,10 @@ def test_it_composites_transparency_on_white(fmt):
     rgba = np.zeros((10, 20, 4), dtype=np.uint8)
     rgba[:, :10] = (200, 0, 0, 255)  # opaque red
     rgba[:, 10:] = (0, 0, 0, 0)  # fully transparent black
-    data = encode(Image.fromarray(rgba, "RGBA"), fmt, lossless=True) if fmt == "WEBP" else encode(
-        Image.fromarray(rgba, "RGBA"), fmt
+    data = (
+        encode(Image.fromarray(rgba, "RGBA"), fmt, lossless=True)
+        if fmt == "WEBP"
+        else encode(Image.fromarray(rgba, "RGBA"), fmt)
     )
 
     pixels = np.asarray(open_image(data))

@@ -37,7 +37,9 @@ def cpuinfo(tmp_path: Path, *per_cpu_flags: str) -> Path:
 
 
 def test_it_detects_bf16_from_the_cpu_flags(tmp_path):
-    assert cpu_supports_bf16(cpuinfo(tmp_path, f"{BASE_FLAGS} avx512f avx512_bf16", f"{BASE_FLAGS} avx512f avx512_bf16"))
+    assert cpu_supports_bf16(
+        cpuinfo(tmp_path, f"{BASE_FLAGS} avx512f avx512_bf16", f"{BASE_FLAGS} avx512f avx512_bf16")
+    )
     assert cpu_bf16_flags(cpuinfo(tmp_path, f"{BASE_FLAGS} amx_bf16 amx_tile")) == ("amx_bf16",)
     # This session's kind of EPYC: AVX2, no AVX-512 at all.
     assert not cpu_supports_bf16(cpuinfo(tmp_path, BASE_FLAGS, BASE_FLAGS))
@@ -145,7 +147,9 @@ def test_it_restores_the_policy_when_building_fails(tiny_spec, tmp_path, monkeyp
     def broken(base):
         raise RuntimeError("no such layer")
 
-    monkeypatch.setitem(backbone_module.BACKBONES, tiny_spec.name, dataclasses.replace(tiny_spec, build_features=broken))
+    monkeypatch.setitem(
+        backbone_module.BACKBONES, tiny_spec.name, dataclasses.replace(tiny_spec, build_features=broken)
+    )
     before = keras.config.dtype_policy().name
     with pytest.raises(RuntimeError, match="no such layer"):
         load_backbone(tiny_spec.name, weights="random", store_dir=tmp_path, precision="bfloat16")

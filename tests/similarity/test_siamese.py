@@ -117,7 +117,9 @@ def test_it_draws_negatives_from_every_other_product():
     street_labels = np.zeros(500, dtype=int)
     shop_labels = np.array([0, 1, 2, 2, 2, 2, 3])
 
-    street, shop, labels = make_pairs(street_labels, shop_labels, negatives_per_positive=1, rng=np.random.default_rng(0))
+    street, shop, labels = make_pairs(
+        street_labels, shop_labels, negatives_per_positive=1, rng=np.random.default_rng(0)
+    )
 
     negative_products = shop_labels[shop[labels == 0]]
     counts = np.bincount(negative_products, minlength=4)

@@ -113,14 +113,17 @@ def test_it_scores_several_views_in_one_pass():
     }
     expected = {
         "baseline": top_k_accuracy(queries, query_labels, gallery, gallery_labels, ks=KS),
-        "projected": top_k_accuracy(project(queries), query_labels, project(gallery), gallery_labels, ks=KS,
-                                    metric="euclidean"),
-        "squashed": top_k_accuracy(tanh(queries), query_labels, tanh(gallery), gallery_labels, ks=KS,
-                                   metric="euclidean"),
+        "projected": top_k_accuracy(
+            project(queries), query_labels, project(gallery), gallery_labels, ks=KS, metric="euclidean"
+        ),
+        "squashed": top_k_accuracy(
+            tanh(queries), query_labels, tanh(gallery), gallery_labels, ks=KS, metric="euclidean"
+        ),
     }
     for rows in (1, 7, 64, 500):
-        result = streaming_top_k_accuracies(views, query_labels, _once(iter_chunks(gallery, gallery_labels, rows)),
-                                            ks=KS)
+        result = streaming_top_k_accuracies(
+            views, query_labels, _once(iter_chunks(gallery, gallery_labels, rows)), ks=KS
+        )
         assert result == expected
 
 
@@ -185,14 +188,24 @@ def _stored_catalogue(rng: np.random.Generator, *, products: int = 30, dim: int 
     for index in range(products):
         product = Product.objects.create(title=f"dress {index}", category="dresses")
         for position in range(int(rng.integers(1, 7)) if index % 7 else 0):  # some have no photo
-            feature(product_image=ProductImage.objects.create(product=product, image=f"p{index}-{position}.jpg",
-                                                              position=position))
+            feature(
+                product_image=ProductImage.objects.create(
+                    product=product, image=f"p{index}-{position}.jpg", position=position
+                )
+            )
         for crop in range(int(rng.integers(0, 3))):
             split = "test" if rng.random() < 0.6 else "train"
-            feature(street_photo=StreetPhoto.objects.create(
-                product=product, image=f"s{index}-{crop}.jpg", split=split,
-                bbox_left=0, bbox_top=0, bbox_width=5, bbox_height=5,
-            ))
+            feature(
+                street_photo=StreetPhoto.objects.create(
+                    product=product,
+                    image=f"s{index}-{crop}.jpg",
+                    split=split,
+                    bbox_left=0,
+                    bbox_top=0,
+                    bbox_width=5,
+                    bbox_height=5,
+                )
+            )
 
 
 def _reference(split: str) -> dict:
@@ -220,7 +233,9 @@ def test_it_evaluates_a_category_from_chunks_of_the_database_like_the_whole_gall
         result = evaluate_category(category="dresses", split="test", chunk_size=chunk_size)
         assert result["baseline"] == expected
         assert (result["queries"], result["gallery"], result["weights_id"]) == (
-            expected["queries"], expected["gallery"], "w",
+            expected["queries"],
+            expected["gallery"],
+            "w",
         )
 
 
@@ -261,7 +276,8 @@ def test_it_scores_baseline_and_towers_in_one_pass_over_the_database():
 
     assert result["baseline"] == top_k_accuracy(queries, query_labels, gallery, gallery_labels)
     for name in ("previous", "siamese"):
-        expected = top_k_accuracy(embed(towers[name], queries), query_labels, embed(towers[name], gallery),
-                                  gallery_labels, metric="euclidean")
+        expected = top_k_accuracy(
+            embed(towers[name], queries), query_labels, embed(towers[name], gallery), gallery_labels, metric="euclidean"
+        )
         assert result[name] == expected
     assert result["queries"] == len(queries) and result["gallery"] == len(np.unique(gallery_labels))

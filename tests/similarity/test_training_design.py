@@ -62,8 +62,12 @@ def test_it_draws_hard_negatives_from_the_candidates():
     hard[street_labels == 7] = 3  # never a crop's own product
 
     street, shop, labels = make_pairs(
-        street_labels, shop_labels, negatives_per_positive=4, rng=np.random.default_rng(0),
-        hard_candidates=hard, hard_share=1.0,
+        street_labels,
+        shop_labels,
+        negatives_per_positive=4,
+        rng=np.random.default_rng(0),
+        hard_candidates=hard,
+        hard_share=1.0,
     )
 
     negatives = labels == 0
@@ -74,8 +78,9 @@ def test_it_draws_hard_negatives_from_the_candidates():
 
 def test_it_lists_the_nearest_wrong_products_under_a_tower():
     street, street_labels, shop, shop_labels = street_and_shop(products=6, street_per_product=2, nuisance=4)
-    tower = build_embedding_model(street.shape[1], hidden_dim=8, embedding_dim=8, architecture="residual",
-                                  init_features=shop)
+    tower = build_embedding_model(
+        street.shape[1], hidden_dim=8, embedding_dim=8, architecture="residual", init_features=shop
+    )
 
     hard = nearest_wrong_products(tower, street, street_labels, shop, shop_labels, pool=3)
 
@@ -103,30 +108,60 @@ def data():
 def test_it_trains_with_either_loss_and_keeps_the_best_validation_epoch(data, loss):
     street, street_labels, shop, shop_labels, validation = data
     config = TrainConfig(
-        epochs=6, batch_size=32, learning_rate=3e-3, hidden_dim=32, embedding_dim=16, architecture="residual",
-        weight_decay=1e-4, loss=loss, margin=0.5 if loss == "triplet" else 1.0, hard_negative_share=0.5,
-        hard_negative_pool=3, patience=3, seed=1,
+        epochs=6,
+        batch_size=32,
+        learning_rate=3e-3,
+        hidden_dim=32,
+        embedding_dim=16,
+        architecture="residual",
+        weight_decay=1e-4,
+        loss=loss,
+        margin=0.5 if loss == "triplet" else 1.0,
+        hard_negative_share=0.5,
+        hard_negative_pool=3,
+        patience=3,
+        seed=1,
     )
     seen = []
 
-    result = train_siamese(street, street_labels, shop, shop_labels, config, validation=validation,
-                           on_epoch=lambda epoch, logs: seen.append(epoch))
+    result = train_siamese(
+        street,
+        street_labels,
+        shop,
+        shop_labels,
+        config,
+        validation=validation,
+        on_epoch=lambda epoch, logs: seen.append(epoch),
+    )
 
     assert seen[0] == 0 and result.history[0]["loss"] is None  # epoch 0 scores the untrained start
     losses = [row["loss"] for row in result.history[1:]]
     assert losses[-1] < losses[0]
     scores = [row["val_top20"] for row in result.history]
     assert result.best_epoch == int(np.argmax(scores))
-    kept = top_k_accuracy(embed(result.tower, validation.queries), validation.query_labels,
-                          embed(result.tower, validation.gallery), validation.gallery_labels, metric="euclidean")
+    kept = top_k_accuracy(
+        embed(result.tower, validation.queries),
+        validation.query_labels,
+        embed(result.tower, validation.gallery),
+        validation.gallery_labels,
+        metric="euclidean",
+    )
     assert kept["top20"] == pytest.approx(max(scores))
 
 
 def test_it_stops_early_when_validation_stops_improving(data):
     street, street_labels, shop, shop_labels, validation = data
     # A learning rate this high wrecks the start; validation never beats epoch 0 again.
-    config = TrainConfig(epochs=30, batch_size=32, learning_rate=5.0, hidden_dim=16, embedding_dim=8,
-                         architecture="residual", patience=2, seed=0)
+    config = TrainConfig(
+        epochs=30,
+        batch_size=32,
+        learning_rate=5.0,
+        hidden_dim=16,
+        embedding_dim=8,
+        architecture="residual",
+        patience=2,
+        seed=0,
+    )
 
     result = train_siamese(street, street_labels, shop, shop_labels, config, validation=validation)
 

@@ -60,22 +60,40 @@ class Command(BaseCommand):
             app.conf.broker_url = broker
             env = {**os.environ, "CELERY_BROKER_URL": broker, "REDIS_URL": broker}
             for queue in ("celery", "search"):
-                children.append(self._spawn(
-                    [sys.executable, "-m", "celery", "-A", "workers", "worker", "--loglevel=INFO",
-                     f"--concurrency={concurrency if queue == 'celery' else 1}", f"--queues={queue}",
-                     f"--hostname={queue}@%h",
-                     # The search worker also runs the periodic jobs: ending overdue searches, purging old ones.
-                     *(["--beat", f"--schedule={Path(settings.DATA_DIR) / 'celerybeat-schedule'}"]
-                       if queue == "search" else [])],
-                    env=env, log=logs / f"worker-{queue}.log",
-                ))
+                children.append(
+                    self._spawn(
+                        [
+                            sys.executable,
+                            "-m",
+                            "celery",
+                            "-A",
+                            "workers",
+                            "worker",
+                            "--loglevel=INFO",
+                            f"--concurrency={concurrency if queue == 'celery' else 1}",
+                            f"--queues={queue}",
+                            f"--hostname={queue}@%h",
+                            # The search worker also runs the periodic jobs: ending overdue searches, purging old ones.
+                            *(
+                                ["--beat", f"--schedule={Path(settings.DATA_DIR) / 'celerybeat-schedule'}"]
+                                if queue == "search"
+                                else []
+                            ),
+                        ],
+                        env=env,
+                        log=logs / f"worker-{queue}.log",
+                    )
+                )
             self.stdout.write(f"started Celery workers for indexing/training and for searches (logs in {logs})")
             url = f"http://127.0.0.1:{port}/"
             if not no_serve:
-                children.append(self._spawn(
-                    [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
-                    env=env, log=logs / "web.log",
-                ))
+                children.append(
+                    self._spawn(
+                        [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+                        env=env,
+                        log=logs / "web.log",
+                    )
+                )
                 self.stdout.write(f"started the web server at {url} (log: {logs / 'web.log'})")
             # Seeding queues each new product for the worker as it arrives.
             self._seed(products=products, seed=seed)
@@ -90,7 +108,9 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS(f"ready in {minutes:.1f} min"))
             if no_serve:
                 return
-            self.stdout.write(self.style.SUCCESS(f"\n  The shop is at {url}  (admin: {url}admin/, user admin / admin)\n"))
+            self.stdout.write(
+                self.style.SUCCESS(f"\n  The shop is at {url}  (admin: {url}admin/, user admin / admin)\n")
+            )
             self.stdout.write("Press Ctrl-C to stop.")
             while all(child.poll() is None for child in children):
                 time.sleep(1)

@@ -19,7 +19,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--category", default=Category.DRESSES, choices=Category.values)
         parser.add_argument("--split", default=Split.TEST, choices=Split.values)
-        parser.add_argument("--model-version", dest="model_version", type=int, help="a model version id (default: the active one)")
+        parser.add_argument(
+            "--model-version", dest="model_version", type=int, help="a model version id (default: the active one)"
+        )
         parser.add_argument("--json", action="store_true", dest="as_json")
 
     def handle(self, *args, category: str, split: str, model_version: int | None, as_json: bool, **options):
@@ -56,13 +58,18 @@ class Command(BaseCommand):
                 f"validation (gate, recorded when v{model.pk} was trained): {recorded['queries']} queries, "
                 f"{recorded['gallery']} products"
             )
-            names = {"baseline": "baseline", "previous": f"previous v{model.metrics.get('previous_version')}",
-                     "siamese": f"siamese v{model.pk}"}
+            names = {
+                "baseline": "baseline",
+                "previous": f"previous v{model.metrics.get('previous_version')}",
+                "siamese": f"siamese v{model.pk}",
+            }
             for key, name in names.items():
                 if key in recorded:
                     self.stdout.write(f"{name:<28}" + "".join(f"{recorded[key][k]:>8.3f}" for k in KEYS))
-            self.stdout.write(f"gate: {'passed' if gate.get('passed') else 'refused'}: {gate.get('reason', '')}"
-                              + (" (overridden)" if model.gate_overridden else ""))
+            self.stdout.write(
+                f"gate: {'passed' if gate.get('passed') else 'refused'}: {gate.get('reason', '')}"
+                + (" (overridden)" if model.gate_overridden else "")
+            )
         cost = (model.metrics or {}).get("backbone", {}) if model else {}
         if "ms_per_image" in cost:
             self.stdout.write(

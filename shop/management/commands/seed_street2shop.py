@@ -54,11 +54,14 @@ class Command(BaseCommand):
         parser.add_argument("--root", type=Path, required=True, help="Dataset folder holding meta/json/ and photos/.")
         parser.add_argument("--category", choices=Category.values, default=Category.DRESSES)
         parser.add_argument(
-            "--limit", type=positive_int, default=None,
+            "--limit",
+            type=positive_int,
+            default=None,
             help="Seed at most N products; with --download, go on until N products exist or none are left.",
         )
         parser.add_argument(
-            "--download", action="store_true",
+            "--download",
+            action="store_true",
             help="Fetch the category's missing photos from ROOT/photos.txt, seeding products as they arrive.",
         )
         parser.add_argument(
@@ -68,7 +71,9 @@ class Command(BaseCommand):
             "--retry-failed", action="store_true", help="Request again the photos whose last download failed."
         )
         parser.add_argument(
-            "--failures-csv", type=Path, default=None,
+            "--failures-csv",
+            type=Path,
+            default=None,
             help="Where to list the photos that could not be used (default: DATA_DIR/street2shop/failures-CATEGORY.csv).",
         )
         parser.add_argument("--quiet", action="store_true", help="Print only the summary (for CI).")
@@ -116,7 +121,9 @@ class Command(BaseCommand):
         self.stdout.write(f"{rows:,} photos that could not be used are listed in {path}")
 
     def print_downloads(self, result: DownloadSeedReport) -> None:
-        failures = [(f"failed: {o.replace('_', ' ')}", result.outcomes[o]) for o in OUTCOMES if o not in ("ok", "exists")]
+        failures = [
+            (f"failed: {o.replace('_', ' ')}", result.outcomes[o]) for o in OUTCOMES if o not in ("ok", "exists")
+        ]
         rows = [
             (f"photos needed by {result.seed.candidates:,} products", result.photos_needed),
             ("already on disk", result.photos_present),
