@@ -15,6 +15,7 @@ from django.conf import settings
 if TYPE_CHECKING:
     import keras
 
+    from shop.models import ModelVersion
     from similarity.backbone import Backbone
 
 logger = logging.getLogger("shop")
@@ -56,6 +57,11 @@ def _precision_reason(setting: str, precision: str) -> str:
     if precision == "bfloat16":
         return "detected: the CPU has native bf16 (avx512_bf16 or amx_bf16)"
     return "detected: the CPU has no native bf16 (neither avx512_bf16 nor amx_bf16)"
+
+
+def tower_for(version: ModelVersion) -> keras.Model:
+    """The embedding tower of a model version (the one way the shop gets a tower)."""
+    return get_tower(version_id=version.pk, artifact_path=version.artifact_path, checksum=version.checksum)
 
 
 def get_tower(*, version_id: int, artifact_path: str, checksum: str) -> keras.Model:

@@ -32,11 +32,11 @@ def _fresh_indexes(settings):
 @pytest.fixture
 def sent(monkeypatch) -> dict[str, list]:
     """Tasks queued once an edit commits, recorded instead of sent to a broker."""
-    from workers import tasks
+    from shop.services import enqueue
 
     calls: dict[str, list] = {"index_products": [], "rerank_similar_lists": []}
-    monkeypatch.setattr(tasks.index_products, "delay", lambda ids: calls["index_products"].append(list(ids)))
-    monkeypatch.setattr(tasks.rerank_similar_lists, "delay", lambda *args: calls["rerank_similar_lists"].append(args))
+    monkeypatch.setattr(enqueue, "index_products", lambda ids: calls["index_products"].append(list(ids)))
+    monkeypatch.setattr(enqueue, "rerank_similar_lists", lambda *args: calls["rerank_similar_lists"].append(args))
     return calls
 
 

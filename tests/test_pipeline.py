@@ -274,10 +274,10 @@ def test_it_queues_a_product_added_in_the_admin(
     assert response.status_code == 302, response.content[:2000]
     product = Product.objects.get(title="Admin dress")
     assert product.images.count() == 1
-    from workers import tasks
+    from shop.services import enqueue
 
     sent = []
-    monkeypatch.setattr(tasks.index_products, "delay", lambda ids: sent.append(list(ids)))
+    monkeypatch.setattr(enqueue, "index_products", lambda ids: sent.append(list(ids)))
     for callback in callbacks:  # what Django runs once the admin's transaction commits
         callback()
     assert sent == [[product.pk]]

@@ -5,9 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
 import threading
-import types
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from PIL import Image
 
 from shop.downloads import LOCK_NAME
 from shop.models import PhotoDownload, Product, ProductImage, StreetPhoto
-from shop.services import photo_downloads, seeding
+from shop.services import enqueue, photo_downloads, seeding
 from shop.services.photo_downloads import download_and_seed
 from shop.services.seeding import SeedingError, seed_street2shop
 from shop.street2shop import photo_filename
@@ -142,21 +140,19 @@ def fast(settings) -> None:
 
 @pytest.fixture
 def delayed(monkeypatch, server: PhotoServer) -> dict[str, list[list[int]]]:
-    """Stand-in task module: records .delay() calls, and logs them among the server's requests."""
+    """Records the indexing tasks seeding would send, and logs them among the server's requests."""
     calls: dict[str, list[list[int]]] = {"index_products": [], "index_street_photos": []}
-    module = types.ModuleType("workers.tasks")
 
     def recorder(name: str):
-        def delay(ids) -> None:
+        def send(ids) -> None:
             calls[name].append(list(ids))
             with server.lock:
                 server.log.append(f"{name} {list(ids)}")
 
-        return types.SimpleNamespace(delay=delay)
+        return send
 
     for name in calls:
-        setattr(module, name, recorder(name))
-    monkeypatch.setitem(sys.modules, "workers.tasks", module)
+        monkeypatch.setattr(enqueue, name, recorder(name))
     return calls
 
 
@@ -314,9 +310,8 @@ def test_it_seeds_a_product_from_its_first_good_shop_photo(
         released.append(indexed.wait(4.0))
         httpserver.send(handler, 200, jpeg(seed=1002))
 
-    tasks = sys.modules["workers.tasks"]
-    record = tasks.index_products.delay
-    tasks.index_products = types.SimpleNamespace(delay=lambda ids: (record(ids), indexed.set()))
+    record = enqueue.index_products
+    monkeypatch.setattr(enqueue, "index_products", lambda ids: (record(ids), indexed.set()))
     root = make_dataset(
         tmp_path / "first", train=[box(2001, 10, 0, 0, 50, 50)], test=[], retrieval={10: [1001, 1002]}, photos={}
     )
@@ -480,8 +475,8 @@ def test_it_queues_products_for_indexing_while_later_ones_download(
     log = server.log
     # Two products at a time, in seeding order: 70 starts only after five others are done.
     assert log.index(f"index_products {[ids[10]]}") < log.index(path(1011))
-    assert sorted(sum(delayed["index_products"], [])) == sorted(ids.values())
-    assert StreetPhoto.objects.count() == len(sum(delayed["index_street_photos"], []))
+    assert sorted(i for batch in delayed["index_products"] for i in batch) == sorted(ids.values())
+    assert StreetPhoto.objects.count() == sum(map(len, delayed["index_street_photos"]))
 
 
 def test_seed_street2shop_seeds_only_the_products_asked_for(db, media, delayed, tmp_path) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
-import types
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,7 +13,7 @@ from django.core.management import CommandError, call_command
 from PIL import Image
 
 from shop.models import Product, ProductImage, StreetPhoto
-from shop.services import seeding
+from shop.services import enqueue, seeding
 from shop.services.seeding import SeedReport, placeholder_price, seed_street2shop
 from shop.street2shop import MetadataError, load_retrieval, photo_filename
 
@@ -96,12 +94,10 @@ def media(settings, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def delayed(monkeypatch) -> dict[str, list[list[int]]]:
-    """Stand-in task module: records .delay() calls so no broker or worker is involved."""
+    """Records the indexing tasks seeding would send, so no broker or worker is involved."""
     calls: dict[str, list[list[int]]] = {"index_products": [], "index_street_photos": []}
-    module = types.ModuleType("workers.tasks")
     for name, recorded in calls.items():
-        setattr(module, name, types.SimpleNamespace(delay=lambda ids, recorded=recorded: recorded.append(list(ids))))
-    monkeypatch.setitem(sys.modules, "workers.tasks", module)
+        monkeypatch.setattr(enqueue, name, lambda ids, recorded=recorded: recorded.append(list(ids)))
     return calls
 
 

@@ -22,7 +22,7 @@ from contextvars import ContextVar
 from django.db import transaction
 
 from shop.models import Feature, Product, ProductEmbedding, ProductImage, StreetPhoto
-from shop.services import recommendations
+from shop.services import enqueue, recommendations
 from shop.services.indexing import chunked, queue_indexing
 
 logger = logging.getLogger("shop")
@@ -171,11 +171,9 @@ def _refill(owners: dict[int, list[int]], *, removed: list[int], in_request: boo
 
 
 def _queue_reranks(owners: dict[int, list[int]], removed: list[int]) -> None:
-    from workers.tasks import rerank_similar_lists
-
     for version_id, lists in owners.items():
         for batch in chunked(lists, RERANK_TASK_CHUNK):
-            rerank_similar_lists.delay(version_id, batch, removed)
+            enqueue.rerank_similar_lists(version_id, batch, removed)
 
 
 def _image_files(images) -> list[str]:

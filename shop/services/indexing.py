@@ -25,6 +25,7 @@ from shop.models import (
     StreetPhoto,
     vector_to_bytes,
 )
+from shop.services import enqueue
 from similarity.images import BadBox, ImageError, backbone_input, open_image, thumbnail_jpeg
 
 logger = logging.getLogger("shop")
@@ -75,12 +76,10 @@ class IndexQueue:
         self._send(force=False)
 
     def _send(self, *, force: bool) -> None:
-        from workers.tasks import index_products, index_street_photos
-
-        for pending, task in ((self._products, index_products), (self._street, index_street_photos)):
+        for pending, send in ((self._products, enqueue.index_products), (self._street, enqueue.index_street_photos)):
             while pending and (force or len(pending) >= self.chunk):
                 batch, pending[:] = pending[: self.chunk], pending[self.chunk :]
-                task.delay(batch)
+                send(batch)
 
 
 def queue_indexing(*, product_ids: Sequence[int] = (), street_photo_ids: Sequence[int] = ()) -> None:
@@ -311,7 +310,7 @@ def embed_products(*, version: ModelVersion, product_ids: Sequence[int]) -> int:
     """Store each product's embedding under a version: the normalised mean over its shop images."""
     from similarity.siamese import embed
 
-    tower = runtime.get_tower(version_id=version.pk, artifact_path=version.artifact_path, checksum=version.checksum)
+    tower = runtime.tower_for(version)
     ids, stacks = product_feature_matrix(product_ids=product_ids, weights_id=version.weights_id)
     if not ids:
         return 0

@@ -18,6 +18,7 @@ from django.db.models import F
 
 from shop.models import ModelVersion, ProductEmbedding, SimilarProduct
 from shop.services import embedding_index
+from similarity.neighbours import top_k
 
 logger = logging.getLogger("shop")
 
@@ -111,9 +112,9 @@ def _insert(rows: RankedRows) -> None:
         return
     if connection.vendor == "postgresql":
         table = SimilarProduct._meta.db_table
-        with connection.cursor() as cursor:
-            with cursor.cursor.copy(f"COPY {table} ({', '.join(_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.write(rows.copy_binary())
+        copy_sql = f"COPY {table} ({', '.join(_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+        with connection.cursor() as cursor, cursor.cursor.copy(copy_sql) as copy:
+            copy.write(rows.copy_binary())
         return
     SimilarProduct.objects.bulk_create(
         [
@@ -211,7 +212,7 @@ def update_recommendations(*, version_id: int, product_ids: Sequence[int]) -> in
             return 0
         if checked is None:
             return 0
-        cached, (positions, indices, distances, rows) = checked
+        cached, (positions, _indices, distances, rows) = checked
         ids = cached.index.ids
         SimilarProduct.objects.filter(version_id=version_id, product_id__in=[int(ids[i]) for i in positions]).delete()
         _insert(rows)
@@ -240,8 +241,6 @@ def _merge_lists(
 ) -> tuple[list[int], list[np.ndarray], list[np.ndarray]]:
     """New lists of existing rows that new rows entered: their stored list plus the new rows,
     re-ranked by cdist (a row whose stored list is short is searched in full instead)."""
-    from scipy.spatial.distance import cdist
-
     ids = cached.index.ids
     stored: dict[int, list[int]] = {}
     entered_ids = [int(ids[i]) for i in entered]
@@ -258,12 +257,12 @@ def _merge_lists(
         if len(old) < full_length:
             searched.append(row)
             continue
+        # Sorted, so top_k's tie-break by lower position is a tie-break by lower row.
         pool = np.array(sorted((set(old) | set(new)) - {row}), dtype=np.intp)
-        exact = cdist(vectors[row : row + 1].astype(np.float64), vectors[pool].astype(np.float64))[0]
-        order = np.lexsort((pool, exact))[:k]
+        nearest, exact = top_k(vectors[row], vectors[pool], k)
         positions.append(row)
-        indices.append(pool[order])
-        distances.append(exact[order])
+        indices.append(pool[nearest])
+        distances.append(exact)
     if searched:
         full_indices, full_distances = cached.index.search_rows(searched, k)
         positions += searched

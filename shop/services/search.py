@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from shop import runtime, selectors
 from shop.models import Category, ModelVersion, SearchQuery
-from shop.services import embedding_index
+from shop.services import embedding_index, enqueue
 from similarity.images import ImageError, ImageHeader
 
 logger = logging.getLogger("shop")
@@ -63,8 +63,6 @@ def create_search_query(
     *, image: UploadedFile, header: ImageHeader, bbox: tuple[int, int, int, int] | None
 ) -> SearchQuery:
     """Store a validated upload and queue the search once the row is committed."""
-    from workers.tasks import run_search
-
     check_capacity()
     left, top, width, height = bbox if bbox else (None, None, None, None)
     upright_width, upright_height = header.upright_size
@@ -75,20 +73,17 @@ def create_search_query(
     # name, in storage no URL maps to; the worker replaces it with a clean copy.
     query.image.save(f"{query.pk}-upload.{header.extension}", image, save=False)
 
-    def enqueue() -> None:
-        try:
-            # A message still queued past the deadline is dropped by the worker: the search has ended.
-            run_search.apply_async((str(query.pk),), expires=settings.SEARCH_TIMEOUT_SECONDS)
-        except Exception:
-            SearchQuery.objects.filter(pk=query.pk).update(
-                status=SearchQuery.Status.FAILED, error=UNAVAILABLE, finished_at=timezone.now()
-            )
-            _delete_file(query.image.name)
-            raise
+    def fail(error: Exception) -> None:
+        SearchQuery.objects.filter(pk=query.pk).update(
+            status=SearchQuery.Status.FAILED, error=UNAVAILABLE, finished_at=timezone.now()
+        )
+        _delete_file(query.image.name)
 
     with transaction.atomic():
         query.save()
-        transaction.on_commit(enqueue, robust=True)
+        enqueue.on_commit_or_fail(
+            lambda: enqueue.run_search(str(query.pk), expires=settings.SEARCH_TIMEOUT_SECONDS), fail=fail
+        )
     return query
 
 
@@ -205,7 +200,7 @@ def run_search_query(*, query_id: UUID) -> None:
         if backbone.weights_id != version.weights_id:
             raise SearchUnavailable("The search index is being rebuilt for a new backbone; try again shortly.")
         features = backbone.extract_images([backbone_input(image, bbox=bbox, size=backbone.input_size)])
-        tower = runtime.get_tower(version_id=version.pk, artifact_path=version.artifact_path, checksum=version.checksum)
+        tower = runtime.tower_for(version)
         results = nearest_products(version, embed(tower, features)[0])
         _finish(query, status=SearchQuery.Status.DONE, results=results, version=version)
     except (ImageError, BadBox, SearchUnavailable) as error:  # messages written for shoppers
