@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 NPM := $(shell command -v npm 2>/dev/null)
 NODE_STAMP := node_modules/.installed
 
-.PHONY: install demo test bench
+.PHONY: install demo test test-fast lint bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,17 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# The fast lane: rule-level tests that need no worker, broker or TensorFlow model (under a minute).
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
+# What CI checks before the tests: lint, format, types and repeated code.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pylint --rcfile=pyproject.toml shop similarity workers
 
 bench: install
 	$(BIN)/python benchmarks/bench_backbone.py

@@ -42,9 +42,9 @@ def main() -> None:
     print(f"{'batch':>5}  {'extract img/s':>13}  {'predict img/s':>13}  {'ratio':>5}")
     for size in args.batch_sizes:
         batch = rng.normal(0, 60, size=(size, 224, 224, 3)).astype(np.float32)
-        extract = images_per_second(lambda: backbone.extract(batch), size, args.repeats)
+        extract = images_per_second(lambda batch=batch: backbone.extract(batch), size, args.repeats)
         predict = images_per_second(
-            lambda: backbone.model.predict(batch, batch_size=size, verbose=0), size, args.repeats
+            lambda batch=batch, size=size: backbone.model.predict(batch, batch_size=size, verbose=0), size, args.repeats
         )
         print(f"{size:>5}  {extract:>13.2f}  {predict:>13.2f}  {extract / predict:>5.2f}")
 

@@ -33,16 +33,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from tests.chromium import CHROMIUM_ARGS  # noqa: E402  (the repository is on sys.path only now)
+
 LOCAL = re.compile(r"^(https?://127\.0\.0\.1[:/]|blob:|data:)")
 # Milliseconds since the epoch on the browser's clock: now, and when the results were painted. With
 # JavaScript, the paint of the results' first line (it has elementtiming="search-results"), whether it was
@@ -199,7 +191,7 @@ def main() -> None:
 
         searches: list[tuple[str, str, float, float]] = []  # (mode, query id, pressed, painted)
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
+            browser = playwright.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS)
             pages = {mode: browser.new_context(java_script_enabled=js).new_page() for mode, js in MODES.items()}
             # Everything the pages load must be on 127.0.0.1: noted here (a route would intercept every
             # request through this process and slow what is measured), checked at the end.

@@ -56,7 +56,7 @@ def _session(shop: LiveShop) -> tuple[requests.Session, str]:
 
 
 def test_it_refuses_a_1_gb_body_having_read_no_more_than_the_cap(guarded_shop):
-    session, token = _session(guarded_shop)
+    _, token = _session(guarded_shop)
     sent = 0
     head = (
         "POST /search/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"

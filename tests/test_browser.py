@@ -25,6 +25,7 @@ chromium-browser on PATH) and skip, saying so, where there is none.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -36,6 +37,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.chromium import CHROMIUM_ARGS
 from tests.conftest import LIVE_STACK
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,21 +66,6 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Pyt
 Error = sync_api.Error
 expect = sync_api.expect
 
-# Nothing but the shop: no component updates, field trials, safe browsing, metrics, pings or QUIC probes.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-default-apps",
-    "--disable-extensions",
-    "--metrics-recording-only",
-    "--disable-domain-reliability",
-    "--no-pings",
-]
 LOCAL_HOST = "127.0.0.1"
 
 # axe-core, as `make install` put it there (npm ci from package-lock.json): never fetched by the tests.
@@ -211,10 +198,8 @@ class Watch:
 
     def close(self) -> None:
         for context in self.contexts:
-            try:
+            with contextlib.suppress(Error):
                 context.close()
-            except Error:
-                pass
 
 
 @pytest.fixture

@@ -354,7 +354,7 @@ def test_it_never_stores_what_a_worker_made_from_a_photo_replaced_meanwhile(
 def test_it_replaces_an_embedding_a_late_worker_made_from_a_replaced_photos_features(
     monkeypatch, django_capture_on_commit_callbacks, sent
 ):
-    products, _, active, rng = _catalogue(seed=13)
+    _products, _, active, rng = _catalogue(seed=13)
     backbone = _MeanColourBackbone()
     ModelVersion.objects.filter(pk=active.pk).update(weights_id=backbone.weights_id)
     monkeypatch.setattr(runtime, "get_backbone", lambda: backbone)
@@ -437,7 +437,7 @@ def test_it_makes_other_processes_reread_the_lists_a_deleted_product_left(sent):
 
     from shop.services import recommendations
 
-    products, _, active, rng = _catalogue(seed=9)
+    _products, _, active, _rng = _catalogue(seed=9)
     update_recommendations(version_id=active.pk, product_ids=[])  # this "worker" reads the revision
     worker_cache = copy.deepcopy(embedding_index.version_index(active.pk))
     seen = dict(recommendations._seen_revisions)

@@ -210,7 +210,7 @@ def street_searches(indexed_catalogue, django_db_blocker):
             assert response.status_code == 302, response.content[:500]
             query_id = response.url.rstrip("/").split("/")[-1]
             wait_for(
-                lambda: SearchQuery.objects.filter(pk=query_id).exclude(status="pending").exists(),
+                lambda query_id=query_id: SearchQuery.objects.filter(pk=query_id).exclude(status="pending").exists(),
                 timeout=120,
                 message="the search",
             )

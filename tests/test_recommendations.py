@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
@@ -85,7 +87,7 @@ def test_it_rebuilds_slice_by_slice_to_the_same_lists_as_plain_cdist(settings):
 
     assert len(bounds) == 8
     assert bounds[0][0] == products[0].pk and bounds[-1][1] == products[-1].pk + 1
-    assert all(high == next_low for (_, high), (next_low, _) in zip(bounds, bounds[1:]))
+    assert all(high == next_low for (_, high), (next_low, _) in itertools.pairwise(bounds))
     assert written == 700
     assert _lists(version) == _plain_cdist_lists(products, vectors)
 

@@ -178,7 +178,7 @@ def test_it_answers_outside_queries_and_keeps_ids_in_row_order():
     vectors, queries = _unit(rng, 300, 8), _unit(rng, 5, 8)
     index = _index(vectors, cdist_rows=0)
 
-    indices, distances = index.search(queries, 7)
+    indices, _distances = index.search(queries, 7)
 
     expected = brute_force(queries.astype(np.float64), vectors.astype(np.float64), 7)
     assert indices.tolist() == expected[0].tolist()
