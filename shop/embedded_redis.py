@@ -18,7 +18,8 @@ class RedisUnavailable(RuntimeError):
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]  # an AF_INET address: (host, port)
+        return port
 
 
 def redis_server_binary() -> str:
@@ -45,7 +46,7 @@ class EmbeddedRedis:
     def __init__(self, directory: Path, *, port: int | None = None) -> None:
         self.directory = Path(directory)
         self.port = port or free_port()
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:

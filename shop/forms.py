@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from django import forms
 from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
 from django.template.defaultfilters import filesizeformat
 
 from similarity.images import BadBox, ImageError, ImageHeader, clamp_box, read_header
+
+if TYPE_CHECKING:
+    from shop.models import ProductImage, StreetPhoto
+
+    # django-stubs makes ModelForm generic in its model; the real class cannot be subscripted.
+    _PhotoModelForm = forms.ModelForm[ProductImage | StreetPhoto]
+else:
+    _PhotoModelForm = forms.ModelForm
 
 BOX_FIELDS = ("box_left", "box_top", "box_width", "box_height")
 
@@ -21,17 +32,19 @@ class SearchForm(forms.Form):
     box_width = forms.IntegerField(required=False, label="Width", widget=forms.NumberInput(attrs={"min": 1}))
     box_height = forms.IntegerField(required=False, label="Height", widget=forms.NumberInput(attrs={"min": 1}))
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["image"].help_text = f"JPEG, PNG or WebP, up to {filesizeformat(settings.UPLOAD_MAX_BYTES)}."
 
-    def clean_image(self):
-        upload = self.cleaned_data["image"]
-        if upload.size == 0:
+    def clean_image(self) -> UploadedFile[bytes]:
+        upload: UploadedFile[bytes] = self.cleaned_data["image"]
+        size = upload.size
+        assert size is not None  # Django's upload handlers record every upload's size
+        if size == 0:
             raise forms.ValidationError("The file is empty.")
-        if upload.size > settings.UPLOAD_MAX_BYTES:
+        if size > settings.UPLOAD_MAX_BYTES:
             raise forms.ValidationError(
-                f"The file is {filesizeformat(upload.size)}; the limit is {filesizeformat(settings.UPLOAD_MAX_BYTES)}."
+                f"The file is {filesizeformat(size)}; the limit is {filesizeformat(settings.UPLOAD_MAX_BYTES)}."
             )
         # The header only: format, size and orientation. The worker decodes the pixels, so a pixel
         # bomb or a 16 MP photo costs the web process a copy of its bytes (at most UPLOAD_MAX_BYTES),
@@ -48,23 +61,24 @@ class SearchForm(forms.Form):
         self.image_size = self.header.upright_size
         return upload
 
-    def clean(self):
+    def clean(self) -> dict[str, Any]:
         data = super().clean()
-        unreadable = [name for name in BOX_FIELDS if name in self._errors]
+        assert data is not None  # Form.clean() returns cleaned_data
+        # The errors found so far (full_clean() set them up before calling clean()).
+        unreadable = [name for name in BOX_FIELDS if name in self.errors]
         if unreadable:
             for name in unreadable:
-                del self._errors[name]
+                del self.errors[name]
             raise forms.ValidationError(
                 "The box could not be read: draw it again, or clear it to search the whole photo."
             )
-        parts = [data.get(name) for name in BOX_FIELDS]
-        given = [p is not None for p in parts]
-        if not any(given):
+        parts: list[int | None] = [data.get(name) for name in BOX_FIELDS]
+        left, top, width, height = parts
+        if left is None and top is None and width is None and height is None:
             data["bbox"] = None
             return data
-        if not all(given):
+        if left is None or top is None or width is None or height is None:
             raise forms.ValidationError("The box needs a left, top, width and height.")
-        left, top, width, height = parts
         if width <= 0 or height <= 0:
             raise forms.ValidationError("The box needs a positive width and height.")
         if left < 0 or top < 0:
@@ -72,7 +86,7 @@ class SearchForm(forms.Form):
         size = getattr(self, "image_size", None)
         if size is not None:
             try:
-                data["bbox"] = clamp_box(tuple(parts), size)
+                data["bbox"] = clamp_box((left, top, width, height), size)
             except BadBox:
                 raise forms.ValidationError(
                     f"The box lies outside the photo ({size[0]}×{size[1]} px): draw it on the photo again."
@@ -80,10 +94,11 @@ class SearchForm(forms.Form):
         return data
 
 
-class CataloguePhotoForm(forms.ModelForm):
+class CataloguePhotoForm(_PhotoModelForm):
     """Admin photo uploads: the dataset's formats and pixel cap, checked from the header as uploads are."""
 
-    def clean_image(self):
+    def clean_image(self) -> object:
+        # An upload, the unchanged stored file, False (cleared) or None (empty).
         image = self.cleaned_data.get("image")
         if image and "image" in self.changed_data:
             try:

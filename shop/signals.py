@@ -9,6 +9,8 @@ delete_products, which does a whole batch at once.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import transaction
 from django.db.models import QuerySet
 from django.db.models.signals import post_delete, pre_delete
@@ -19,12 +21,14 @@ from shop.services import catalogue, training
 
 
 @receiver(pre_delete, sender=Product, dispatch_uid="shop.product_deleted")
-def product_deleted(sender, instance: Product, **kwargs) -> None:
+def product_deleted(sender: type[Product], instance: Product, **kwargs: Any) -> None:
     catalogue.product_deleted(product=instance)
 
 
 @receiver(pre_delete, sender=ProductImage, dispatch_uid="shop.product_image_deleted")
-def product_image_deleted(sender, instance: ProductImage, origin=None, **kwargs) -> None:
+def product_image_deleted(
+    sender: type[ProductImage], instance: ProductImage, origin: object = None, **kwargs: Any
+) -> None:
     catalogue.product_image_deleted(image=instance, with_product=_deletes_products(origin))
 
 
@@ -34,7 +38,7 @@ def _deletes_products(origin: object) -> bool:
 
 
 @receiver(post_delete, sender=ModelVersion, dispatch_uid="shop.model_version_deleted")
-def model_version_deleted(sender, instance: ModelVersion, **kwargs) -> None:
+def model_version_deleted(sender: type[ModelVersion], instance: ModelVersion, **kwargs: Any) -> None:
     """A deleted version's trained tower leaves the model store once the deletion commits."""
     if instance.artifact_path:
         transaction.on_commit(lambda: training.delete_artifact(path=instance.artifact_path))

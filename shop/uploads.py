@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import IO
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -30,7 +31,14 @@ class CappedUploadHandler(FileUploadHandler):
         self.max_bytes = max_bytes
         self.received = 0
 
-    def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
+    def handle_raw_input(
+        self,
+        input_data: IO[bytes],
+        META: dict[str, str],
+        content_length: int,
+        boundary: str,
+        encoding: str | None = None,
+    ) -> None:
         if content_length > self.max_bytes:
             raise UploadTooLarge(f"{content_length} bytes announced, {self.max_bytes} allowed")
         return None  # the other handlers parse the body
@@ -61,7 +69,8 @@ def client_ip(request: HttpRequest) -> str:
     try:
         return str(ipaddress.ip_address(address))
     except ValueError:
-        return request.META["REMOTE_ADDR"]
+        remote: str = request.META["REMOTE_ADDR"]
+        return remote
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ The web process imports this module, so it must never import TensorFlow or Djang
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -13,7 +14,7 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from numbers import Integral
-from typing import BinaryIO
+from typing import IO, TypeAlias
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -31,6 +32,9 @@ IMAGENET_BGR_MEANS = np.array([103.939, 116.779, 123.68], dtype=np.float32)
 # LOAD_TRUNCATED_IMAGES is a Pillow module global; serialise the rare case where
 # someone switched it on so that our load() still refuses truncated files.
 _truncation_lock = threading.Lock()
+
+# A path, the bytes themselves, or a binary file (an open file, an upload, a Django FieldFile).
+ImageSource: TypeAlias = str | os.PathLike[str] | bytes | IO[bytes]
 
 
 class ImageError(ValueError):
@@ -85,7 +89,7 @@ class ImageHeader:
 
 
 def open_image(
-    source: str | os.PathLike | bytes | BinaryIO,
+    source: ImageSource,
     *,
     max_pixels: int = 40_000_000,
     max_bytes: int | None = None,
@@ -120,7 +124,7 @@ def open_image(
 
 
 def read_header(
-    source: str | os.PathLike | bytes | BinaryIO,
+    source: ImageSource,
     *,
     max_pixels: int,
     max_bytes: int | None = None,
@@ -174,7 +178,7 @@ def _header_orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def _read_bytes(source: str | os.PathLike | bytes | BinaryIO, *, max_bytes: int | None) -> bytes:
+def _read_bytes(source: ImageSource, *, max_bytes: int | None) -> bytes:
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     elif isinstance(source, (str, os.PathLike)):
@@ -184,10 +188,8 @@ def _read_bytes(source: str | os.PathLike | bytes | BinaryIO, *, max_bytes: int 
         with open(source, "rb") as handle:
             data = handle.read()
     else:
-        try:
+        with contextlib.suppress(AttributeError, OSError):  # a pipe or socket: read what is left
             source.seek(0)
-        except (AttributeError, OSError):
-            pass  # a pipe or socket: read what is left
         # Read one byte past the limit so an oversized stream is detected without reading all of it.
         data = source.read() if max_bytes is None else source.read(max_bytes + 1)
     if not data:

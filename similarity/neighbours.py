@@ -6,6 +6,7 @@ The web process imports this module, so it must stay free of TensorFlow and Djan
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import TypeAlias
 
 import numpy as np
 from scipy.spatial.distance import cdist
@@ -16,6 +17,10 @@ MAX_BLOCK_CELLS = 16_000_000
 # NaN (cosine distance of an all-zero vector) ranks after every real distance but before
 # excluded rows, which are set to +inf.
 _LAST = np.finfo(np.float64).max
+
+# Rows to leave out of a top_k result: one row for every query, a sequence of rows for a 1-D
+# query, or one entry (a row, a sequence of rows, or None) per row of a 2-D query.
+Exclusion: TypeAlias = int | Sequence[int] | Sequence[int | Sequence[int] | None]
 
 
 def prepare_matrix(vectors: np.ndarray) -> np.ndarray:
@@ -59,7 +64,7 @@ def top_k(
     matrix: np.ndarray,
     k: int = 10,
     *,
-    exclude: int | Sequence[int] | Sequence[int | Sequence[int] | None] | None = None,
+    exclude: Exclusion | None = None,
     metric: str = "euclidean",
 ) -> tuple[np.ndarray, np.ndarray]:
     """The k rows of matrix closest to query, nearest first, ties broken by lower row index.
@@ -108,7 +113,7 @@ def _check_rows(rows: np.ndarray, columns: int) -> np.ndarray:
     return rows.astype(np.intp)
 
 
-def _exclusion_mask(exclude: object, *, rows: int, columns: int, single: bool) -> np.ndarray | None:
+def _exclusion_mask(exclude: Exclusion | None, *, rows: int, columns: int, single: bool) -> np.ndarray | None:
     if exclude is None:
         return None
     mask = np.zeros((rows, columns), dtype=bool)
@@ -117,7 +122,7 @@ def _exclusion_mask(exclude: object, *, rows: int, columns: int, single: bool) -
     elif single:
         mask[0, _check_rows(np.array(list(exclude), dtype=np.int64), columns)] = True
     else:
-        entries = list(exclude)  # type: ignore[call-overload]
+        entries = list(exclude)
         if len(entries) != rows:
             raise ValueError(f"A 2-D query needs one exclude entry per row: {rows} rows, {len(entries)} entries.")
         if all(isinstance(entry, (int, np.integer)) for entry in entries):

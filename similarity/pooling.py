@@ -28,7 +28,7 @@ def gem_pool(features: Any, *, p: float = GEM_P, eps: float = GEM_EPS) -> Any:
     return ops.power(ops.mean(ops.power(clamped, p), axis=(1, 2)), 1.0 / p)
 
 
-class GeMPooling2D(keras.layers.Layer):
+class GeMPooling2D(keras.layers.Layer):  # type: ignore[misc]  # keras ships no type information
     """gem_pool as a weightless layer, so adding it leaves the backbone's weights file unchanged."""
 
     def __init__(self, p: float = GEM_P, eps: float = GEM_EPS, **kwargs: Any) -> None:
@@ -39,7 +39,7 @@ class GeMPooling2D(keras.layers.Layer):
     def call(self, inputs: Any) -> Any:
         return gem_pool(inputs, p=self.p, eps=self.eps)
 
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, int | None]:
         return (input_shape[0], input_shape[-1])
 
     def get_config(self) -> dict[str, Any]:

@@ -357,3 +357,29 @@ def live_shop(worker_env, redis_url, celery_worker_process, tmp_path_factory):
     yield shop
     shop.stop()
     print(f"web server log: {shop.log}")
+
+
+# --- the fast lane ---------------------------------------------------------------------------------
+
+# Fixtures that start a broker, a worker, a web server or the demo catalogue: a test using one is slow.
+SLOW_FIXTURES = frozenset({"redis_url", "worker_env", "celery_worker_process", "indexed_catalogue", "live_shop"})
+# Modules that build or run Keras models (VGG19, the siamese tower) in the test process.
+SLOW_MODULES = frozenset(
+    {
+        "tests/similarity/test_backbone.py",
+        "tests/similarity/test_backbones_extra.py",
+        "tests/similarity/test_precision.py",
+        "tests/similarity/test_siamese.py",
+        "tests/similarity/test_training_design.py",
+        "tests/similarity/test_streaming_evaluation.py",
+    }
+)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark slow what needs a worker, a broker or a Keras model; `pytest -m "not slow"` is the fast lane."""
+    root = Path(str(config.rootpath))
+    for item in items:
+        module = Path(str(item.path)).relative_to(root).as_posix()
+        if module in SLOW_MODULES or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from django.db import transaction
+from django.db.models import QuerySet
 
 from shop.models import Feature, Product, ProductEmbedding, ProductImage, StreetPhoto
 from shop.services import enqueue, recommendations
@@ -176,11 +177,11 @@ def _queue_reranks(owners: dict[int, list[int]], removed: list[int]) -> None:
             enqueue.rerank_similar_lists(version_id, batch, removed)
 
 
-def _image_files(images) -> list[str]:
+def _image_files(images: QuerySet[ProductImage]) -> list[str]:
     return [name for names in images.values_list("image", "thumbnail", "thumbnail_large") for name in names if name]
 
 
-def delete_files_on_commit(names: Iterable[str]) -> None:
+def delete_files_on_commit(names: Iterable[str | None]) -> None:
     """Delete these stored files once the current transaction commits, unless a row still names them."""
     wanted = sorted({name for name in names if name})
     if wanted:

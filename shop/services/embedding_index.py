@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeAlias, TypeVar
 
 import numpy as np
 from django.conf import settings
@@ -26,6 +26,8 @@ from similarity.neighbours import VectorIndex
 logger = logging.getLogger("shop")
 
 T = TypeVar("T")
+# (embedding id, product id, stored vector) as read from the database.
+EmbeddingRow: TypeAlias = tuple[int, int, bytes | memoryview]
 
 # The longest a row committed late under a lower id can stay out of a process's index.
 RECOUNT_SECONDS = 10.0
@@ -53,11 +55,11 @@ class CachedIndex:
     positions: dict[int, int] = field(default_factory=dict)
     counted_at: float = field(default_factory=time.monotonic)
 
-    def position_of(self, product_ids) -> list[int]:
+    def position_of(self, product_ids: Iterable[int]) -> list[int]:
         return [self.positions[p] for p in product_ids if p in self.positions]
 
 
-def _rows_after(version_id: int, last_id: int) -> list[tuple[int, int, bytes]]:
+def _rows_after(version_id: int, last_id: int) -> list[EmbeddingRow]:
     return list(
         ProductEmbedding.objects.filter(version_id=version_id, id__gt=last_id)
         .order_by("id")
@@ -66,7 +68,7 @@ def _rows_after(version_id: int, last_id: int) -> list[tuple[int, int, bytes]]:
     )
 
 
-def _rows_of(version_id: int, product_ids: list[int]) -> list[tuple[int, int, bytes]]:
+def _rows_of(version_id: int, product_ids: list[int]) -> list[EmbeddingRow]:
     return list(
         ProductEmbedding.objects.filter(version_id=version_id, product_id__in=product_ids)
         .order_by("id")
@@ -74,7 +76,7 @@ def _rows_of(version_id: int, product_ids: list[int]) -> list[tuple[int, int, by
     )
 
 
-def _append(cached: CachedIndex, rows: list[tuple[int, int, bytes]]) -> bool:
+def _append(cached: CachedIndex, rows: list[EmbeddingRow]) -> bool:
     """Add new rows; False (nothing added) when one is a product the index already holds: its
     embedding was replaced (new photos), so the old row must go and only a reload does that."""
     if not rows:

@@ -6,12 +6,13 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypedDict, TypeVar
 
 import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
+from django.db.models.fields.files import FieldFile
 from PIL import Image
 
 from shop import runtime, selectors
@@ -100,14 +101,14 @@ def queue_catalogue_indexing(*, category: str = Category.DRESSES) -> dict[str, i
 
 
 def _extract_features(
-    items: Sequence[T], load: Callable[[T], object], *, label: Callable[[T], str]
+    items: Sequence[T], load: Callable[[T], Image.Image], *, label: Callable[[T], str]
 ) -> tuple[list[T], np.ndarray | None]:
     """Decode each item's image and run the backbone in batches; bad images are logged and skipped."""
     backbone = runtime.get_backbone()
     kept: list[T] = []
     vectors: list[np.ndarray] = []
     batch_items: list[T] = []
-    batch_images: list[object] = []
+    batch_images: list[Image.Image] = []
 
     def flush() -> None:
         if batch_images:
@@ -139,7 +140,14 @@ def _extract_features(
     return kept, (np.concatenate(vectors) if vectors else None)
 
 
-def stored_vector(vector: np.ndarray) -> dict:
+class StoredVector(TypedDict):
+    """A Feature's vector and dtype fields."""
+
+    vector: bytes
+    dtype: str
+
+
+def stored_vector(vector: np.ndarray) -> StoredVector:
     """A Feature's vector and dtype fields, in FEATURE_DTYPE unless float16 cannot hold the values."""
     dtype = settings.FEATURE_DTYPE
     if dtype == "float16" and not np.all(np.abs(vector) <= np.finfo(np.float16).max):
@@ -147,7 +155,7 @@ def stored_vector(vector: np.ndarray) -> dict:
     return {"vector": vector_to_bytes(vector, dtype), "dtype": dtype}
 
 
-def open_stored_image(field, *, upright: bool = True) -> Image.Image:
+def open_stored_image(field: FieldFile, *, upright: bool = True) -> Image.Image:
     """Decode a stored photo with the shop's pixel cap (see similarity.images.open_image)."""
     with field.open("rb") as handle:
         return open_image(handle, max_pixels=settings.IMAGE_MAX_PIXELS, upright=upright)
@@ -189,11 +197,12 @@ def index_product_images(*, product_image_ids: Sequence[int]) -> ImageResults:
     def load(item: ProductImage) -> Image.Image:
         image = open_stored_image(item.image)
         # The worker decodes the photo anyway; pages then never ship multi-megapixel originals.
-        made = []
+        made: list[str] = []
         sizes = ((item.thumbnail, "", THUMBNAIL_SIDE), (item.thumbnail_large, "-large", 2 * THUMBNAIL_SIDE))
         for thumbnail, suffix, side in sizes:
             if not thumbnail:
                 thumbnail.save(f"{item.pk}{suffix}.jpg", ContentFile(thumbnail_jpeg(image, longest=side)), save=False)
+                assert thumbnail.name is not None  # save() named it
                 made.append(thumbnail.name)
         if made:
             thumbnails[item.pk] = tuple(made)

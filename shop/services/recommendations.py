@@ -86,7 +86,13 @@ def _locked_version(version_id: int) -> ModelVersion | None:
     return version
 
 
-def _rows(version_id: int, product_ids: np.ndarray, positions, indices, distances) -> RankedRows:
+def _rows(
+    version_id: int,
+    product_ids: np.ndarray,
+    positions: Sequence[int] | np.ndarray,
+    indices: np.ndarray | Sequence[np.ndarray],
+    distances: np.ndarray | Sequence[np.ndarray],
+) -> RankedRows:
     """Rows for each position's list (index -1: no more neighbours); lists may differ in length."""
     if isinstance(indices, np.ndarray) and indices.ndim == 2:
         lists, lengths = [indices], [indices.shape[1]] * len(indices)
@@ -152,6 +158,8 @@ def rank_slice(*, version_id: int, low: int, high: int) -> int:
     ids = cached.index.ids
     positions = np.flatnonzero((ids >= low) & (ids < high))
     k = settings.SIMILAR_ITEMS
+    indices: np.ndarray | list[np.ndarray]
+    distances: np.ndarray | list[np.ndarray]
     indices, distances = cached.index.search_rows(positions, k) if len(positions) else ([], [])
     rows = _rows(version_id, ids, positions, indices, distances)
     with transaction.atomic():
@@ -221,7 +229,9 @@ def update_recommendations(*, version_id: int, product_ids: Sequence[int]) -> in
     return len(rows)
 
 
-def _rank_new(version_id: int, cached: embedding_index.CachedIndex, product_ids: Sequence[int]):
+def _rank_new(
+    version_id: int, cached: embedding_index.CachedIndex, product_ids: Sequence[int]
+) -> tuple[list[int], list[np.ndarray], list[np.ndarray], RankedRows] | None:
     """(positions, neighbour indices, distances, rows) of the new rows and the lists they enter."""
     k = settings.SIMILAR_ITEMS
     new = sorted(set(cached.position_of(product_ids)))
@@ -405,6 +415,8 @@ def _rank_lists(
     if not positions:
         return None
     width = min(k + len(skip), len(cached.index) - 1)
+    found: np.ndarray | list[np.ndarray]
+    found_distances: np.ndarray | list[np.ndarray]
     if width > 0:
         found, found_distances = cached.index.search_rows(positions, width)
     else:

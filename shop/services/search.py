@@ -8,8 +8,10 @@ a worker that dies on a photo fails that search rather than taking the photo aga
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from importlib import import_module
+from typing import TYPE_CHECKING, Any, TypedDict
 from uuid import UUID
 
 import numpy as np
@@ -24,6 +26,9 @@ from shop.models import Category, ModelVersion, SearchQuery
 from shop.services import embedding_index, enqueue
 from similarity.images import ImageError, ImageHeader
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 logger = logging.getLogger("shop")
 
 # Shown to shoppers; never an exception's text, which may name server paths.
@@ -33,6 +38,13 @@ WORKER_DIED = "Your photo could not be processed. Please try another photo."
 UNREADABLE = "Your photo could not be read. Please try another photo."
 # The clean copy kept and shown: large enough for the results page, small enough to be cheap.
 SHOWN_PHOTO_SIDE = 1024
+
+
+class Match(TypedDict):
+    """One product of a search's results, as stored in SearchQuery.results."""
+
+    product_id: int
+    distance: float
 
 
 class SearchBusy(Exception):
@@ -60,7 +72,7 @@ def check_capacity() -> None:
 
 
 def create_search_query(
-    *, image: UploadedFile, header: ImageHeader, bbox: tuple[int, int, int, int] | None
+    *, image: UploadedFile[bytes], header: ImageHeader, bbox: tuple[int, int, int, int] | None
 ) -> SearchQuery:
     """Store a validated upload and queue the search once the row is committed."""
     check_capacity()
@@ -125,7 +137,7 @@ def purge_searches(*, older_than: timedelta | None = None) -> int:
     return deleted
 
 
-def _delete_file(name: str) -> None:
+def _delete_file(name: str | None) -> None:
     if name:
         try:
             SearchQuery._meta.get_field("image").storage.delete(name)
@@ -133,12 +145,12 @@ def _delete_file(name: str) -> None:
             logger.warning("could not delete search photo %s", name, exc_info=True)
 
 
-def _delete_orphans(cutoff) -> None:
+def _delete_orphans(cutoff: datetime) -> None:
     """Files older than the cutoff that no row names (a crash between the file and the row)."""
     storage = SearchQuery._meta.get_field("image").storage
     known = set(SearchQuery.objects.values_list("image", flat=True))
 
-    def walk(folder: str):
+    def walk(folder: str) -> Iterator[str]:
         try:
             folders, files = storage.listdir(folder)
         except FileNotFoundError:
@@ -153,10 +165,10 @@ def _delete_orphans(cutoff) -> None:
             _delete_file(name)
 
 
-def nearest_products(version: ModelVersion, vector: np.ndarray) -> list[dict]:
+def nearest_products(version: ModelVersion, vector: np.ndarray) -> list[Match]:
     """The catalogue's nearest products to an embedding, nearest first, from the process's index."""
 
-    def search(cached: embedding_index.CachedIndex) -> list[dict]:
+    def search(cached: embedding_index.CachedIndex) -> list[Match]:
         indices, distances = cached.index.search(vector[None, :], settings.SIMILAR_ITEMS)
         return [
             {"product_id": int(cached.index.ids[i]), "distance": round(float(d), 6)}
@@ -222,14 +234,14 @@ def _fail(query: SearchQuery, error: str) -> None:
         _delete_file(query.image.name)
 
 
-def _finish(query: SearchQuery, *, status: str, **fields) -> None:
+def _finish(query: SearchQuery, *, status: str, **fields: Any) -> None:
     """Record the outcome unless the search already ended (overdue) meanwhile."""
     SearchQuery.objects.filter(pk=query.pk, status=SearchQuery.Status.PENDING).update(
         status=status, finished_at=timezone.now(), **fields
     )
 
 
-def _clean_copy(query: SearchQuery):
+def _clean_copy(query: SearchQuery) -> tuple[Image.Image, tuple[int, int, int, int] | None]:
     """Decode the upload once, keep a re-encoded copy without metadata and delete the original.
 
     Returns the decoded, upright image and the shopper's box scaled to it (JPEG draft decoding

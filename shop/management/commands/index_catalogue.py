@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any, TextIO, cast
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from shop import selectors
 from shop.management.progress import RateMeter, bar, wait_until
@@ -13,12 +15,12 @@ from shop.services.indexing import queue_catalogue_indexing
 class Command(BaseCommand):
     help = "Queue VGG19 features (and active-model embeddings) for every product and street photo."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--category", default=Category.DRESSES, choices=Category.values)
         parser.add_argument("--wait", action="store_true", help="show progress until the workers are done")
         parser.add_argument("--stall-timeout", type=float, default=600.0)
 
-    def handle(self, *args, category: str, wait: bool, stall_timeout: float, **options):
+    def handle(self, *args: Any, category: str, wait: bool, stall_timeout: float, **options: Any) -> None:
         queued = queue_catalogue_indexing(category=category)
         self.stdout.write(f"queued {queued['products']} products and {queued['street_photos']} street photos")
         if not wait:
@@ -37,6 +39,8 @@ class Command(BaseCommand):
                 line += f"  embeddings {embedded}/{p['products']}"
             return finished, line, (done, embedded)
 
-        if not wait_until(poll, stream=self.stdout, stall_timeout=stall_timeout):
+        # OutputWrapper is a text stream over the command's stdout; wait_until calls only isatty, write, flush.
+        stream = cast(TextIO, self.stdout)
+        if not wait_until(poll, stream=stream, stall_timeout=stall_timeout):
             raise CommandError("indexing did not finish")
         self.stdout.write(self.style.SUCCESS("catalogue indexed"))
