@@ -1,4 +1,4 @@
-"""Throughput of shop.downloads against a local server with a fixed latency per request.
+"""Throughput of shop.street2shop.download against a local server with a fixed latency per request.
 
 Run: .venv/bin/python benchmarks/bench_downloads.py [--count 500] [--latency 0.02] [--workers 1,4,8]
 
@@ -14,13 +14,18 @@ import multiprocessing
 import random
 import sys
 import tempfile
+import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections import Counter
+from collections.abc import Iterable
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shop.downloads import DownloadConfig, DownloadJob, download_photos, summarize
+from shop.street2shop.download import download_photos
+from shop.street2shop.jobs import OUTCOMES, DownloadConfig, DownloadJob, DownloadResult
+from tests import httpserver
 
 
 def make_photos(count: int, seed: int) -> list[bytes]:
@@ -43,25 +48,19 @@ def serve(count: int, latency: float, ready: multiprocessing.Queue) -> None:
     """Serve /photo/<n>.jpg after ``latency`` seconds; report (port, sizes) on ``ready``."""
     photos = make_photos(count, seed=2015)
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def photo(handler: BaseHTTPRequestHandler, seen: int) -> None:
+        httpserver.send(handler, 200, photos[int(handler.path.rsplit("/", 1)[1].split(".")[0])])
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
+    with httpserver.PhotoServer() as server:
+        server.add_prefix("/photo/", httpserver.after(latency, photo))
+        ready.put((server.port, [len(photo) for photo in photos]))
+        threading.Event().wait()  # until the benchmark terminates this process
 
-        def do_GET(self) -> None:
-            time.sleep(latency)
-            body = photos[int(self.path.rsplit("/", 1)[1].split(".")[0])]
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    ready.put((server.server_address[1], [len(photo) for photo in photos]))
-    server.serve_forever()
+def summarize(results: Iterable[DownloadResult]) -> dict[str, int]:
+    """Count results per outcome, in the order of ``OUTCOMES``; absent outcomes are left out."""
+    counts = Counter(result.outcome for result in results)
+    return {outcome: counts[outcome] for outcome in OUTCOMES if counts[outcome]}
 
 
 def run(jobs: list[DownloadJob], workers: int) -> tuple[float, dict[str, int]]:

@@ -26,7 +26,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from shop import demodata  # noqa: E402  (Django-free)
+from shop.street2shop.demo.photos import labelled_photos  # noqa: E402  (Django-free)
 from similarity.backbone import Backbone, cpu_bf16_flags, load_backbone  # noqa: E402
 from similarity.evaluation import top_k_accuracy  # noqa: E402
 from similarity.neighbours import all_top_k  # noqa: E402
@@ -36,7 +36,7 @@ PRECISIONS = ("float32", "bfloat16")
 
 def demo_images(products: int, seed: int) -> tuple[list, list, list, list]:
     """Shop photos (the gallery) and boxed street crops (the queries) of demo products."""
-    return demodata.labelled_photos(seed=seed, n_products=products)
+    return labelled_photos(seed=seed, n_products=products)
 
 
 def cpu_model() -> str:

@@ -40,11 +40,15 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from tests import httpserver  # noqa: E402  (the repository's test photo server)
+
 META = REPO.parent / "shared" / "street2shop" / "meta" / "json"
 HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4")
 DEAD_HOST = "127.0.0.9"  # nothing listens: connection refused, like a retailer that is gone
@@ -57,6 +61,7 @@ SILENT_SHARE = 1 / 12
 READ_TIMEOUT = 1.0
 BUCKET = 256  # street photos are generated at their boxes' extent rounded up to this
 MAX_SIDE = 4096
+PHOTO_PATH = re.compile(r"/(\w+)/(\d+)\.jpg(?:/hop(\d+))?")
 
 
 # --- the servers (child process) ------------------------------------------------------------------
@@ -80,7 +85,7 @@ def make_jpeg(size: tuple[int, int], seed: int) -> bytes:
 def serve(
     sizes: dict[int, tuple[int, int]], latency: float, ready: multiprocessing.Queue, hosts: tuple[str, ...] = HOSTS
 ) -> None:
-    """Serve /<route>/<photo id>.jpg on every HOSTS address; /_stats answers the request counts."""
+    """Serve /<route>/<photo id>.jpg on every HOSTS address (a PhotoServer each); /_stats answers the request counts."""
     from PIL import Image
 
     shop = [make_jpeg((640, 480), seed) for seed in range(16)]
@@ -88,93 +93,89 @@ def serve(
     buffer = io.BytesIO()
     Image.new("L", (8000, 8000), 128).save(buffer, format="PNG")
     bomb = buffer.getvalue()  # 64 megapixels in ~60 KB
-    lock = threading.Lock()
-    requests: Counter[str] = Counter()
-    photos: Counter[int] = Counter()
+    servers = [httpserver.PhotoServer(host) for host in hosts]
 
     def photo(photo_id: int) -> bytes:
         size = sizes.get(photo_id)
         return buckets[size] if size else shop[photo_id % len(shop)]
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def stats(handler: BaseHTTPRequestHandler, seen: int) -> None:
+        photos: Counter[int] = Counter()
+        for server in servers:
+            with server.lock:
+                for path, count in server.requests.items():
+                    if match := PHOTO_PATH.fullmatch(path):
+                        photos[int(match.group(2))] += count
+        body = json.dumps({"total": sum(photos.values()), "photos": dict(photos)}).encode()
+        httpserver.send(handler, 200, body, "application/json")
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
+    for server in servers:
+        for name, route in photo_routes(photo, bomb).items():
+            server.add_prefix(f"/{name}/", httpserver.after(latency, route))
+        server.start()
+    servers[0].add("/_stats", stats)
+    ready.put([server.port for server in servers])
+    threading.Event().wait()  # until the benchmark terminates this process
 
-        def send(self, status: int, body: bytes = b"", content_type: str = "image/jpeg", **headers: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in headers.items():
-                self.send_header(name.replace("_", "-"), value)
-            self.end_headers()
-            self.wfile.write(body)
 
-        def do_GET(self) -> None:
-            if self.path == "/_stats":
-                with lock:
-                    body = json.dumps({"total": sum(requests.values()), "photos": dict(photos)}).encode()
-                return self.send(200, body, "application/json")
-            match = re.fullmatch(r"/(\w+)/(\d+)\.jpg(?:/hop(\d+))?", self.path.split("?", 1)[0])
-            if not match:
-                return self.send(404, b"no such route", "text/plain")
-            route, photo_id, hop = match.group(1), int(match.group(2)), match.group(3)
-            with lock:
-                requests[self.path] += 1
-                photos[photo_id] += 1
-                seen = requests[self.path]
-            time.sleep(latency)
-            base = f"/{route}/{photo_id}.jpg"
-            if route == "ok":
-                self.send(200, photo(photo_id))
-            elif route == "e404":
-                self.send(404, b"not found", "text/plain")
-            elif route == "e500":
-                self.send(500, b"oops", "text/plain")
-            elif route == "html":
-                self.send(200, b"<!DOCTYPE html><html><body>This dress is sold out</body></html>", "text/html")
-            elif route == "truncated":
-                data = photo(photo_id)
-                self.send(200, data[: len(data) * 6 // 10])
-            elif route == "empty":
-                self.send(200, b"")
-            elif route == "bomb":
-                self.send(200, bomb, "image/png")
-            elif route == "loop":
-                self.send(302, Location=f"{base}/hop{int(hop or 0) + 1}")
-            elif route == "slow":
-                time.sleep(SLOW_SECONDS)
-                self.send(200, photo(photo_id))
-            elif route == "silent":
-                time.sleep(SILENT_SECONDS)
-                self.send(200, photo(photo_id))
-            elif route == "flaky":
-                self.send(500, b"oops", "text/plain") if seen == 1 else self.send(200, photo(photo_id))
-            elif route == "busy":
-                if seen == 1:
-                    self.send(429, b"slow down", "text/plain", Retry_After="1")
-                else:
-                    self.send(200, photo(photo_id))
-            elif route == "moved":
-                hops = int(hop or 0)
-                if hops < 2:
-                    self.send(301, Location=f"{base}/hop{hops + 1}")
-                else:
-                    self.send(200, photo(photo_id))
+def photo_routes(photo: Callable[[int], bytes], bomb: bytes) -> dict[str, httpserver.Route]:
+    """The route of each kind of photo URL, by the first part of its path."""
 
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-        request_queue_size = 128
+    def matched(handler: BaseHTTPRequestHandler) -> re.Match[str]:
+        match = PHOTO_PATH.fullmatch(handler.path.split("?", 1)[0])
+        assert match is not None, handler.path  # photos.txt lists only such URLs
+        return match
 
-        def handle_error(self, request: object, client_address: object) -> None:
-            pass  # clients giving up on the slow route
+    def parts(handler: BaseHTTPRequestHandler) -> tuple[str, int]:
+        """The URL of the photo without its hops, and the number of hops so far."""
+        match = matched(handler)
+        return f"/{match.group(1)}/{match.group(2)}.jpg", int(match.group(3) or 0)
 
-    servers = [Server((host, 0), Handler) for host in hosts]
-    for server in servers[1:]:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    ready.put([server.server_address[1] for server in servers])
-    servers[0].serve_forever()
+    def photo_of(handler: BaseHTTPRequestHandler) -> bytes:
+        return photo(int(matched(handler).group(2)))
+
+    def ok(handler: BaseHTTPRequestHandler, seen: int) -> None:
+        httpserver.send(handler, 200, photo_of(handler))
+
+    def truncated(handler: BaseHTTPRequestHandler, seen: int) -> None:
+        data = photo_of(handler)
+        httpserver.send(handler, 200, data[: len(data) * 6 // 10])
+
+    def loop(handler: BaseHTTPRequestHandler, seen: int) -> None:
+        base, hops = parts(handler)
+        httpserver.send(handler, 302, headers={"Location": f"{base}/hop{hops + 1}"})
+
+    def first_fails(code: int, headers: dict[str, str] | None = None) -> httpserver.Route:
+        def route(handler: BaseHTTPRequestHandler, seen: int) -> None:
+            if seen == 1:
+                httpserver.send(handler, code, b"try later", "text/plain", headers)
+            else:
+                ok(handler, seen)
+
+        return route
+
+    def moved(handler: BaseHTTPRequestHandler, seen: int) -> None:
+        base, hops = parts(handler)
+        if hops < 2:
+            httpserver.send(handler, 301, headers={"Location": f"{base}/hop{hops + 1}"})
+        else:
+            ok(handler, seen)
+
+    return {
+        "ok": ok,
+        "e404": httpserver.status(404),
+        "e500": httpserver.status(500),
+        "html": httpserver.html(),
+        "truncated": truncated,
+        "empty": httpserver.image(b""),
+        "bomb": httpserver.image(bomb, "image/png"),
+        "loop": loop,
+        "slow": httpserver.after(SLOW_SECONDS, ok),
+        "silent": httpserver.after(SILENT_SECONDS, ok),
+        "flaky": first_fails(500),
+        "busy": first_fails(429, {"Retry-After": "1"}),
+        "moved": moved,
+    }
 
 
 # --- the dataset and what should happen -----------------------------------------------------------
@@ -196,7 +197,7 @@ def plan(seed: int, scenario: str = "four-hosts") -> dict:
     extent: dict[int, tuple[int, int]] = {}
     street: dict[int, set[int]] = {}
     for entry in pairs:
-        box = {key: int(round(value)) for key, value in entry["bbox"].items()}
+        box = {key: round(value) for key, value in entry["bbox"].items()}
         right, bottom = box["left"] + box["width"], box["top"] + box["height"]
         old = extent.get(entry["photo"], (1, 1))
         extent[entry["photo"]] = (max(old[0], right), max(old[1], bottom))

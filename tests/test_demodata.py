@@ -14,7 +14,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from PIL import Image
 
-from shop import demodata
+from shop.street2shop.demo.dataset import README_MARKER, generate_dataset
+from shop.street2shop.demo.photos import SHOP_SIZE, shop_photo, street_photo
+from shop.street2shop.demo.plan import COLOURS, DemoDatasetError, Dress, plan_catalogue
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "street2shop"
 SEED = 7
@@ -24,7 +26,7 @@ N_PRODUCTS = 12
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo") / "set"
-    demodata.generate_dataset(out, n_products=N_PRODUCTS, seed=SEED, street_per_product=2)
+    generate_dataset(out, n_products=N_PRODUCTS, seed=SEED, street_per_product=2)
     return out
 
 
@@ -52,7 +54,7 @@ def test_it_lays_out_files_like_street2shop(dataset: Path) -> None:
         "meta/json/demo_products_dresses.json",
     }
     assert all((p.stat().st_mode & 0o444) == 0o444 for p in dataset.rglob("*") if p.is_file())
-    assert (dataset / "README.txt").read_text().startswith(demodata.README_MARKER)
+    assert (dataset / "README.txt").read_text().startswith(README_MARKER)
     assert f"--seed {SEED}" in (dataset / "README.txt").read_text()
 
 
@@ -156,33 +158,33 @@ def test_it_titles_and_prices_products_like_a_shop(dataset: Path) -> None:
 
 
 def test_it_is_byte_identical_for_the_same_seed(dataset: Path, tmp_path: Path) -> None:
-    demodata.generate_dataset(tmp_path / "again", n_products=N_PRODUCTS, seed=SEED, street_per_product=2)
+    generate_dataset(tmp_path / "again", n_products=N_PRODUCTS, seed=SEED, street_per_product=2)
     assert digest(tmp_path / "again") == digest(dataset)
 
 
 def test_it_draws_something_else_for_another_seed(dataset: Path, tmp_path: Path) -> None:
-    demodata.generate_dataset(tmp_path / "other", n_products=N_PRODUCTS, seed=SEED + 1, street_per_product=2)
+    generate_dataset(tmp_path / "other", n_products=N_PRODUCTS, seed=SEED + 1, street_per_product=2)
     ours, theirs = digest(dataset), digest(tmp_path / "other")
     assert set(ours.values()).isdisjoint(theirs.values())
 
 
 def test_it_writes_the_same_files_with_several_workers(tmp_path: Path) -> None:
-    demodata.generate_dataset(tmp_path / "one", n_products=3, seed=1, street_per_product=2, workers=1)
-    demodata.generate_dataset(tmp_path / "two", n_products=3, seed=1, street_per_product=2, workers=2)
+    generate_dataset(tmp_path / "one", n_products=3, seed=1, street_per_product=2, workers=1)
+    generate_dataset(tmp_path / "two", n_products=3, seed=1, street_per_product=2, workers=2)
     assert digest(tmp_path / "one") == digest(tmp_path / "two")
 
 
 def test_it_draws_a_solid_dress_in_its_colour() -> None:
-    dress = demodata.Dress("a-line", "knee", "round", "short", "emerald", "solid", "emerald", motif_seed=1)
-    image = demodata.shop_photo(dress, np.random.default_rng(0))
-    assert image.size == demodata.SHOP_SIZE
+    dress = Dress("a-line", "knee", "round", "short", "emerald", "solid", "emerald", motif_seed=1)
+    image = shop_photo(dress, np.random.default_rng(0))
+    assert image.size == SHOP_SIZE
     centre = np.asarray(image, dtype=float)[150:180, 118:138].mean(axis=(0, 1))
-    assert np.abs(centre - demodata.COLOURS["emerald"]).max() < 30
+    assert np.abs(centre - COLOURS["emerald"]).max() < 30
 
 
 def test_it_boxes_the_dress_in_a_street_photo() -> None:
-    dress = demodata.Dress("sheath", "midi", "v-neck", "long", "red", "solid", "red", motif_seed=1)
-    image, (box,) = demodata.street_photo([dress], np.random.default_rng(3))
+    dress = Dress("sheath", "midi", "v-neck", "long", "red", "solid", "red", motif_seed=1)
+    image, (box,) = street_photo([dress], np.random.default_rng(3))
     pixels = np.asarray(image, dtype=float)
     inside = pixels[box.top : box.top + box.height, box.left : box.left + box.width]
     centre = inside[box.height // 3 : box.height // 2, box.width // 3 : 2 * box.width // 3]
@@ -191,21 +193,21 @@ def test_it_boxes_the_dress_in_a_street_photo() -> None:
 
 
 def test_it_never_gives_a_strapless_dress_sleeves() -> None:
-    plan = demodata.plan_catalogue(seed=3, n_products=200, street_per_product=2)
+    plan = plan_catalogue(seed=3, n_products=200, street_per_product=2)
     strapless = [p.dress for p in plan.products if p.dress.neckline == "strapless"]
     assert strapless and all(d.sleeves == "sleeveless" for d in strapless)
 
 
 def test_it_refuses_a_directory_that_holds_something_else(tmp_path: Path) -> None:
     (tmp_path / "thesis.txt").write_text("precious")
-    with pytest.raises(demodata.DemoDatasetError):
-        demodata.generate_dataset(tmp_path, n_products=2, street_per_product=2)
+    with pytest.raises(DemoDatasetError):
+        generate_dataset(tmp_path, n_products=2, street_per_product=2)
     assert [p.name for p in tmp_path.iterdir()] == ["thesis.txt"]
 
 
 def test_it_rewrites_an_earlier_demo_dataset_without_stale_photos(tmp_path: Path) -> None:
-    demodata.generate_dataset(tmp_path, n_products=4, seed=1, street_per_product=2)
-    demodata.generate_dataset(tmp_path, n_products=2, seed=2, street_per_product=2)
+    generate_dataset(tmp_path, n_products=4, seed=1, street_per_product=2)
+    generate_dataset(tmp_path, n_products=2, seed=2, street_per_product=2)
     listed = {line.split(",", 1)[0] + ".jpg" for line in (tmp_path / "photos.txt").read_text().splitlines()}
     assert {p.name for p in (tmp_path / "photos").iterdir()} == listed
 

@@ -1,4 +1,4 @@
-"""Jobs handed to a running download (shop.downloads.JobFeed), against a server on 127.0.0.1."""
+"""Jobs handed to a running download (shop.street2shop.download.JobFeed), against a server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from shop.downloads import DownloadConfig, DownloadJob, DownloadResult, JobFeed, download_photos
-from shop.street2shop import photo_filename
+from shop.street2shop.download import JobFeed, download_photos
+from shop.street2shop.jobs import DownloadConfig, DownloadJob, DownloadResult
+from shop.street2shop.metadata import photo_filename
 from tests import httpserver
 from tests.httpserver import PhotoServer
 

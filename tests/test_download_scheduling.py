@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from shop.downloads import DownloadConfig, DownloadJob, DownloadResult, download_photos
+from shop.street2shop.download import download_photos
+from shop.street2shop.jobs import DownloadConfig, DownloadJob, DownloadResult
 from tests import httpserver
 from tests.httpserver import PhotoServer, Route
 
@@ -39,21 +40,6 @@ CONFIG = DownloadConfig(
 )  # the test servers
 
 
-class LoopbackServer(PhotoServer):
-    """A PhotoServer on another loopback address, i.e. another host to the downloader."""
-
-    def __init__(self, address: str) -> None:
-        super().__init__()
-        handler, server_class = self.httpd.RequestHandlerClass, type(self.httpd)
-        self.httpd.server_close()
-        self.httpd = server_class((address, 0), handler)
-        self.port = self.httpd.server_address[1]
-        self.address = address
-
-    def url(self, path: str) -> str:
-        return f"http://{self.address}:{self.port}{path}"
-
-
 @pytest.fixture
 def server() -> Iterator[PhotoServer]:
     with PhotoServer() as server:
@@ -63,7 +49,7 @@ def server() -> Iterator[PhotoServer]:
 @pytest.fixture
 def other_host() -> Iterator[PhotoServer]:
     try:
-        server = LoopbackServer("127.0.0.2")
+        server = PhotoServer("127.0.0.2")  # another loopback address: another host to the downloader
     except OSError:
         pytest.skip("127.0.0.2 is not a loopback address here")  # Linux routes all of 127/8; macOS does not
     with server:

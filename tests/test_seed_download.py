@@ -12,12 +12,12 @@ import pytest
 from django.core.management import CommandError, call_command
 from PIL import Image
 
-from shop.downloads import LOCK_NAME
 from shop.models import PhotoDownload, Product, ProductImage, StreetPhoto
 from shop.services import enqueue, photo_downloads, seeding
 from shop.services.photo_downloads import download_and_seed
 from shop.services.seeding import SeedingError, seed_street2shop
-from shop.street2shop import photo_filename
+from shop.street2shop.download import LOCK_NAME
+from shop.street2shop.metadata import photo_filename
 from tests import httpserver
 from tests import test_seeding as seeding_test
 from tests.httpserver import PhotoServer

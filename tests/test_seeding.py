@@ -15,7 +15,7 @@ from PIL import Image
 from shop.models import Product, ProductImage, StreetPhoto
 from shop.services import enqueue, seeding
 from shop.services.seeding import SeedReport, placeholder_price, seed_street2shop
-from shop.street2shop import MetadataError, load_retrieval, photo_filename
+from shop.street2shop.metadata import MetadataError, load_retrieval, photo_filename
 
 REAL_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "street2shop"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from shop.street2shop import (
+from shop.street2shop.metadata import (
     MetadataError,
     category_files,
     load_demo_products,
@@ -71,7 +71,7 @@ def test_it_finds_no_empty_box_in_the_real_files() -> None:
     for category in ("dresses", "skirts"):
         files = category_files(REAL_ROOT, category)
         for path in (files.train_pairs, files.test_pairs):
-            assert load_pairs(path).empty_boxes == []
+            assert not [pair for pair in load_pairs(path).pairs if pair.has_empty_box]
     skirts = load_pairs(category_files(REAL_ROOT, "skirts").train_pairs)
     assert [p.bbox for p in skirts.pairs if p.photo_id == 8288] == [(189, 510, 364, 383), (113, 473, 485, 544)]
     dresses = category_files(REAL_ROOT, "dresses")
@@ -151,7 +151,7 @@ def test_it_keeps_zero_size_boxes_but_flags_them(tmp_path: Path) -> None:
     pairs = load_pairs(path)
 
     assert len(pairs) == 3
-    assert [(p.photo_id, p.index) for p in pairs.empty_boxes] == [(8288, 1), (3, 2)]
+    assert [(p.photo_id, p.index) for p in pairs.pairs if p.has_empty_box] == [(8288, 1), (3, 2)]
     assert not pairs.pairs[0].has_empty_box
 
 

@@ -1,11 +1,14 @@
-"""Polling helpers that show a worker's progress from a management command."""
+"""Polling helpers that show a worker's progress from a management command, and a stdout for progress lines."""
 
 from __future__ import annotations
 
 import sys
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from django.core.management.base import OutputWrapper
 
 
 def bar(done: int, total: int, width: int = 30) -> str:
@@ -71,3 +74,19 @@ def wait_until(
             stream.write(f"\nno progress for {stall_timeout:.0f} s: are the workers running?\n")
             return False
         time.sleep(interval)
+
+
+class Unbuffered:
+    """A command's stdout for a progress line that ends its own lines: OutputWrapper adds a newline to every write."""
+
+    def __init__(self, wrapper: OutputWrapper) -> None:
+        self.wrapper = wrapper
+
+    def write(self, text: str) -> None:
+        self.wrapper.write(text, ending="")
+
+    def flush(self) -> None:
+        self.wrapper.flush()
+
+    def isatty(self) -> bool:
+        return self.wrapper.isatty()

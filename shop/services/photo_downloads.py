@@ -9,26 +9,10 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
 
 from django.conf import settings
 
 from shop import selectors
-from shop.downloads import (
-    FAILURE_COLUMNS as DOWNLOAD_FAILURE_COLUMNS,
-)
-from shop.downloads import (
-    DownloadConfig,
-    DownloadJob,
-    DownloadResult,
-    JobFeed,
-    PhotoList,
-    ProgressPrinter,
-    download_photos,
-    failure_row,
-    read_photos_txt,
-    write_csv,
-)
 from shop.models import Category, PhotoDownload
 from shop.services.indexing import IndexQueue
 from shop.services.seeding import (
@@ -41,6 +25,12 @@ from shop.services.seeding import (
     open_dataset,
     seed_products,
 )
+from shop.street2shop.download import JobFeed, download_photos
+from shop.street2shop.jobs import DownloadConfig, DownloadJob, DownloadResult
+from shop.street2shop.photos_txt import PhotoList, read_photos_txt
+from shop.street2shop.progress import DownloadProgress, Stream
+from shop.street2shop.reports import FAILURE_COLUMNS as DOWNLOAD_FAILURE_COLUMNS
+from shop.street2shop.reports import failure_row, write_csv
 
 # Products waiting for a shop photo at once: enough queued work for every worker and host, few
 # enough that a product is seeded soon after its turn comes.
@@ -125,7 +115,7 @@ def download_and_seed(
     config: DownloadConfig | None = None,
     retry_failed: bool = False,
     window: int = WINDOW_PRODUCTS,
-    progress: TextIO | None = None,
+    progress: Stream | None = None,
     quiet: bool = False,
 ) -> DownloadSeedReport:
     """Fetch the photos a category's products lack from root/photos.txt, seeding each product as soon as it can be.
@@ -198,11 +188,11 @@ def record_photo_downloads(*, results: Iterable[DownloadResult]) -> int:
     return len(rows)
 
 
-def write_failures_csv(*, failures: Sequence[PhotoFailure], path: Path) -> int:
+def write_failures(*, failures: Sequence[PhotoFailure], path: Path) -> int:
     """Write the failures to a CSV; return how many rows.
 
-    The columns of ``shop.downloads.write_failures_csv`` come first; the extra ones say which
-    products lost the photo, so bad boxes and missing URLs fit the same file.
+    ``shop.street2shop.reports.FAILURE_COLUMNS`` come first; the extra ones say which products
+    lost the photo, so bad boxes and missing URLs fit the same file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -214,10 +204,10 @@ def write_failures_csv(*, failures: Sequence[PhotoFailure], path: Path) -> int:
     return write_csv(path, FAILURE_COLUMNS, rows)
 
 
-class _Progress(ProgressPrinter):
+class _Progress(DownloadProgress):
     """The download line, plus how many products exist so far."""
 
-    def __init__(self, total: int, *, report: DownloadSeedReport, stream: TextIO, quiet: bool) -> None:
+    def __init__(self, total: int, *, report: DownloadSeedReport, stream: Stream, quiet: bool) -> None:
         super().__init__(total, stream=stream, quiet=quiet)
         self.report = report
 
@@ -277,7 +267,7 @@ class _Pipeline:
     # Download results (and the downloader's end or error), from the download thread to this one.
     results: queue.SimpleQueue[object] = field(default_factory=queue.SimpleQueue)
 
-    def run(self, *, progress: TextIO | None, quiet: bool) -> None:
+    def run(self, *, progress: Stream | None, quiet: bool) -> None:
         self.order = self.dataset.candidates(available=self.dataset.present | self.photos.urls.keys())
         # The ETA assumes the first `limit` candidates suffice; products past them add their photos.
         self.estimated = self._to_fetch(self.order if self.limit is None else self.order[: self.limit])
@@ -533,7 +523,7 @@ class _Pipeline:
     def _unlisted(self, photo_id: int, product_id: int) -> None:
         self.report.not_listed += 1
         error = "no line in photos.txt"
-        self.unrecorded.append(DownloadResult(photo_id, "", NOT_LISTED, None, 0, 0, error, 0.0))
+        self.unrecorded.append(DownloadResult(photo_id, "", NOT_LISTED, None, 0, 0, error))
         self.failures[photo_id] = PhotoFailure(
             photo_id=photo_id, kind=self.kinds[photo_id], product_ids=[product_id], outcome=NOT_LISTED, error=error
         )

@@ -10,17 +10,17 @@ from contextlib import suppress
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from pathlib import Path
-from typing import IO
 
 from django.conf import settings
 from django.core.files import File
 from django.db import IntegrityError, transaction
 from PIL import Image
 
-from shop import street2shop
 from shop.models import Category, Product, ProductImage, Split, StreetPhoto
 from shop.services.indexing import IndexQueue
-from shop.street2shop import DemoProduct, MetadataError, Pair
+from shop.street2shop import metadata
+from shop.street2shop.metadata import DemoProduct, MetadataError, Pair
+from shop.street2shop.progress import ProgressPrinter, Stream
 from similarity.images import ALLOWED_FORMATS, BadBox, ImageError, clamp_box, open_image
 
 MISSING_PHOTO = "missing_photo"
@@ -32,7 +32,6 @@ EXTRA_BOX = "extra_box"
 NO_SHOP_PHOTO = "no_shop_photo"
 PRODUCT_CONFLICT = "product_conflict"
 
-PROGRESS_EVERY = 25
 # Products per indexing task while seeding: full VGG19 batches, yet indexing starts early.
 INDEX_CHUNK = 8
 _PHOTO_NAME = re.compile(r"^(\d+)\.jpg$")
@@ -168,7 +167,7 @@ def seed_street2shop(
     root: Path,
     category: str,
     limit: int | None = None,
-    stdout: IO[str] | None = None,
+    stdout: Stream | None = None,
     product_ids: Collection[int] | None = None,
 ) -> SeedReport:
     """Create products, shop images and street photos for the photos present under root/photos/.
@@ -206,7 +205,7 @@ def seed_products(
     *,
     dataset: Street2ShopDataset,
     limit: int | None = None,
-    stdout: IO[str] | None = None,
+    stdout: Stream | None = None,
     product_ids: Collection[int] | None = None,
     index_queue: IndexQueue | None = None,
     photos: Mapping[int, Collection[int]] | None = None,
@@ -233,7 +232,7 @@ def seed_products(
         candidates = sorted(set(product_ids), key=dataset.order_key())
     report = SeedReport(category=category, candidates=len(candidates))
     queue = index_queue or IndexQueue(chunk=INDEX_CHUNK)
-    processed = 0
+    printer = _SeedProgress(report, stream=stdout) if stdout is not None else None
     try:
         for product_id in candidates:
             if limit is not None and report.products_seeded >= limit:
@@ -247,33 +246,32 @@ def seed_products(
                 queue=queue,
                 only=None if photos is None else photos.get(product_id, ()),
             )
-            processed += 1
-            if stdout is not None and processed % PROGRESS_EVERY == 0:
-                _progress(stdout, report=report, done=processed)
+            if printer is not None:
+                printer.advance()
     finally:
         if index_queue is None:
             queue.flush()  # an interrupted run still queues what it stored
-    if stdout is not None and processed % PROGRESS_EVERY:
-        _progress(stdout, report=report, done=processed)
+        if printer is not None and printer.done:
+            printer.close()
     return report
 
 
 def _load_metadata(
     *, root: Path, category: str
 ) -> tuple[dict[int, list[int]], dict[int, list[Pair]], dict[int, DemoProduct]]:
-    files = street2shop.category_files(root, category)
+    files = metadata.category_files(root, category)
     missing = files.missing()
     if missing:
         names = ", ".join(path.name for path in missing)
         raise MetadataError(f"Missing Street2Shop metadata in {files.retrieval.parent}: {names}")
     boxes: dict[int, list[Pair]] = defaultdict(list)
     for split, path in ((Split.TRAIN, files.train_pairs), (Split.TEST, files.test_pairs)):
-        for pair in street2shop.load_pairs(path, split=split.value).pairs:
+        for pair in metadata.load_pairs(path, split=split.value).pairs:
             boxes[pair.product_id].append(pair)
     return (
-        street2shop.load_retrieval(files.retrieval),
+        metadata.load_retrieval(files.retrieval),
         dict(boxes),
-        street2shop.load_demo_products(root, category),
+        metadata.load_demo_products(root, category),
     )
 
 
@@ -298,7 +296,7 @@ class _PhotoChecker:
         self._results: dict[int, tuple[tuple[int, int] | None, str, str]] = {}
 
     def path(self, photo_id: int) -> Path:
-        return self.photos_dir / street2shop.photo_filename(photo_id)
+        return self.photos_dir / metadata.photo_filename(photo_id)
 
     def check(self, photo_id: int) -> tuple[tuple[int, int] | None, str, str]:
         """(size, "", "") for a usable photo, else (None, reason, detail)."""
@@ -511,8 +509,16 @@ def placeholder_price(*, product_id: int) -> Decimal:
     return Decimal(20 + (product_id * 7919) % 180) + Decimal("0.99")
 
 
-def _progress(stdout: IO[str], *, report: SeedReport, done: int) -> None:
-    stdout.write(
-        f"{done}/{report.candidates} products: {report.products_created} created, "
-        f"{report.products_existing} existing, {report.products_skipped} skipped\n"
-    )
+class _SeedProgress(ProgressPrinter):
+    """The seeding line: candidates done, and how many products were created, already there or skipped."""
+
+    def __init__(self, report: SeedReport, *, stream: Stream) -> None:
+        super().__init__(report.candidates, unit="products", stream=stream)
+        self.report = report
+
+    def details(self) -> str:
+        report = self.report
+        return (
+            f"  created {report.products_created:,}  existing {report.products_existing:,}"
+            f"  skipped {report.products_skipped:,}"
+        )

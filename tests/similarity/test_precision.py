@@ -169,9 +169,9 @@ DEMO_PRODUCTS = 10
 
 
 def demo_images() -> tuple[list, list, list, list]:
-    from shop import demodata
+    from shop.street2shop.demo.photos import labelled_photos
 
-    return demodata.labelled_photos(seed=5, n_products=DEMO_PRODUCTS)
+    return labelled_photos(seed=5, n_products=DEMO_PRODUCTS)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,10 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from shop.demodata import CATEGORY, DemoDatasetError, generate_dataset
+from shop.management.progress import Unbuffered
+from shop.street2shop.demo.dataset import CATEGORY, generate_dataset
+from shop.street2shop.demo.plan import DemoDatasetError
+from shop.street2shop.progress import ProgressPrinter
 
 
 class Command(BaseCommand):
@@ -42,11 +45,8 @@ class Command(BaseCommand):
         if options["seed"] < 0:  # type: ignore[operator]
             raise CommandError("--seed must not be negative")
         verbosity: int = options["verbosity"]  # type: ignore[assignment]
-
-        def progress(done: int, total: int) -> None:
-            if verbosity >= 2 and (done % 100 == 0 or done == total):
-                self.stdout.write(f"  {done}/{total} photos")
-
+        # The photo count is known once drawing starts: update() sets it.
+        printer = ProgressPrinter(0, unit="photos", stream=Unbuffered(self.stdout)) if verbosity >= 2 else None
         try:
             summary = generate_dataset(
                 out_dir,
@@ -54,10 +54,13 @@ class Command(BaseCommand):
                 seed=options["seed"],  # type: ignore[arg-type]
                 street_per_product=per_product,
                 workers=options["workers"],  # type: ignore[arg-type]
-                on_progress=progress,
+                on_progress=printer.update if printer is not None else None,
             )
         except DemoDatasetError as exc:
             raise CommandError(str(exc)) from exc
+        finally:
+            if printer is not None and printer.done:
+                printer.close()
         self.stdout.write(
             self.style.SUCCESS(
                 f"Wrote {summary.products} products ({CATEGORY}, {summary.families} families): "

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from shop.downloads import OUTCOMES, DownloadDirBusy
+from shop.management.progress import Unbuffered
 from shop.models import Category
 from shop.services.photo_downloads import (
     DownloadSeedReport,
     default_failures_csv,
     download_and_seed,
     download_config,
-    write_failures_csv,
+    write_failures,
 )
 from shop.services.seeding import MetadataError, SeedingError, SeedReport, seed_street2shop
+from shop.street2shop.download import DownloadDirBusy
+from shop.street2shop.jobs import OUTCOMES
 
 # Enough to see what went wrong without burying the summary under 10,000 missing photos.
 SHOW_SKIPPED = 20
@@ -26,22 +28,6 @@ def positive_int(value: str) -> int:
     if number < 1:
         raise ValueError(value)
     return number
-
-
-class _Unbuffered:
-    """Lets the progress line end its own lines: OutputWrapper adds a newline to every write."""
-
-    def __init__(self, wrapper: OutputWrapper) -> None:
-        self.wrapper = wrapper
-
-    def write(self, text: str) -> None:
-        self.wrapper.write(text, ending="")
-
-    def flush(self) -> None:
-        self.wrapper.flush()
-
-    def isatty(self) -> bool:
-        return self.wrapper.isatty()
 
 
 class Command(BaseCommand):
@@ -102,12 +88,15 @@ class Command(BaseCommand):
                     limit=limit,
                     config=download_config(workers=workers),
                     retry_failed=retry_failed,
-                    progress=_Unbuffered(self.stdout) if verbosity > 0 else None,
+                    progress=Unbuffered(self.stdout) if verbosity > 0 else None,
                     quiet=quiet,
                 )
             else:
                 report = seed_street2shop(
-                    root=root, category=category, limit=limit, stdout=None if quiet or verbosity == 0 else self.stdout
+                    root=root,
+                    category=category,
+                    limit=limit,
+                    stdout=None if quiet or verbosity == 0 else Unbuffered(self.stdout),
                 )
         except (MetadataError, SeedingError, DownloadDirBusy) as error:
             raise CommandError(str(error)) from error
@@ -117,7 +106,7 @@ class Command(BaseCommand):
         self.print_downloads(result)
         self.print_report(result.seed, verbose=verbosity > 1)
         path = failures_csv or default_failures_csv(category=category)
-        rows = write_failures_csv(failures=result.failures, path=path)
+        rows = write_failures(failures=result.failures, path=path)
         self.stdout.write(f"{rows:,} photos that could not be used are listed in {path}")
 
     def print_downloads(self, result: DownloadSeedReport) -> None:

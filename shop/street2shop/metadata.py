@@ -1,4 +1,4 @@
-"""Reading the Exact Street2Shop metadata files (Django-free).
+"""Reading the Exact Street2Shop metadata files: pairs, retrieval and the demo products.
 
 Layout of a dataset root::
 
@@ -7,7 +7,7 @@ Layout of a dataset root::
     meta/json/retrieval_{category}.json     [{"photo", "product"}]  shop photos of each product
     meta/json/demo_products_{category}.json optional, written by make_demo_dataset
     photos/{photo_id:09d}.jpg
-    photos.txt                              {photo_id:09d},{url}  (read by shop.downloads.read_photos_txt)
+    photos.txt                              {photo_id:09d},{url}  (read by photos_txt.read_photos_txt)
 
 Product ids are only unique within a category (dress 2056 and skirt 2056 are different
 products); photo ids are global.
@@ -76,11 +76,6 @@ class PairsFile:
     @property
     def photo_ids(self) -> set[int]:
         return {pair.photo_id for pair in self.pairs}
-
-    @property
-    def empty_boxes(self) -> list[Pair]:
-        """Entries kept but flagged: their box selects no pixels."""
-        return [pair for pair in self.pairs if pair.has_empty_box]
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +243,7 @@ def _box_value(path: Path, index: int, key: str, value: Any) -> int:
     # Some real entries are written as floats (611.0); accept any finite number.
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise MetadataError(f"{path.name}: entry {index}: bbox {key!r} must be a number, got {value!r}")
-    return int(round(value))
+    return round(value)
 
 
 def _price_value(path: Path, index: int, value: Any) -> Decimal:
