@@ -27,9 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from shop.street2shop.demo.photos import labelled_photos  # noqa: E402  (Django-free)
-from similarity.backbone import Backbone, cpu_bf16_flags, load_backbone  # noqa: E402
+from similarity.backbone import Backbone, load_backbone  # noqa: E402
 from similarity.evaluation import top_k_accuracy  # noqa: E402
 from similarity.neighbours import all_top_k  # noqa: E402
+from similarity.precision import cpu_bf16_flags  # noqa: E402
 
 PRECISIONS = ("float32", "bfloat16")
 

@@ -29,7 +29,8 @@ KEPT_TOWERS = 3
 
 def get_backbone() -> Backbone:
     """The backbone named by settings, in the precision BACKBONE_PRECISION resolves to, loaded once per process."""
-    from similarity.backbone import load_backbone, resolve_precision
+    from similarity.backbone import load_backbone
+    from similarity.precision import resolve_precision
 
     setting = settings.BACKBONE_PRECISION
     precision = resolve_precision(setting)

@@ -1,26 +1,27 @@
 """Pretrained CNN backbones that turn preprocessed photos into feature vectors.
 
-Keras and TensorFlow are imported inside functions so that importing this module stays cheap.
+The precision they compute in is similarity.precision's; the weights files they share live in
+similarity.weights_store. Keras and TensorFlow are imported inside functions so that importing
+this module stays cheap.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import socket
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from PIL import Image
 
-from similarity.files import atomic_path, atomic_write_bytes, exclusive_lock, sha256_file
 from similarity.images import preprocess_image, preprocess_image_mobilenet
+from similarity.precision import DTYPE_POLICIES, Precision, dtype_policy, float32_outputs
+from similarity.weights_store import ensure_random_weights, file_sha256, hash_cache_dir, random_weights_path
 
 if TYPE_CHECKING:
     import keras
@@ -29,16 +30,6 @@ logger = logging.getLogger("similarity")
 
 # Seconds a single network operation of the ImageNet download may stall before we give up.
 DOWNLOAD_TIMEOUT = 10.0
-
-Precision = Literal["float32", "bfloat16"]
-# What BACKBONE_PRECISION accepts: "auto" picks bfloat16 where the CPU computes it natively.
-PRECISION_SETTINGS: tuple[str, ...] = ("auto", "float32", "bfloat16")
-# /proc/cpuinfo flags of x86 CPUs with native bf16 matrix maths (oneDNN uses them; without
-# them TensorFlow emulates bf16, which is slower than float32).
-BF16_CPU_FLAGS: tuple[str, ...] = ("avx512_bf16", "amx_bf16")
-CPUINFO = Path("/proc/cpuinfo")
-# The Keras dtype policy each precision builds the feature model under.
-_DTYPE_POLICIES: dict[str, str] = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 
 RANDOM_WARNING = (
     "Using RANDOMLY initialised {name} weights ({reason}): features are NOT ImageNet features "
@@ -262,67 +253,6 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
         socket.setdefaulttimeout(previous)
 
 
-def read_cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
-    """The flags every processor in a /proc/cpuinfo lists; empty where it cannot be read (not Linux)."""
-    try:
-        text = Path(cpuinfo).read_text(errors="replace")
-    except OSError:
-        return frozenset()
-    per_cpu = [
-        frozenset(value.split())
-        for key, sep, value in (line.partition(":") for line in text.splitlines())
-        if sep and key.strip() == "flags"
-    ]
-    # Only what all of them have: a worker may be scheduled on any.
-    return frozenset.intersection(*per_cpu) if per_cpu else frozenset()
-
-
-def cpu_bf16_flags(cpuinfo: Path = CPUINFO) -> tuple[str, ...]:
-    """Which of BF16_CPU_FLAGS this CPU has (empty: no native bf16)."""
-    flags = read_cpu_flags(cpuinfo)
-    return tuple(flag for flag in BF16_CPU_FLAGS if flag in flags)
-
-
-def cpu_supports_bf16(cpuinfo: Path = CPUINFO) -> bool:
-    """Whether the CPU computes bf16 natively (avx512_bf16 or amx_bf16 in /proc/cpuinfo)."""
-    return bool(cpu_bf16_flags(cpuinfo))
-
-
-def resolve_precision(setting: str) -> Precision:
-    """Turn "auto" | "float32" | "bfloat16" into the precision to run the backbone in.
-
-    "auto" is bfloat16 where cpu_supports_bf16() and float32 elsewhere; the others are forced.
-    """
-    if setting == "auto":
-        return "bfloat16" if cpu_supports_bf16() else "float32"
-    if setting == "float32":
-        return "float32"
-    if setting == "bfloat16":
-        return "bfloat16"
-    raise ValueError(f"Unknown backbone precision {setting!r}; use one of: {', '.join(PRECISION_SETTINGS)}.")
-
-
-@contextlib.contextmanager
-def _dtype_policy(policy: str) -> Iterator[None]:
-    """Keras' global dtype policy set to policy inside the block, the previous one restored after."""
-    import keras
-
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
-def _float32_outputs(model: keras.Model) -> keras.Model:
-    """The model with a float32 cast after its (bf16) output, so callers always get float32."""
-    import keras
-
-    outputs = keras.layers.Activation("linear", dtype="float32", name="to_float32")(model.output)
-    return keras.Model(model.inputs, outputs, name=model.name)
-
-
 class Backbone:
     """A loaded feature extractor; one per process."""
 
@@ -401,18 +331,18 @@ def load_backbone(
     float32 variables (the same files load the same way), the maths runs in bf16, and features
     come back as float32.
     """
-    if precision not in _DTYPE_POLICIES:
+    if precision not in DTYPE_POLICIES:
         raise ValueError(f"Unknown backbone precision {precision!r}; use float32 or bfloat16.")
     spec = get_spec(name)
     resolved = resolve_weights(weights, allow_download=allow_download, name=name)
-    policy = _DTYPE_POLICIES[precision]
-    with _dtype_policy(policy):
+    policy = DTYPE_POLICIES[precision]
+    with dtype_policy(policy):
         base = spec.build_base()
     if resolved.kind == "random":
         path = _shared_random_weights(spec, base, Path(store_dir), seed=seed)
         # Load even right after creating it, so this process matches every other one bit for bit.
         base.load_weights(str(path))
-        sha = file_sha256(path, cache_dir=_hash_cache_dir(Path(store_dir)))
+        sha = file_sha256(path, cache_dir=hash_cache_dir(Path(store_dir)))
         weights_id = f"{name}/random-s{seed}-{sha[:12]}"
         logger.warning("Backbone %s: %s", weights_id, resolved.warning)
     else:
@@ -421,12 +351,12 @@ def load_backbone(
         if resolved.kind == "imagenet":
             weights_id = f"{name}/imagenet"
         else:
-            sha = file_sha256(resolved.path, cache_dir=_hash_cache_dir(Path(store_dir)))
+            sha = file_sha256(resolved.path, cache_dir=hash_cache_dir(Path(store_dir)))
             weights_id = f"{name}/file-{sha[:12]}"
-    with _dtype_policy(policy):
+    with dtype_policy(policy):
         model = spec.build_features(base)
         if precision != "float32":
-            model = _float32_outputs(model)
+            model = float32_outputs(model)
     if precision == "bfloat16":
         weights_id += "+bf16"  # near-tie neighbours differ from float32's: keep the two apart
     return Backbone(
@@ -449,134 +379,10 @@ def _load_weights_file(model: keras.Model, path: Path) -> None:
 def _shared_random_weights(spec: BackboneSpec, base: keras.Model, store_dir: Path, *, seed: int) -> Path:
     """The random weights file this backbone loads: its own, or the one of random_weights_of."""
     if spec.random_weights_of is None:
-        return ensure_random_weights(spec, base, store_dir, seed=seed)
+        return ensure_random_weights(spec.name, base, store_dir, seed=seed)
     owner = get_spec(spec.random_weights_of)
     path = random_weights_path(store_dir, owner.name, seed)
     if path.is_file():
         return path
     # Only when the owner's file is missing: for VGG19 that means building all 143M parameters.
-    return ensure_random_weights(owner, owner.build_base(), store_dir, seed=seed)
-
-
-def random_weights_path(store_dir: Path, name: str, seed: int) -> Path:
-    """Where the shared random initialisation of a backbone lives."""
-    return Path(store_dir) / "backbones" / f"{name}-random-seed{seed}.weights.h5"
-
-
-def ensure_random_weights(spec: BackboneSpec, base: keras.Model, store_dir: Path, *, seed: int) -> Path:
-    """Create the seeded random weights file once, safely against concurrent processes."""
-    target = random_weights_path(store_dir, spec.name, seed)
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(target.with_name(target.name + ".lock")):
-        # Another process may have finished while we waited for the lock.
-        if target.is_file():
-            return target
-        _seeded_init(base, seed)
-        # Keras insists on the .weights.h5 suffix, so the temporary name ends with the target's.
-        with atomic_path(target, prefix=".tmp-", suffix=f"-{target.name}") as temporary:
-            base.save_weights(str(temporary))
-            _remember_sha256(temporary, final=target, cache_dir=_hash_cache_dir(store_dir))
-        logger.info("Created random backbone weights %s", target)
-    return target
-
-
-def _seeded_init(model: keras.Model, seed: int) -> None:
-    """He-uniform kernels, zero biases and identity batch norms from a numpy Generator.
-
-    Drawn in numpy rather than through Keras initialisers so the file depends only on the seed,
-    not on Keras' global RNG state. He (not Keras' default Glorot) keeps ReLU activations from
-    shrinking towards zero through VGG's 18 layers, so random features still vary between photos.
-    Batch norms start as the identity (gamma and moving variance 1, beta and moving mean 0):
-    zeros there would make every feature the same constant.
-    """
-    rng = np.random.default_rng(seed)
-    ones = _batch_norm_ones(model)
-    depthwise = _depthwise_kernels(model)
-    # Kernels are drawn in model.weights order, so models without batch norm or depthwise
-    # convolutions (VGG19) get the same values for a seed as before those were handled.
-    for variable in model.weights:
-        shape = tuple(variable.shape)
-        if id(variable) in ones:
-            values = np.ones(shape, dtype=np.float32)
-        elif len(shape) >= 2:
-            # A depthwise kernel (h, w, channels, multiplier) sees h×w inputs per output, not h×w×channels.
-            fan_in = int(np.prod(shape[:-2] if id(variable) in depthwise else shape[:-1]))
-            limit = np.float32(np.sqrt(6.0 / fan_in))
-            # float32 draws and in-place maths: fc1 alone holds 103M weights.
-            values = rng.random(shape, dtype=np.float32)
-            values *= 2 * limit
-            values -= limit
-        else:
-            values = np.zeros(shape, dtype=np.float32)
-        variable.assign(values)
-
-
-def _all_layers(model: keras.Model) -> Iterator[Any]:
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
-
-
-def _batch_norm_ones(model: keras.Model) -> set[int]:
-    import keras
-
-    return {
-        id(variable)
-        for layer in _all_layers(model)
-        if isinstance(layer, keras.layers.BatchNormalization)
-        for variable in (layer.gamma, layer.moving_variance)
-        if variable is not None
-    }
-
-
-def _depthwise_kernels(model: keras.Model) -> set[int]:
-    import keras
-
-    return {id(layer.kernel) for layer in _all_layers(model) if isinstance(layer, keras.layers.DepthwiseConv2D)}
-
-
-def _hash_cache_dir(store_dir: Path) -> Path:
-    return Path(store_dir) / "backbones" / "sha256"
-
-
-def _hash_key(path: Path) -> str:
-    return hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()
-
-
-def _stat_key(path: Path) -> dict[str, Any]:
-    stat = os.stat(path)
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-def _write_sidecar(cache_dir: Path, path: Path, sha: str, stat_key: dict[str, Any]) -> None:
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    sidecar = cache_dir / f"{_hash_key(path)}.json"
-    record = json.dumps({"path": str(Path(path).resolve()), "sha256": sha, **stat_key})
-    # No fsync: a lost or empty sidecar only costs hashing the file again.
-    atomic_write_bytes(sidecar, record.encode(), prefix=".tmp-", suffix=f"-{sidecar.name}", fsync=False)
-
-
-def _remember_sha256(temporary: Path, *, final: Path, cache_dir: Path) -> None:
-    # os.replace keeps size and mtime, so the sidecar written for the temp file stays valid.
-    _write_sidecar(cache_dir, final, sha256_file(temporary), _stat_key(temporary))
-
-
-def file_sha256(path: Path, *, cache_dir: Path) -> str:
-    """SHA-256 of a (large) file, cached in a sidecar keyed by path, size and mtime."""
-    stat_key = _stat_key(path)
-    sidecar = Path(cache_dir) / f"{_hash_key(path)}.json"
-    try:
-        cached = json.loads(sidecar.read_text())
-        if {key: cached.get(key) for key in stat_key} == stat_key:
-            return str(cached["sha256"])
-    except (OSError, ValueError, KeyError):
-        pass
-    sha = sha256_file(path)
-    try:
-        _write_sidecar(Path(cache_dir), path, sha, stat_key)
-    except OSError:
-        logger.debug("Could not cache the sha256 of %s", path, exc_info=True)
-    return sha
+    return ensure_random_weights(owner.name, owner.build_base(), store_dir, seed=seed)

@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 from PIL import Image
 
 from shop.models import PhotoDownload, Product, ProductImage, StreetPhoto
-from shop.services import enqueue, photo_downloads, seeding
+from shop.services import download_pipeline, enqueue, street2shop_dataset
 from shop.services.photo_downloads import download_and_seed
 from shop.services.seeding import SeedingError, seed_street2shop
 from shop.street2shop.download import LOCK_NAME
@@ -283,14 +283,16 @@ def test_it_reads_only_the_header_of_photos_it_has_just_validated(
     ]
     (root / "photos.txt").write_text(f"1001,{urls[0]}\n2001,{urls[1]}\n")
     decoded = []
-    real_open_image = seeding.open_image
-    monkeypatch.setattr(seeding, "open_image", lambda *a, **k: decoded.append(a) or real_open_image(*a, **k))
+    real_open_image = street2shop_dataset.open_image
+    monkeypatch.setattr(
+        street2shop_dataset, "open_image", lambda *a, **k: decoded.append(a) or real_open_image(*a, **k)
+    )
 
     download_and_seed(root=root, category="dresses")
 
     assert StreetPhoto.objects.get().bbox == (250, 150, 40, 40)
     assert decoded == []  # the downloader decoded both already
-    stored = seeding._stored_size(root / "photos" / "000002001.jpg")
+    stored = street2shop_dataset._stored_size(root / "photos" / "000002001.jpg")
     assert stored == real_open_image(rotated, upright=False).size == (300, 200)
     assert real_open_image(rotated).size == (200, 300)  # what a shopper's browser shows
 
@@ -300,7 +302,7 @@ def test_it_seeds_a_product_from_its_first_good_shop_photo(
 ) -> None:
     # 1002 answers only once product 10 has been queued for indexing (or after 4 s): a run that
     # waited for all of a product's photos before seeding it would hold 1002 for the whole 4 s.
-    monkeypatch.setattr(photo_downloads, "INDEX_CHUNK", 1)
+    monkeypatch.setattr(download_pipeline, "INDEX_CHUNK", 1)
     settings.DOWNLOAD_READ_TIMEOUT = 10.0
     settings.DOWNLOAD_TOTAL_TIMEOUT = 20.0
     indexed = threading.Event()
@@ -467,7 +469,7 @@ def test_it_goes_on_until_the_limit_counts_good_products(db, media, delayed, ser
 def test_it_queues_products_for_indexing_while_later_ones_download(
     transactional_db, media, delayed, server, root, monkeypatch
 ) -> None:
-    monkeypatch.setattr(photo_downloads, "INDEX_CHUNK", 1)
+    monkeypatch.setattr(download_pipeline, "INDEX_CHUNK", 1)
 
     download_and_seed(root=root, category="dresses", window=2)
 

@@ -1,30 +1,31 @@
-"""Seeding the catalogue from a folder in Street2Shop layout (the real dataset or make_demo_dataset's)."""
+"""Seeding the catalogue from a loaded Street2Shop dataset (the real one or make_demo_dataset's)."""
 
 from __future__ import annotations
 
-import os
-import re
 from collections import defaultdict
-from collections.abc import Callable, Collection, Container, Mapping
-from contextlib import suppress
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from pathlib import Path
 
-from django.conf import settings
 from django.core.files import File
 from django.db import IntegrityError, transaction
-from PIL import Image
+from django.db.models import FileField
 
-from shop.models import Category, Product, ProductImage, Split, StreetPhoto
+from shop.models import Category, Product, ProductImage, StreetPhoto
 from shop.services.indexing import IndexQueue
-from shop.street2shop import metadata
+from shop.services.street2shop_dataset import (
+    BAD_IMAGE,
+    MISSING_PHOTO,
+    PhotoChecker,
+    SeedingError,
+    Street2ShopDataset,
+    open_dataset,
+)
 from shop.street2shop.metadata import DemoProduct, MetadataError, Pair
 from shop.street2shop.progress import ProgressPrinter, Stream
-from similarity.images import ALLOWED_FORMATS, BadBox, ImageError, clamp_box, open_image
+from similarity.images import BadBox, clamp_box
 
-MISSING_PHOTO = "missing_photo"
-BAD_IMAGE = "bad_image"
 BAD_BBOX = "bad_bbox"
 # The model keeps one box per (street photo, product); about half the real pairs entries are
 # further boxes of the same product in the same photo (mostly re-annotations).
@@ -34,23 +35,19 @@ PRODUCT_CONFLICT = "product_conflict"
 
 # Products per indexing task while seeding: full VGG19 batches, yet indexing starts early.
 INDEX_CHUNK = 8
-_PHOTO_NAME = re.compile(r"^(\d+)\.jpg$")
-_SINGULAR = {Category.DRESSES: "dress", Category.SKIRTS: "skirt"}
+_SINGULAR: dict[str, str] = {Category.DRESSES: "dress", Category.SKIRTS: "skirt"}
 
 __all__ = [
+    "BAD_BBOX",
+    "BAD_IMAGE",
+    "MISSING_PHOTO",
     "MetadataError",
     "SeedReport",
     "SeedingError",
     "SkippedPhoto",
-    "Street2ShopDataset",
-    "open_dataset",
     "seed_products",
     "seed_street2shop",
 ]
-
-
-class SeedingError(Exception):
-    """The dataset folder cannot be seeded from (other than malformed metadata)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,44 +115,6 @@ class SeedReport:
                 value.extend(getattr(other, item.name))
 
 
-@dataclass(slots=True)
-class Street2ShopDataset:
-    """One category's metadata and the photos present, loaded once for one or several seeding passes."""
-
-    root: Path
-    category: str
-    photos_dir: Path
-    retrieval: dict[int, list[int]]
-    boxes: dict[int, list[Pair]]  # product id -> its boxes, train file first, in file order
-    demo: dict[int, DemoProduct]
-    present: set[int]  # photo ids under photos_dir; a downloader adds what it fetches
-    # Photos known to decode (the downloader has just validated them): only their header is read.
-    verified: set[int] = field(default_factory=set)
-
-    def street_photo_ids(self, product_id: int) -> list[int]:
-        """The product's street photos that carry a box with an area, in file order."""
-        return list(dict.fromkeys(pair.photo_id for pair in self.boxes.get(product_id, ()) if not pair.has_empty_box))
-
-    def photo_ids(self, product_id: int) -> list[int]:
-        """Every photo seeding this product can use: its shop photos, then its street photos."""
-        return list(dict.fromkeys([*self.retrieval.get(product_id, ()), *self.street_photo_ids(product_id)]))
-
-    def order_key(self, available: Container[int] | None = None) -> Callable[[int], tuple[bool, int]]:
-        """Products with a usable street photo in ``available`` (default: present) first, then by id."""
-        available = self.present if available is None else available
-        return lambda pid: (not any(photo_id in available for photo_id in self.street_photo_ids(pid)), pid)
-
-    def candidates(self, available: Container[int] | None = None) -> list[int]:
-        """Products with a shop photo in ``available`` (default: present), in seeding order.
-
-        Products with street photos come first: they are the ones training and evaluation can
-        use, which matters when a limit cuts the list short.
-        """
-        available = self.present if available is None else available
-        products = (pid for pid, photo_ids in self.retrieval.items() if any(p in available for p in photo_ids))
-        return sorted(products, key=self.order_key(available))
-
-
 @dataclass(frozen=True, slots=True)
 class _NewStreetPhoto:
     pair: Pair
@@ -179,28 +138,6 @@ def seed_street2shop(
     return seed_products(dataset=dataset, limit=limit, stdout=stdout, product_ids=product_ids)
 
 
-def open_dataset(*, root: Path, category: str) -> Street2ShopDataset:
-    """Load a category's metadata and list the photos folder, failing clearly on a bad folder."""
-    root = Path(root)
-    if category not in Category.values:
-        raise SeedingError(f"Unknown category {category!r}; choose one of: {', '.join(Category.values)}.")
-    if not root.is_dir():
-        raise SeedingError(f"The dataset folder {root} does not exist.")
-    retrieval, boxes, demo = _load_metadata(root=root, category=category)
-    photos_dir = root / "photos"
-    if not photos_dir.is_dir():
-        raise SeedingError(f"There is no photos folder at {photos_dir}; extract photos.tar there first.")
-    return Street2ShopDataset(
-        root=root,
-        category=category,
-        photos_dir=photos_dir,
-        retrieval=retrieval,
-        boxes=boxes,
-        demo=demo,
-        present=_present_photo_ids(photos_dir),
-    )
-
-
 def seed_products(
     *,
     dataset: Street2ShopDataset,
@@ -220,7 +157,7 @@ def seed_products(
     if limit is not None and limit < 0:
         raise SeedingError("The limit must be zero or more.")
     category = dataset.category
-    checker = _PhotoChecker(photos_dir=dataset.photos_dir, present=dataset.present, verified=dataset.verified)
+    checker = PhotoChecker(photos_dir=dataset.photos_dir, present=dataset.present, verified=dataset.verified)
     if product_ids is None:
         candidates = dataset.candidates()
     else:
@@ -256,188 +193,194 @@ def seed_products(
     return report
 
 
-def _load_metadata(
-    *, root: Path, category: str
-) -> tuple[dict[int, list[int]], dict[int, list[Pair]], dict[int, DemoProduct]]:
-    files = metadata.category_files(root, category)
-    missing = files.missing()
-    if missing:
-        names = ", ".join(path.name for path in missing)
-        raise MetadataError(f"Missing Street2Shop metadata in {files.retrieval.parent}: {names}")
-    boxes: dict[int, list[Pair]] = defaultdict(list)
-    for split, path in ((Split.TRAIN, files.train_pairs), (Split.TEST, files.test_pairs)):
-        for pair in metadata.load_pairs(path, split=split.value).pairs:
-            boxes[pair.product_id].append(pair)
-    return (
-        metadata.load_retrieval(files.retrieval),
-        dict(boxes),
-        metadata.load_demo_products(root, category),
-    )
-
-
-def _present_photo_ids(photos_dir: Path) -> set[int]:
-    # One directory listing instead of a stat per id: the full dataset has ~425,000 photos.
-    ids = set()
-    with os.scandir(photos_dir) as entries:
-        for entry in entries:
-            match = _PHOTO_NAME.match(entry.name)
-            if match and entry.is_file():
-                ids.add(int(match.group(1)))
-    return ids
-
-
-class _PhotoChecker:
-    """Decodes each photo once per run; a street photo with several boxes is opened once."""
-
-    def __init__(self, *, photos_dir: Path, present: set[int], verified: set[int] | None = None) -> None:
-        self.photos_dir = photos_dir
-        self.present = present
-        self.verified = verified or set()
-        self._results: dict[int, tuple[tuple[int, int] | None, str, str]] = {}
-
-    def path(self, photo_id: int) -> Path:
-        return self.photos_dir / metadata.photo_filename(photo_id)
-
-    def check(self, photo_id: int) -> tuple[tuple[int, int] | None, str, str]:
-        """(size, "", "") for a usable photo, else (None, reason, detail)."""
-        if photo_id not in self._results:
-            self._results[photo_id] = self._check(photo_id)
-        return self._results[photo_id]
-
-    def _check(self, photo_id: int) -> tuple[tuple[int, int] | None, str, str]:
-        if photo_id not in self.present:
-            return None, MISSING_PHOTO, ""
-        if photo_id in self.verified:
-            with suppress(OSError, ValueError, SyntaxError):
-                return _stored_size(self.path(photo_id)), "", ""
-        try:
-            # Not turned upright: Street2Shop's boxes are on the stored pixel grid (see open_image).
-            image = open_image(
-                self.path(photo_id),
-                max_pixels=settings.IMAGE_MAX_PIXELS,
-                allowed_formats=ALLOWED_FORMATS,
-                upright=False,
-            )
-        except ImageError as error:
-            return None, BAD_IMAGE, str(error)
-        except OSError as error:
-            return None, BAD_IMAGE, f"unreadable: {error.strerror or error}"
-        size = image.size
-        image.close()
-        return size, "", ""
-
-
-def _stored_size(path: Path) -> tuple[int, int]:
-    """The stored pixel grid's size, from the header alone (boxes are clamped to it)."""
-    with Image.open(path) as image:
-        return image.size
-
-
 def _seed_product(
     *,
     product_id: int,
     category: str,
     dataset: Street2ShopDataset,
-    checker: _PhotoChecker,
+    checker: PhotoChecker,
     report: SeedReport,
     queue: IndexQueue,
     only: Collection[int] | None = None,
 ) -> None:
+    """One product's pass: store the photos it lacks (creating it from a shop photo) and book the outcome."""
     product = Product.objects.filter(category=category, s2s_product_id=product_id).first()
-    have_shop: set[int] = set()
-    have_street: set[int] = set()
-    if product is not None:
-        have_shop = set(product.images.values_list("s2s_photo_id", flat=True))
-        have_street = set(product.street_photos.values_list("s2s_photo_id", flat=True))
-
-    new_shop: list[tuple[int, int]] = []  # (position, photo id)
-    for position, photo_id in enumerate(dataset.retrieval[product_id]):
-        if only is not None and photo_id not in only:
-            continue
-        if photo_id in have_shop:
-            report.shop_photos_existing += 1
-            continue
-        size, reason, detail = checker.check(photo_id)
-        if size is None:
-            report.skip(photo_id=photo_id, product_id=product_id, kind="shop", reason=reason, detail=detail)
-            continue
-        new_shop.append((position, photo_id))
+    new_shop = _new_shop_photos(
+        product_id=product_id,
+        dataset=dataset,
+        have=_stored_shop_ids(product),
+        checker=checker,
+        report=report,
+        only=only,
+    )
     if product is None and not new_shop:
         report.products_skipped += 1
         report.skipped_products.append((product_id, NO_SHOP_PHOTO))
         return
-
     boxes = dataset.boxes.get(product_id, [])
     new_street = _new_street_photos(
         product_id=product_id,
         boxes=boxes if only is None else [pair for pair in boxes if pair.photo_id in only],
-        have=have_street,
+        have=_stored_street_ids(product),
         checker=checker,
         report=report,
     )
     if product is not None and not new_shop and not new_street:
         report.products_existing += 1
         return
-
-    # Copy files before the transaction: with SQLite a transaction holds the write lock.
-    # A copy left behind by a failed transaction is reused by the next run.
-    image_field = ProductImage._meta.get_field("image")
-    street_field = StreetPhoto._meta.get_field("image")
-    shop_names = {photo_id: _store(image_field, checker.path(photo_id)) for _, photo_id in new_shop}
-    street_names = {item.pair.photo_id: _store(street_field, checker.path(item.pair.photo_id)) for item in new_street}
+    files = _copy_files(checker=checker, new_shop=new_shop, new_street=new_street)
     try:
-        with transaction.atomic():
-            product, created = Product.objects.get_or_create(
-                category=category,
-                s2s_product_id=product_id,
-                defaults=_product_defaults(product_id=product_id, category=category, demo=dataset.demo),
-            )
-            images_created = 0
-            for position, photo_id in new_shop:
-                _, made = ProductImage.objects.get_or_create(
-                    product=product,
-                    s2s_photo_id=photo_id,
-                    defaults={"image": shop_names[photo_id], "position": position},
-                )
-                images_created += made
-            street_ids = []
-            for item in new_street:
-                left, top, width, height = item.bbox
-                street, made = StreetPhoto.objects.get_or_create(
-                    product=product,
-                    s2s_photo_id=item.pair.photo_id,
-                    defaults={
-                        "image": street_names[item.pair.photo_id],
-                        "bbox_left": left,
-                        "bbox_top": top,
-                        "bbox_width": width,
-                        "bbox_height": height,
-                        "split": item.pair.split,
-                    },
-                )
-                if made:
-                    street_ids.append(street.pk)
-            # Queued on commit, in batches as products arrive: indexing starts while seeding goes on.
-            queue.add(product_ids=[product.pk] if created or images_created else [], street_photo_ids=street_ids)
+        saved = _save_product(
+            product_id=product_id,
+            category=category,
+            demo=dataset.demo,
+            new_shop=new_shop,
+            new_street=new_street,
+            files=files,
+            queue=queue,
+        )
     except IntegrityError as error:
         # E.g. the same Street2Shop id already used by a product of another category.
         report.products_skipped += 1
         report.skipped_products.append((product_id, f"{PRODUCT_CONFLICT}: {error}"))
         return
+    _book_saved(report, saved=saved, new_street=new_street)
 
-    if created:
+
+def _stored_shop_ids(product: Product | None) -> set[int]:
+    if product is None:
+        return set()
+    return {pid for pid in product.images.values_list("s2s_photo_id", flat=True) if pid is not None}
+
+
+def _stored_street_ids(product: Product | None) -> set[int]:
+    if product is None:
+        return set()
+    return {pid for pid in product.street_photos.values_list("s2s_photo_id", flat=True) if pid is not None}
+
+
+def _new_shop_photos(
+    *,
+    product_id: int,
+    dataset: Street2ShopDataset,
+    have: set[int],
+    checker: PhotoChecker,
+    report: SeedReport,
+    only: Collection[int] | None,
+) -> list[tuple[int, int]]:
+    """(position, photo id) of each usable shop photo not stored yet; the unusable ones are reported."""
+    new = []
+    for position, photo_id in enumerate(dataset.retrieval[product_id]):
+        if only is not None and photo_id not in only:
+            continue
+        if photo_id in have:
+            report.shop_photos_existing += 1
+            continue
+        size, reason, detail = checker.check(photo_id)
+        if size is None:
+            report.skip(photo_id=photo_id, product_id=product_id, kind="shop", reason=reason, detail=detail)
+            continue
+        new.append((position, photo_id))
+    return new
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredFiles:
+    """Media storage names of the photos a pass copied, by photo id."""
+
+    shop: dict[int, str]
+    street: dict[int, str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Saved:
+    """What one product's transaction wrote."""
+
+    product_pk: int
+    created: bool
+    images_created: int
+    street_ids: list[int]
+
+
+def _copy_files(
+    *, checker: PhotoChecker, new_shop: list[tuple[int, int]], new_street: list[_NewStreetPhoto]
+) -> _StoredFiles:
+    # Copied before the transaction: with SQLite a transaction holds the write lock.
+    # A copy left behind by a failed transaction is reused by the next run.
+    image_field = ProductImage._meta.get_field("image")
+    street_field = StreetPhoto._meta.get_field("image")
+    assert isinstance(image_field, FileField) and isinstance(street_field, FileField)
+    return _StoredFiles(
+        shop={photo_id: _store(image_field, checker.path(photo_id)) for _, photo_id in new_shop},
+        street={item.pair.photo_id: _store(street_field, checker.path(item.pair.photo_id)) for item in new_street},
+    )
+
+
+def _save_product(
+    *,
+    product_id: int,
+    category: str,
+    demo: dict[int, DemoProduct],
+    new_shop: list[tuple[int, int]],
+    new_street: list[_NewStreetPhoto],
+    files: _StoredFiles,
+    queue: IndexQueue,
+) -> _Saved:
+    """The product (made if need be) and its new photos in one transaction, queued for indexing on commit."""
+    with transaction.atomic():
+        product, created = Product.objects.get_or_create(
+            category=category,
+            s2s_product_id=product_id,
+            defaults=_product_defaults(product_id=product_id, category=category, demo=demo),
+        )
+        images_created = 0
+        for position, photo_id in new_shop:
+            _, made = ProductImage.objects.get_or_create(
+                product=product,
+                s2s_photo_id=photo_id,
+                defaults={"image": files.shop[photo_id], "position": position},
+            )
+            images_created += made
+        street_ids = []
+        for item in new_street:
+            street, made = StreetPhoto.objects.get_or_create(
+                product=product,
+                s2s_photo_id=item.pair.photo_id,
+                defaults=_street_defaults(item, image=files.street[item.pair.photo_id]),
+            )
+            if made:
+                street_ids.append(street.pk)
+        # Queued on commit, in batches as products arrive: indexing starts while seeding goes on.
+        queue.add(product_ids=[product.pk] if created or images_created else [], street_photo_ids=street_ids)
+    return _Saved(product_pk=product.pk, created=created, images_created=images_created, street_ids=street_ids)
+
+
+def _street_defaults(item: _NewStreetPhoto, *, image: str) -> dict[str, object]:
+    left, top, width, height = item.bbox
+    return {
+        "image": image,
+        "bbox_left": left,
+        "bbox_top": top,
+        "bbox_width": width,
+        "bbox_height": height,
+        "split": item.pair.split,
+    }
+
+
+def _book_saved(report: SeedReport, *, saved: _Saved, new_street: list[_NewStreetPhoto]) -> None:
+    if saved.created:
         report.products_created += 1
     else:
         report.products_existing += 1
-    if created or images_created:
-        report.queued_product_ids.append(product.pk)
-    report.shop_photos_created += images_created
-    report.street_photos_created += len(street_ids)
+    if saved.created or saved.images_created:
+        report.queued_product_ids.append(saved.product_pk)
+    report.shop_photos_created += saved.images_created
+    report.street_photos_created += len(saved.street_ids)
     report.clamped_bbox += sum(item.bbox != item.pair.bbox for item in new_street)
 
 
 def _new_street_photos(
-    *, product_id: int, boxes: list[Pair], have: set[int], checker: _PhotoChecker, report: SeedReport
+    *, product_id: int, boxes: list[Pair], have: set[int], checker: PhotoChecker, report: SeedReport
 ) -> list[_NewStreetPhoto]:
     """The first usable box of each street photo not stored yet; the other boxes are reported."""
     have = set(have)
@@ -486,9 +429,10 @@ def _extra_box_detail(pair: Pair) -> str:
     return f"box {pair.bbox}: this photo already has a box for product {pair.product_id}"
 
 
-def _store(image_field, source: Path) -> str:
+def _store(image_field: FileField, source: Path) -> str:
     """Copy a photo into media storage under its dataset name, reusing an earlier complete copy."""
-    name = image_field.generate_filename(None, source.name)
+    # No instance: upload_to is a plain folder here, so the name depends on the file name alone.
+    name = image_field.generate_filename(None, source.name)  # type: ignore[arg-type]
     storage = image_field.storage
     if storage.exists(name) and storage.size(name) == source.stat().st_size:
         return name

@@ -218,10 +218,10 @@ def _pinned_address(host: str, port: int) -> str | None:
     return getattr(_pins, "addresses", {}).get((host.rstrip(".").lower(), port))
 
 
-class _PinnedConnection:
+class _PinnedConnection(urllib3.connection.HTTPConnection):
     """Connects to the address check_destination approved; TLS still verifies the host name."""
 
-    def _new_conn(self):
+    def _new_conn(self) -> socket.socket:
         pinned = _pinned_address(self._dns_host, self.port)
         if pinned is None:
             return super()._new_conn()
@@ -232,16 +232,12 @@ class _PinnedConnection:
             self._dns_host = named  # before the TLS handshake reads the host for SNI and the certificate
 
 
-class _PinnedHTTPConnection(_PinnedConnection, urllib3.connection.HTTPConnection):
-    pass
-
-
 class _PinnedHTTPSConnection(_PinnedConnection, urllib3.connection.HTTPSConnection):
     pass
 
 
 class _PinnedHTTPPool(urllib3.HTTPConnectionPool):
-    ConnectionCls = _PinnedHTTPConnection
+    ConnectionCls = _PinnedConnection
 
 
 class _PinnedHTTPSPool(urllib3.HTTPSConnectionPool):

@@ -20,10 +20,10 @@ from similarity.backbone import (
     BACKBONES,
     WeightsUnavailable,
     load_backbone,
-    random_weights_path,
     resolve_weights,
 )
 from similarity.images import preprocess_image
+from similarity.weights_store import random_weights_path
 
 from .conftest import REPO
 from .factories import photo

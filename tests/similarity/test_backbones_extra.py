@@ -14,10 +14,10 @@ from similarity.backbone import (
     BackboneSpec,
     WeightsUnavailable,
     load_backbone,
-    random_weights_path,
     resolve_weights,
 )
 from similarity.images import preprocess_image, preprocess_image_mobilenet
+from similarity.weights_store import random_weights_path
 
 from .factories import photo
 from .test_backbone import finish, run_extract

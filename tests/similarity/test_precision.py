@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 
 import similarity.backbone as backbone_module
-from similarity.backbone import PRECISION_SETTINGS, cpu_bf16_flags, cpu_supports_bf16, load_backbone, resolve_precision
+import similarity.precision as precision_module
+from similarity.backbone import load_backbone
 from similarity.evaluation import top_k_accuracy
 from similarity.neighbours import all_top_k
+from similarity.precision import PRECISION_SETTINGS, cpu_bf16_flags, cpu_supports_bf16, resolve_precision
 
 from .conftest import REPO
 
@@ -55,13 +57,13 @@ def test_it_needs_bf16_on_every_cpu_and_a_readable_cpuinfo(tmp_path):
 
 @pytest.mark.parametrize(("native", "expected"), [(True, "bfloat16"), (False, "float32")])
 def test_it_follows_the_detector_on_auto(monkeypatch, native, expected):
-    monkeypatch.setattr(backbone_module, "cpu_supports_bf16", lambda: native)
+    monkeypatch.setattr(precision_module, "cpu_supports_bf16", lambda: native)
     assert resolve_precision("auto") == expected
 
 
 @pytest.mark.parametrize("native", [True, False])
 def test_it_lets_a_forced_precision_win_over_the_detector(monkeypatch, native):
-    monkeypatch.setattr(backbone_module, "cpu_supports_bf16", lambda: native)
+    monkeypatch.setattr(precision_module, "cpu_supports_bf16", lambda: native)
     assert resolve_precision("float32") == "float32"
     assert resolve_precision("bfloat16") == "bfloat16"
 
@@ -96,7 +98,7 @@ def test_it_loads_the_backbone_in_the_resolved_precision_once_per_precision(monk
 
     monkeypatch.setattr(backbone_module, "load_backbone", fake_load)
     monkeypatch.setattr(runtime, "_backbones", {})
-    monkeypatch.setattr(backbone_module, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(precision_module, "cpu_supports_bf16", lambda: True)
     settings.BACKBONE_PRECISION = "auto"
     assert runtime.get_backbone().precision == "bfloat16"
     assert runtime.get_backbone().precision == "bfloat16"  # cached

