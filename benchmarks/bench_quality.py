@@ -24,33 +24,30 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from shop import demodata, street2shop  # noqa: E402  (Django-free modules)
-from similarity.evaluation import top_k_accuracy  # noqa: E402
-from similarity.images import crop_box, open_image  # noqa: E402
+from shop.street2shop import metadata as street2shop  # noqa: E402  (Django-free modules)
+from shop.street2shop.demo import dataset as demodata  # noqa: E402
+from similarity.evaluation import EvaluationData  # noqa: E402
+from similarity.images import backbone_input, open_image  # noqa: E402
+from similarity.train_config import TrainConfig  # noqa: E402
+from similarity.training_data import split_training_data  # noqa: E402
 
+# Each variant is TrainConfig's defaults (the shop's) with these changes.
 VARIANTS = {
     # epochs=0: the residual tower's start, i.e. centred principal directions of the features.
-    "principal directions only (untrained)": dict(architecture="residual", epochs=0),
-    "mlp contrastive (seed design)": dict(architecture="mlp", epochs=20, patience=0),
-    "residual contrastive": dict(architecture="residual", weight_decay=1e-4, epochs=30, patience=6),
-    "residual contrastive + hard negatives": dict(
-        architecture="residual", weight_decay=1e-4, epochs=30, patience=6, hard_negative_share=0.5
+    "principal directions only (untrained)": dict(epochs=0),
+    "mlp contrastive (seed design)": dict(
+        architecture="mlp", epochs=20, patience=0, weight_decay=0.0, hard_negative_share=0.0
     ),
-    "residual triplet + hard negatives": dict(
-        architecture="residual",
-        weight_decay=1e-4,
-        epochs=30,
-        patience=6,
-        hard_negative_share=0.5,
-        loss="triplet",
-        margin=0.3,
-    ),
+    "residual contrastive": dict(hard_negative_share=0.0),
+    "residual contrastive + hard negatives": dict(),  # the shop's default
+    "residual triplet + hard negatives": dict(loss="triplet", margin=0.3),
 }
 
 
 def dataset_features(root: Path, *, products: int, seed: int, backbone_name: str, store: Path) -> dict:
     """Street-crop and shop-photo features of one generated dataset, cached as .npz."""
-    cache = REPO / "var" / "bench" / f"features-{backbone_name}-{products}-s{seed}.npz"
+    # "-grid": street crops cut as the shop cuts them (stored pixel grid, then resized to the input).
+    cache = REPO / "var" / "bench" / f"features-{backbone_name}-{products}-s{seed}-grid.npz"
     if cache.exists():
         return dict(np.load(cache, allow_pickle=False))
     from similarity.backbone import load_backbone
@@ -60,16 +57,18 @@ def dataset_features(root: Path, *, products: int, seed: int, backbone_name: str
     files = street2shop.category_files(root, "dresses")
     backbone = load_backbone(backbone_name, weights="random", store_dir=store)
     crops, labels, splits = [], [], []
+    size = backbone.input_size
     for split, path in (("train", files.train_pairs), ("test", files.test_pairs)):
         for pair in street2shop.load_pairs(path).pairs:
-            image = open_image(street2shop.photo_path(root, pair.photo_id))
-            crops.append(crop_box(image, pair.bbox))
+            # As the shop's indexing does: boxes are drawn on the stored pixel grid, so no EXIF turn first.
+            image = open_image(street2shop.photo_path(root, pair.photo_id), upright=False)
+            crops.append(backbone_input(image, bbox=pair.bbox, size=size))
             labels.append(pair.product_id)
             splits.append(split)
     shops, shop_labels = [], []
     for product, photo_ids in street2shop.load_retrieval(files.retrieval).items():
         for photo_id in photo_ids:
-            shops.append(open_image(street2shop.photo_path(root, photo_id)))
+            shops.append(backbone_input(open_image(street2shop.photo_path(root, photo_id)), size=size))
             shop_labels.append(product)
     started = time.perf_counter()
     street = backbone.extract_images(crops, batch_size=16)
@@ -93,39 +92,24 @@ def dataset_features(root: Path, *, products: int, seed: int, backbone_name: str
 
 
 def run(data: dict, variant: dict, *, seed: int) -> tuple[dict, dict, int | None]:
-    from similarity.siamese import TrainConfig, ValidationSet, embed, train_siamese
+    """Train one variant on the training products (split as the shop splits them); score it on the test set."""
+    from similarity.siamese import train_siamese
 
     train = data["split"] == "train"
-    train_products = np.unique(data["street_labels"][train])
-    rng = np.random.default_rng(seed)
-    held = set(rng.choice(train_products, size=max(1, round(len(train_products) * 0.15)), replace=False).tolist())
-    fit_products = set(train_products.tolist()) - held
-    fit = train & np.isin(data["street_labels"], list(fit_products))
-    val = train & np.isin(data["street_labels"], list(held))
-    shop_fit = np.isin(data["shop_labels"], list(fit_products))
-    shop_val = np.isin(data["shop_labels"], list(fit_products | held))
-    validation = ValidationSet(
-        data["street"][val], data["street_labels"][val], data["shop"][shop_val], data["shop_labels"][shop_val]
+    fit = split_training_data(
+        data["street"][train], data["street_labels"][train], data["shop"], data["shop_labels"], seed=seed
     )
-    config = TrainConfig(**variant, seed=seed)
-    result = train_siamese(
-        data["street"][fit],
-        data["street_labels"][fit],
-        data["shop"][shop_fit],
-        data["shop_labels"][shop_fit],
-        config,
-        validation=validation,
-    )
-    test = data["split"] == "test"
-    scores = top_k_accuracy(
-        embed(result.tower, data["street"][test]),
-        data["street_labels"][test],
-        embed(result.tower, data["shop"]),
-        data["shop_labels"],
-        metric="euclidean",
-    )
-    best = [row for row in result.history if row["epoch"] == result.best_epoch][0]
+    config = TrainConfig.from_mapping({**variant, "seed": seed})
+    result = train_siamese(fit.street, fit.street_labels, fit.shop, fit.shop_labels, config, validation=fit.validation)
+    scores = on_test_products(data).score({"siamese": result.tower})["siamese"]
+    best = next(row for row in result.history if row["epoch"] == result.best_epoch)
     return scores, best, result.best_epoch
+
+
+def on_test_products(data: dict) -> EvaluationData:
+    """Test crops (products never trained on) against every product's shop photos."""
+    test = data["split"] == "test"
+    return EvaluationData(data["street"][test], data["street_labels"][test], data["shop"], data["shop_labels"])
 
 
 def main() -> None:
@@ -148,9 +132,7 @@ def main() -> None:
             f"  {int((data['split'] == 'train').sum())} train crops, {int(test.sum())} test queries, "
             f"{len(np.unique(data['shop_labels']))} products in the gallery; weights {data['weights_id']}"
         )
-        baseline = top_k_accuracy(
-            data["street"][test], data["street_labels"][test], data["shop"], data["shop_labels"], metric="cosine"
-        )
+        baseline = on_test_products(data).score({"baseline": None})["baseline"]
         print(f"  {'method':<40}" + "".join(f"{k:>7}" for k in keys) + "  val-top20  best-epoch   Δtop20")
         print(f"  {'baseline (raw features, cosine)':<40}" + "".join(f"{baseline[k]:>7.3f}" for k in keys))
         row = {"seed": seed, "products": args.products, "baseline": baseline}

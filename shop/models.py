@@ -10,6 +10,8 @@ from django.core.files.storage import Storage, storages
 from django.db import models
 from django.db.models import Q
 
+from similarity.metrics import RunMetrics
+
 # How a stored vector's bytes are laid out; a Feature row records which one it uses.
 VECTOR_DTYPES = {"float32": np.float32, "float16": np.float16}
 
@@ -141,17 +143,29 @@ class Feature(models.Model):
         return vector_from_bytes(self.vector, self.dtype)
 
 
+class ModelVersionStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    TRAINING = "training", "Training"
+    EVALUATING = "evaluating", "Evaluating"
+    EMBEDDING = "embedding", "Embedding"
+    READY = "ready", "Ready"
+    ACTIVE = "active", "Active"
+    FAILED = "failed", "Failed"
+
+
+# A run still going: the single-flight constraint and every query for running versions use this one list.
+RUNNING_STATUSES = (
+    ModelVersionStatus.QUEUED,
+    ModelVersionStatus.TRAINING,
+    ModelVersionStatus.EVALUATING,
+    ModelVersionStatus.EMBEDDING,
+)
+
+
 class ModelVersion(models.Model):
     """One training run of the siamese network and the artifact it produced."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        TRAINING = "training", "Training"
-        EVALUATING = "evaluating", "Evaluating"
-        EMBEDDING = "embedding", "Embedding"
-        READY = "ready", "Ready"
-        ACTIVE = "active", "Active"
-        FAILED = "failed", "Failed"
+    Status = ModelVersionStatus
 
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
     category = models.CharField(max_length=20, choices=Category.choices, default=Category.DRESSES)
@@ -192,7 +206,8 @@ class ModelVersion(models.Model):
             # Single flight enforced by the database, not by a check-then-insert race.
             models.UniqueConstraint(
                 fields=["category"],
-                condition=Q(status__in=["queued", "training", "evaluating", "embedding"]),
+                # A list of the values, as the migration recorded it.
+                condition=Q(status__in=[str(status) for status in RUNNING_STATUSES]),
                 name="one_running_version_per_category",
             ),
         ]
@@ -210,13 +225,17 @@ class ModelVersion(models.Model):
             return (self.finished_at - self.started_at).total_seconds()
         return None
 
+    @property
+    def run_metrics(self) -> RunMetrics:
+        """The metrics JSON in its declared shape (similarity.metrics): the one way to read it."""
+        return RunMetrics.from_json(self.metrics)
 
-RUNNING_STATUSES = (
-    ModelVersion.Status.QUEUED,
-    ModelVersion.Status.TRAINING,
-    ModelVersion.Status.EVALUATING,
-    ModelVersion.Status.EMBEDDING,
-)
+    @property
+    def needs_override(self) -> bool:
+        """Going live takes a recorded override: the gate refused it (or never judged it) and it never
+        served. A version that was live before is a rollback and needs none."""
+        gate = self.run_metrics.gate
+        return (gate is None or not gate.passed) and self.activated_at is None
 
 
 class ProductEmbedding(models.Model):

@@ -188,3 +188,59 @@ def wait_for_search_status(*, query_id: UUID, timeout: float, interval: float = 
         if remaining <= 0:
             return status
         time.sleep(min(interval, remaining))
+
+
+# --- training and evaluation
+
+
+def model_version(*, version_id: int) -> ModelVersion | None:
+    return ModelVersion.objects.filter(pk=version_id).first()
+
+
+def running_version_of(*, category: str) -> ModelVersion | None:
+    """The category's queued or running version (at most one: a database constraint)."""
+    from shop.models import RUNNING_STATUSES
+
+    return ModelVersion.objects.filter(category=category, status__in=RUNNING_STATUSES).first()
+
+
+def category_product_ids(*, category: str) -> list[int]:
+    return list(Product.objects.filter(category=category).order_by("id").values_list("id", flat=True))
+
+
+def category_image_ids(*, category: str) -> tuple[list[int], list[int]]:
+    """(shop image ids, street photo ids) of a category, in id order."""
+    images = ProductImage.objects.filter(product__category=category).order_by("id").values_list("id", flat=True)
+    street = StreetPhoto.objects.filter(product__category=category).order_by("id").values_list("id", flat=True)
+    return list(images), list(street)
+
+
+def product_image_ids(*, product_ids: Sequence[int]) -> list[int]:
+    return list(ProductImage.objects.filter(product_id__in=product_ids).values_list("id", flat=True))
+
+
+def sample_product_images(*, category: str, count: int) -> list[ProductImage]:
+    """The category's first `count` shop images (a fixed sample, e.g. to time the backbone)."""
+    return list(ProductImage.objects.filter(product__category=category).order_by("id")[:count])
+
+
+def test_product_count(*, category: str) -> int:
+    """Products of the category with a test-split street photo (never seen in training)."""
+    from shop.models import Split
+
+    return Product.objects.filter(category=category, street_photos__split=Split.TEST).distinct().count()
+
+
+def products_missing_embedding(*, version: ModelVersion) -> QuerySet[Product]:
+    """Products of the version's category that have features under its weights but no embedding."""
+    return (
+        Product.objects.filter(category=version.category, images__features__weights_id=version.weights_id)
+        .exclude(embeddings__version=version)
+        .distinct()
+    )
+
+
+def products_without_embedding(*, version: ModelVersion, product_ids: Sequence[int]) -> list[int]:
+    """Those of `product_ids` that still exist and have no embedding for the version."""
+    missing = Product.objects.filter(pk__in=product_ids).exclude(embeddings__version=version)
+    return list(missing.values_list("id", flat=True))

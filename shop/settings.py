@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -137,7 +138,7 @@ for _name, _other in (("DATA_DIR", DATA_DIR), ("MEDIA_ROOT", MEDIA_ROOT), ("STAT
         raise ImproperlyConfigured(
             f"SEARCH_UPLOAD_ROOT={SEARCH_UPLOAD_ROOT} must be a folder of its own, not {_name} or around or inside it"
         )
-STORAGES = {
+STORAGES: dict[str, dict[str, Any]] = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     "searches": {
@@ -285,24 +286,30 @@ LOGGING = {
     },
 }
 
-# Siamese training defaults; an admin's run records the values it used.
-SIAMESE_EPOCHS = envint("SIAMESE_EPOCHS", 30, minimum=1)
-SIAMESE_BATCH_SIZE = envint("SIAMESE_BATCH_SIZE", 64, minimum=1)
-SIAMESE_LEARNING_RATE = envfloat("SIAMESE_LEARNING_RATE", 1e-3)
-SIAMESE_MARGIN = envfloat("SIAMESE_MARGIN", 1.0)
-SIAMESE_EMBEDDING_DIM = envint("SIAMESE_EMBEDDING_DIM", 128, minimum=2)
-SIAMESE_HIDDEN_DIM = envint("SIAMESE_HIDDEN_DIM", 512, minimum=2)
-SIAMESE_NEGATIVES = envint("SIAMESE_NEGATIVES", 3, minimum=1)
-SIAMESE_SEED = envint("SIAMESE_SEED", 0)
-# "residual" starts from the raw features' principal directions, so small data stays near the baseline.
-SIAMESE_ARCHITECTURE = envstr("SIAMESE_ARCHITECTURE", "residual")
-SIAMESE_WEIGHT_DECAY = envfloat("SIAMESE_WEIGHT_DECAY", 1e-4)
-SIAMESE_LOSS = envstr("SIAMESE_LOSS", "contrastive")
-SIAMESE_HARD_NEGATIVES = envfloat("SIAMESE_HARD_NEGATIVES", 0.5)
-SIAMESE_PATIENCE = envint("SIAMESE_PATIENCE", 6, minimum=0)
+# Siamese training: each SIAMESE_* variable overrides one field of similarity.train_config.TrainConfig,
+# whose defaults are the shop's. shop.services.training_config reads these into one validated
+# config; a run's overrides go over it, and the run records every field.
+from similarity.train_config import ARCHITECTURES, LOSSES, TrainConfig  # noqa: E402  (kept with its section)
+
+_TRAIN = TrainConfig()
+SIAMESE_EPOCHS = envint("SIAMESE_EPOCHS", _TRAIN.epochs, minimum=1)
+SIAMESE_BATCH_SIZE = envint("SIAMESE_BATCH_SIZE", _TRAIN.batch_size, minimum=1)
+SIAMESE_LEARNING_RATE = envfloat("SIAMESE_LEARNING_RATE", _TRAIN.learning_rate)
+SIAMESE_MARGIN = envfloat("SIAMESE_MARGIN", _TRAIN.margin)
+SIAMESE_EMBEDDING_DIM = envint("SIAMESE_EMBEDDING_DIM", _TRAIN.embedding_dim, minimum=2)
+SIAMESE_HIDDEN_DIM = envint("SIAMESE_HIDDEN_DIM", _TRAIN.hidden_dim, minimum=2)
+SIAMESE_DROPOUT = envfloat("SIAMESE_DROPOUT", _TRAIN.dropout)
+SIAMESE_NEGATIVES = envint("SIAMESE_NEGATIVES", _TRAIN.negatives_per_positive, minimum=1)
+SIAMESE_SEED = envint("SIAMESE_SEED", _TRAIN.seed, minimum=0)
+SIAMESE_ARCHITECTURE = envstr("SIAMESE_ARCHITECTURE", _TRAIN.architecture)
+SIAMESE_WEIGHT_DECAY = envfloat("SIAMESE_WEIGHT_DECAY", _TRAIN.weight_decay)
+SIAMESE_LOSS = envstr("SIAMESE_LOSS", _TRAIN.loss)
+SIAMESE_HARD_NEGATIVES = envfloat("SIAMESE_HARD_NEGATIVES", _TRAIN.hard_negative_share)
+SIAMESE_HARD_NEGATIVE_POOL = envint("SIAMESE_HARD_NEGATIVE_POOL", _TRAIN.hard_negative_pool, minimum=1)
+SIAMESE_PATIENCE = envint("SIAMESE_PATIENCE", _TRAIN.patience, minimum=0)
 # A running version with no progress for this long is taken as lost (its worker died) and marked failed.
 TRAINING_STALL_SECONDS = envint("TRAINING_STALL_SECONDS", 1800, minimum=60)
-if SIAMESE_ARCHITECTURE not in ("residual", "mlp"):
-    raise ImproperlyConfigured(f"SIAMESE_ARCHITECTURE={SIAMESE_ARCHITECTURE!r}: use residual or mlp")
-if SIAMESE_LOSS not in ("contrastive", "triplet"):
-    raise ImproperlyConfigured(f"SIAMESE_LOSS={SIAMESE_LOSS!r}: use contrastive or triplet")
+if SIAMESE_ARCHITECTURE not in ARCHITECTURES:
+    raise ImproperlyConfigured(f"SIAMESE_ARCHITECTURE={SIAMESE_ARCHITECTURE!r}: use {' or '.join(ARCHITECTURES)}")
+if SIAMESE_LOSS not in LOSSES:
+    raise ImproperlyConfigured(f"SIAMESE_LOSS={SIAMESE_LOSS!r}: use {' or '.join(LOSSES)}")

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import numpy as np
 
 from similarity.neighbours import MAX_BLOCK_CELLS, blocked_distances
 
+# Product labels, one per row: a list or a numpy array.
+Labels = Sequence[Any] | np.ndarray
+
 
 def top_k_accuracy(
     queries: np.ndarray,
-    query_labels: Sequence,
+    query_labels: Labels,
     gallery: np.ndarray,
-    gallery_labels: Sequence,
+    gallery_labels: Labels,
     *,
     ks: Sequence[int] = (1, 5, 10, 20),
     metric: str = "cosine",
-) -> dict:
+) -> dict[str, Any]:
     """Share of queries whose product is among the first k distinct gallery products.
 
     Street2Shop protocol: the gallery may hold several shop photos per product, and a product
@@ -56,7 +61,7 @@ def top_k_accuracy(
         # Rank 1 = no other product as close; ties count against the query.
         ranks[start + known] = (per_product[known] <= true_distance[:, None]).sum(axis=1)
 
-    result: dict = {f"top{k}": float(np.mean(ranks <= k)) for k in ks}
+    result: dict[str, Any] = {f"top{k}": float(np.mean(ranks <= k)) for k in ks}
     result["queries"] = len(queries)
     result["gallery"] = len(products)
     return result
@@ -69,7 +74,9 @@ def _plain(label: object) -> object:
 
 # --- Streaming evaluation: the gallery arrives in chunks and is never held whole. ---
 
-Chunk = tuple[np.ndarray, Sequence]
+Chunk = tuple[np.ndarray, Labels]
+# Gallery rows per chunk: 2048 x 4096-d is 32 MB as float32 (64 MB once in float64 for cdist).
+DEFAULT_CHUNK_ROWS = 2048
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,7 @@ class View:
     transform: Callable[[np.ndarray], np.ndarray] | None = None
 
 
-def iter_chunks(gallery: np.ndarray, gallery_labels: Sequence, rows: int) -> Iterator[Chunk]:
+def iter_chunks(gallery: np.ndarray, gallery_labels: Labels, rows: int) -> Iterator[Chunk]:
     """(vectors, labels) slices of an in-memory gallery, ``rows`` rows at a time (views, no copies)."""
     if rows < 1:
         raise ValueError("rows must be at least 1.")
@@ -98,12 +105,12 @@ def iter_chunks(gallery: np.ndarray, gallery_labels: Sequence, rows: int) -> Ite
 
 def streaming_top_k_accuracy(
     queries: np.ndarray,
-    query_labels: Sequence,
+    query_labels: Labels,
     chunks: Iterable[Chunk],
     *,
     ks: Sequence[int] = (1, 5, 10, 20),
     metric: str = "cosine",
-) -> dict:
+) -> dict[str, Any]:
     """`top_k_accuracy` over a gallery given as an iterable of (vectors, labels) chunks.
 
     Same result, keys, tie and NaN rules; reads the chunks once and holds one at a time.
@@ -113,11 +120,11 @@ def streaming_top_k_accuracy(
 
 def streaming_top_k_accuracies(
     views: Mapping[str, View],
-    query_labels: Sequence,
+    query_labels: Labels,
     chunks: Iterable[Chunk],
     *,
     ks: Sequence[int] = (1, 5, 10, 20),
-) -> dict[str, dict]:
+) -> dict[str, dict[str, Any]]:
     """`top_k_accuracy` of every view, in ONE pass over a gallery given as (vectors, labels) chunks.
 
     Returns {view name: what `top_k_accuracy` returns for that view}. Chunks may come in any
@@ -140,8 +147,8 @@ def streaming_top_k_accuracies(
     states = {name: _ViewState(view, truth, keep=max(ks) + 1) for name, view in views.items()}
     in_gallery: set[int] = set()
 
-    for vectors, labels in chunks:
-        labels = np.asarray(labels)
+    for vectors, chunk_labels in chunks:
+        labels = np.asarray(chunk_labels)
         if len(vectors) != len(labels):
             raise ValueError("Each query and gallery row needs exactly one label.")
         if len(labels) == 0:
@@ -172,6 +179,54 @@ def streaming_top_k_accuracies(
         }
         for name, ranks in ((name, state.ranks()) for name, state in states.items())
     }
+
+
+def score_towers(
+    queries: np.ndarray, query_labels: Labels, chunks: Iterable[Chunk], towers: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Top-1/5/10/20 of each named scorer in ONE pass over the gallery chunks: THE scoring function.
+
+    A tower of None scores the raw features (cosine); a siamese tower (a Keras model) scores its
+    embeddings (euclidean), embedding each chunk as it arrives. Returns {"queries", "gallery",
+    name: top-k} (similarity.metrics.Scores' shape). Raises ValueError when there are no queries
+    or the gallery is empty.
+    """
+    views: dict[str, View] = {}
+    for name, tower in towers.items():
+        if tower is None:
+            views[name] = View(queries, metric="cosine")
+        else:
+            from similarity.siamese import embed  # Keras is loaded only where a tower is scored
+
+            views[name] = View(embed(tower, queries), metric="euclidean", transform=partial(embed, tower))
+    results = streaming_top_k_accuracies(views, query_labels, chunks)
+    first = next(iter(results.values()))
+    return {"queries": first["queries"], "gallery": first["gallery"], **results}
+
+
+@dataclass(frozen=True)
+class EvaluationData:
+    """Street-crop queries and an in-memory gallery of shop rows (raw backbone features).
+
+    For small galleries (training's validation set, a benchmark's dataset); a shop category's
+    whole gallery streams from the database instead.
+    """
+
+    queries: np.ndarray
+    query_labels: np.ndarray
+    gallery: np.ndarray
+    gallery_labels: np.ndarray
+
+    @property
+    def gallery_products(self) -> int:
+        return len(np.unique(self.gallery_labels)) if len(self.gallery_labels) else 0
+
+    def chunks(self, rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[Chunk]:
+        return iter_chunks(self.gallery, self.gallery_labels, rows)
+
+    def score(self, towers: Mapping[str, Any]) -> dict[str, Any]:
+        """`score_towers` of these queries against this gallery."""
+        return score_towers(self.queries, self.query_labels, self.chunks(), towers)
 
 
 class _ViewState:
@@ -241,7 +296,7 @@ class _ViewState:
     def ranks(self) -> np.ndarray:
         """Each query's rank (exact up to len(kept); above it, some number greater); inf where absent."""
         # NaN slots compare False: only real products count.
-        ranks = (self.nearest <= self.true_distance[:, None]).sum(axis=1).astype(np.float64)
+        ranks: np.ndarray = (self.nearest <= self.true_distance[:, None]).sum(axis=1).astype(np.float64)
         ranks[~self.found] = np.inf
         return ranks
 
@@ -249,7 +304,8 @@ class _ViewState:
 def _unit_rows(rows: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length; an all-zero row becomes NaN, as cdist's cosine makes it."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+        unit: np.ndarray = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    return unit
 
 
 def _cosine_blocks(unit_queries: np.ndarray, unit_rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:

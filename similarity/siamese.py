@@ -6,7 +6,6 @@ Follows keras-io's siamese_contrastive example: one shared embedding tower used 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from similarity.evaluation import EvaluationData
 from similarity.files import atomic_path, sha256_file
+from similarity.train_config import TrainConfig
+from similarity.training_data import make_pairs, nearest_wrong_products
 
 if TYPE_CHECKING:
     import keras
@@ -174,112 +176,6 @@ def triplet_loss(margin: float = 0.5) -> Callable[[Any, Any], Any]:
     return loss
 
 
-def make_pairs(
-    street_labels: np.ndarray,
-    shop_labels: np.ndarray,
-    *,
-    negatives_per_positive: int = 1,
-    rng: np.random.Generator,
-    hard_candidates: np.ndarray | None = None,
-    hard_share: float = 0.0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(street index, shop index, label) pairs: one positive per street crop plus negatives.
-
-    The positive uses a random shop row of the crop's own product; each negative uses a random
-    row of a different product, drawn uniformly over products rather than rows so products with
-    many shop photos do not dominate. Street crops whose product has no shop row are skipped.
-    With `hard_candidates` ((n_street, m) product labels, e.g. the nearest wrong products under
-    the current model), a `hard_share` of the negatives is drawn from a crop's candidates instead.
-    """
-    street_labels = np.asarray(street_labels)
-    shop_labels = np.asarray(shop_labels)
-    if negatives_per_positive < 0:
-        raise ValueError("negatives_per_positive must not be negative.")
-    products, shop_product = np.unique(shop_labels, return_inverse=True)
-    order = np.argsort(shop_product, kind="stable")
-    counts = np.bincount(shop_product, minlength=len(products))
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-
-    position = np.searchsorted(products, street_labels)
-    position = np.minimum(position, max(len(products) - 1, 0))
-    known = len(products) > 0
-    has_shop = (products[position] == street_labels) if known else np.zeros(len(street_labels), bool)
-    street_index = np.flatnonzero(has_shop)
-    own = position[street_index]
-    if negatives_per_positive and len(street_index) and len(products) < 2:
-        raise ValueError("Negative pairs need shop rows of at least two products.")
-
-    def random_row(product: np.ndarray) -> np.ndarray:
-        offset = (rng.random(len(product)) * counts[product]).astype(np.int64)
-        return order[starts[product] + offset]
-
-    positive_shop = random_row(own)
-    negative_street = np.repeat(street_index, negatives_per_positive)
-    negative_own = np.repeat(own, negatives_per_positive)
-    # Uniform over the other products: draw from P-1 slots and skip over the crop's own product.
-    other = rng.integers(0, max(len(products) - 1, 1), size=len(negative_own))
-    other = other + (other >= negative_own)
-    if hard_candidates is not None and hard_share > 0 and len(negative_street):
-        candidates = np.asarray(hard_candidates)[negative_street]
-        picked = candidates[np.arange(len(candidates)), rng.integers(0, candidates.shape[1], len(candidates))]
-        hard_position = np.minimum(np.searchsorted(products, picked), len(products) - 1)
-        usable = (products[hard_position] == picked) & (hard_position != negative_own)
-        use_hard = usable & (rng.random(len(other)) < hard_share)
-        other = np.where(use_hard, hard_position, other)
-    negative_shop = random_row(other)
-
-    street = np.concatenate([street_index, negative_street]).astype(np.int64)
-    shop = np.concatenate([positive_shop, negative_shop]).astype(np.int64)
-    labels = np.concatenate([np.ones(len(street_index), np.float32), np.zeros(len(negative_street), np.float32)])
-    return street, shop, labels
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of one training run; stored with the trained model."""
-
-    epochs: int = 20
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    margin: float = 1.0
-    hidden_dim: int = 512
-    embedding_dim: int = 128
-    dropout: float = 0.1
-    negatives_per_positive: int = 3
-    seed: int = 0
-    architecture: str = "mlp"
-    weight_decay: float = 0.0
-    loss: str = "contrastive"  # or "triplet"
-    hard_negative_share: float = 0.0
-    hard_negative_pool: int = 10
-    patience: int = 0  # epochs without a better validation top-20 before stopping; 0 = never stop early
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-@dataclass
-class ValidationSet:
-    """Held-out products: their street crops query a gallery of shop rows (theirs and others)."""
-
-    queries: np.ndarray
-    query_labels: np.ndarray
-    gallery: np.ndarray
-    gallery_labels: np.ndarray
-
-    def score(self, tower: keras.Model) -> dict[str, float]:
-        from similarity.evaluation import top_k_accuracy
-
-        result = top_k_accuracy(
-            embed(tower, self.queries),
-            self.query_labels,
-            embed(tower, self.gallery),
-            self.gallery_labels,
-            metric="euclidean",
-        )
-        return {f"val_{k}": float(result[k]) for k in ("top1", "top5", "top10", "top20")}
-
-
 @dataclass
 class TrainResult:
     tower: keras.Model
@@ -287,39 +183,10 @@ class TrainResult:
     best_epoch: int | None = None
 
 
-def nearest_wrong_products(
-    tower: keras.Model,
-    street_features: np.ndarray,
-    street_labels: np.ndarray,
-    shop_features: np.ndarray,
-    shop_labels: np.ndarray,
-    *,
-    pool: int,
-) -> np.ndarray:
-    """(n_street, pool) labels of the products nearest to each crop under `tower`, its own excluded."""
-    from similarity.neighbours import prepare_matrix, top_k
-
-    shop_labels = np.asarray(shop_labels)
-    street_labels = np.asarray(street_labels)
-    # Over-fetch rows: several rows may belong to one product, and one of them is the crop's own.
-    want = min(len(shop_labels), (pool + 1) * 3)
-    street = embed(tower, street_features)
-    shop = prepare_matrix(embed(tower, shop_features))
-    # In blocks of crops, so the (crops × shop rows) distance matrix never exists whole.
-    block = max(1, 4_000_000 // max(len(shop), 1))
-    rows = (
-        np.concatenate(
-            [np.atleast_2d(top_k(street[i : i + block], shop, k=want)[0]) for i in range(0, len(street), block)]
-        )
-        if len(street)
-        else np.zeros((0, want), dtype=np.intp)
-    )
-    result = np.empty((len(street_labels), pool), dtype=shop_labels.dtype)
-    for i, ranked in enumerate(rows):
-        labels = [label for label in dict.fromkeys(shop_labels[ranked].tolist()) if label != street_labels[i]]
-        labels = labels[:pool] or [street_labels[i]]  # make_pairs ignores a crop's own product
-        result[i] = np.resize(np.asarray(labels, dtype=shop_labels.dtype), pool)
-    return result
+def validation_scores(tower: keras.Model, validation: EvaluationData) -> dict[str, float]:
+    """The tower's validation top-k as history keys ("val_top1" … "val_top20"), by THE scoring function."""
+    figures = validation.score({"siamese": tower})["siamese"]
+    return {f"val_{k}": float(figures[k]) for k in ("top1", "top5", "top10", "top20")}
 
 
 def train_siamese(
@@ -329,7 +196,7 @@ def train_siamese(
     shop_labels: np.ndarray,
     config: TrainConfig,
     *,
-    validation: ValidationSet | None = None,
+    validation: EvaluationData | None = None,
     on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train a tower on street/shop feature pairs; fresh (optionally hard) negatives every epoch.
@@ -339,22 +206,10 @@ def train_siamese(
     without improvement.
     """
     import keras
-    import tensorflow as tf
 
-    street_features = np.asarray(street_features, dtype=np.float32)
-    shop_features = np.asarray(shop_features, dtype=np.float32)
-    street_labels = np.asarray(street_labels)
-    shop_labels = np.asarray(shop_labels)
-    if street_features.shape[1:] != shop_features.shape[1:] or street_features.ndim != 2:
-        raise ValueError(
-            f"Street and shop features must be 2-D with equal width, got "
-            f"{street_features.shape} and {shop_features.shape}."
-        )
-    if len(street_features) != len(street_labels) or len(shop_features) != len(shop_labels):
-        raise ValueError("Each feature row needs exactly one label.")
-    if config.loss not in ("contrastive", "triplet"):
-        raise ValueError(f"Unknown loss {config.loss!r}; use 'contrastive' or 'triplet'.")
-
+    street_features, street_labels, shop_features, shop_labels = _checked_features(
+        street_features, street_labels, shop_features, shop_labels
+    )
     keras.utils.set_random_seed(config.seed)
     tower = build_embedding_model(
         street_features.shape[1],
@@ -366,79 +221,166 @@ def train_siamese(
         weight_decay=config.weight_decay,
         init_features=np.concatenate([street_features, shop_features]),
     )
+    features = (street_features, street_labels, shop_features, shop_labels)
+    model = _compiled(tower, config)
+    feed = _PairFeed(street_features, shop_features, config)
+    rng = np.random.default_rng(config.seed)
+    best = _BestEpoch(validation, patience=config.patience)
+    history: list[dict[str, Any]] = []
+
+    def record(logs: dict[str, Any]) -> None:
+        history.append(logs)
+        if on_epoch is not None:
+            on_epoch(logs["epoch"], dict(logs))
+
+    if validation is not None:
+        record({"epoch": 0, "loss": None, **best.score(tower, epoch=0)})
+    for epoch in range(1, config.epochs + 1):
+        street, shop, labels = _epoch_pairs(tower, features, config, rng=rng, epoch=epoch)
+        fitted = model.fit(feed.dataset(street, shop, labels, epoch=epoch), epochs=1, verbose=0, shuffle=False)
+        logs: dict[str, Any] = {"epoch": epoch, "loss": float(fitted.history["loss"][-1])}
+        if validation is not None:
+            logs.update(best.score(tower, epoch=epoch))
+        record(logs)
+        if best.should_stop():
+            break
+    best.restore(tower)
+    return TrainResult(tower=tower, history=history, best_epoch=best.epoch)
+
+
+def _epoch_pairs(
+    tower: keras.Model,
+    features: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    config: TrainConfig,
+    *,
+    rng: np.random.Generator,
+    epoch: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One epoch's fresh pairs; from the second epoch on, a share of negatives is the nearest wrong products."""
+    street_features, street_labels, shop_features, shop_labels = features
+    hard = None
+    if config.hard_negative_share > 0 and epoch > 1:
+        hard = nearest_wrong_products(
+            tower, street_features, street_labels, shop_features, shop_labels, pool=config.hard_negative_pool
+        )
+    return make_pairs(
+        street_labels,
+        shop_labels,
+        negatives_per_positive=config.negatives_per_positive,
+        rng=rng,
+        hard_candidates=hard,
+        hard_share=config.hard_negative_share,
+    )
+
+
+def _checked_features(
+    street_features: np.ndarray, street_labels: np.ndarray, shop_features: np.ndarray, shop_labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The four arrays as float32 features and label arrays, refused when their shapes disagree."""
+    street_features = np.asarray(street_features, dtype=np.float32)
+    shop_features = np.asarray(shop_features, dtype=np.float32)
+    street_labels = np.asarray(street_labels)
+    shop_labels = np.asarray(shop_labels)
+    if street_features.shape[1:] != shop_features.shape[1:] or street_features.ndim != 2:
+        raise ValueError(
+            f"Street and shop features must be 2-D with equal width, got "
+            f"{street_features.shape} and {shop_features.shape}."
+        )
+    if len(street_features) != len(street_labels) or len(shop_features) != len(shop_labels):
+        raise ValueError("Each feature row needs exactly one label.")
+    return street_features, street_labels, shop_features, shop_labels
+
+
+def _compiled(tower: keras.Model, config: TrainConfig) -> keras.Model:
+    """The training model around the tower (pairs or triplets), compiled with its loss."""
+    import keras
+
     if config.loss == "triplet":
         model = build_triplet(tower)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=triplet_loss(config.margin))
     else:
         model = build_siamese(tower)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=contrastive_loss(config.margin))
-    # Features stay in one tensor each; the pipeline carries indices and gathers per batch,
-    # so pairs never copy 4096-d rows on the host.
-    street_table = tf.constant(street_features)
-    shop_table = tf.constant(shop_features)
+    return model
 
-    def gather_pair(street: Any, shop: Any, label: Any) -> tuple[tuple[Any, Any], Any]:
-        return (tf.gather(street_table, street), tf.gather(shop_table, shop)), label
 
-    def gather_triplet(street: Any, positive: Any, negative: Any) -> tuple[tuple[Any, Any, Any], Any]:
-        inputs = (tf.gather(street_table, street), tf.gather(shop_table, positive), tf.gather(shop_table, negative))
+class _PairFeed:
+    """An epoch's pairs as a tf.data pipeline of indices, gathering feature rows per batch.
+
+    Features stay in one tensor each, so pairs never copy 4096-d rows on the host.
+    """
+
+    def __init__(self, street_features: np.ndarray, shop_features: np.ndarray, config: TrainConfig) -> None:
+        import tensorflow as tf
+
+        self.street_table = tf.constant(street_features)
+        self.shop_table = tf.constant(shop_features)
+        self.config = config
+
+    def _pair(self, street: Any, shop: Any, label: Any) -> tuple[tuple[Any, Any], Any]:
+        import tensorflow as tf
+
+        return (tf.gather(self.street_table, street), tf.gather(self.shop_table, shop)), label
+
+    def _triplet(self, street: Any, positive: Any, negative: Any) -> tuple[tuple[Any, Any, Any], Any]:
+        import tensorflow as tf
+
+        inputs = (
+            tf.gather(self.street_table, street),
+            tf.gather(self.shop_table, positive),
+            tf.gather(self.shop_table, negative),
+        )
         return inputs, tf.zeros_like(street, dtype=tf.float32)
 
-    rng = np.random.default_rng(config.seed)
-    history: list[dict[str, Any]] = []
-    best_score, best_epoch, best_weights, stale = -1.0, None, None, 0
-    if validation is not None:
-        start = validation.score(tower)
-        best_score, best_epoch, best_weights = start["val_top20"], 0, tower.get_weights()
-        history.append({"epoch": 0, "loss": None, **start})
-        if on_epoch is not None:
-            on_epoch(0, dict(history[-1]))
-    for epoch in range(1, config.epochs + 1):
-        hard = None
-        if config.hard_negative_share > 0 and epoch > 1:
-            hard = nearest_wrong_products(
-                tower, street_features, street_labels, shop_features, shop_labels, pool=config.hard_negative_pool
-            )
-        street, shop, labels = make_pairs(
-            street_labels,
-            shop_labels,
-            negatives_per_positive=config.negatives_per_positive,
-            rng=rng,
-            hard_candidates=hard,
-            hard_share=config.hard_negative_share,
-        )
+    def dataset(self, street: np.ndarray, shop: np.ndarray, labels: np.ndarray, *, epoch: int) -> Any:
+        import tensorflow as tf
+
         if len(labels) == 0:
             raise ValueError("No training pairs: no street crop has a shop row of its product.")
-        if config.loss == "triplet":
+        slices: tuple[np.ndarray, ...]
+        if self.config.loss == "triplet":
             positive = {int(a): int(b) for a, b, y in zip(street, shop, labels) if y == 1}
             negatives = labels == 0
             slices = (street[negatives], np.array([positive[int(a)] for a in street[negatives]]), shop[negatives])
-            gather = gather_triplet
+            gather: Callable[..., Any] = self._triplet
         else:
-            slices, gather = (street, shop, labels), gather_pair
-        dataset = (
+            slices, gather = (street, shop, labels), self._pair
+        return (
             tf.data.Dataset.from_tensor_slices(slices)
-            .shuffle(len(slices[0]), seed=config.seed + epoch)
-            .batch(config.batch_size)
+            .shuffle(len(slices[0]), seed=self.config.seed + epoch)
+            .batch(self.config.batch_size)
             .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE)
         )
-        fitted = model.fit(dataset, epochs=1, verbose=0, shuffle=False)
-        logs: dict[str, Any] = {"epoch": epoch, "loss": float(fitted.history["loss"][-1])}
-        if validation is not None:
-            logs.update(validation.score(tower))
-            if logs["val_top20"] > best_score:
-                best_score, best_epoch, best_weights, stale = logs["val_top20"], epoch, tower.get_weights(), 0
-            else:
-                stale += 1
-        history.append(logs)
-        if on_epoch is not None:
-            on_epoch(epoch, dict(logs))
-        if validation is not None and config.patience and stale >= config.patience:
-            break
-    if best_weights is not None:
-        tower.set_weights(best_weights)
-    return TrainResult(tower=tower, history=history, best_epoch=best_epoch)
+
+
+class _BestEpoch:
+    """The best validation top-20 so far and its weights; says when `patience` epochs brought nothing better."""
+
+    def __init__(self, validation: EvaluationData | None, *, patience: int) -> None:
+        self.validation = validation
+        self.patience = patience
+        self.top20 = -1.0
+        self.epoch: int | None = None
+        self.weights: list[Any] | None = None
+        self.stale = 0
+
+    def score(self, tower: keras.Model, *, epoch: int) -> dict[str, float]:
+        assert self.validation is not None
+        logs = validation_scores(tower, self.validation)
+        if logs["val_top20"] > self.top20:
+            self.top20, self.epoch, self.weights, self.stale = logs["val_top20"], epoch, tower.get_weights(), 0
+        else:
+            self.stale += 1
+        return logs
+
+    def should_stop(self) -> bool:
+        return self.validation is not None and self.patience > 0 and self.stale >= self.patience
+
+    def restore(self, tower: keras.Model) -> None:
+        """Put the best epoch's weights back (no validation: the last epoch's stay)."""
+        if self.weights is not None:
+            tower.set_weights(self.weights)
 
 
 def save_tower(tower: keras.Model, path: Path) -> str:

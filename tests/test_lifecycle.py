@@ -12,7 +12,8 @@ from django.urls import reverse
 
 from shop import selectors
 from shop.models import ModelVersion, Product, SimilarProduct
-from shop.services import training
+from shop.services import enqueue, model_versions, training
+from shop.services.training_config import run_config
 from tests.conftest import wait_for
 
 Status = ModelVersion.Status
@@ -54,7 +55,8 @@ def lifecycle(tmp_path_factory, celery_worker_process, django_db_blocker):
 def test_it_walks_a_run_through_every_stage_to_active(lifecycle):
     first = lifecycle["first"]
     assert first.started_at and first.finished_at and first.activated_at
-    assert set(first.metrics) >= {"test", "validation", "gate", "best_epoch"}
+    assert set(first.metrics) >= {"test", "validation", "gate", "best_epoch", "backbone"}
+    assert first.hyperparameters == run_config({"epochs": 6}).to_dict()  # every field, as requested
     assert first.dataset_counts["validation_products"] >= 1
     assert first.progress["stage"] == "ready"
     assert first.checksum and first.artifact_path
@@ -93,7 +95,7 @@ def test_it_activates_a_refused_version_only_with_a_recorded_override(lifecycle,
 @pytest.mark.django_db
 def test_it_rolls_back_to_an_earlier_version_in_one_click(lifecycle, client):
     worse, first = lifecycle["worse"], lifecycle["first"]
-    training.activate_version(version_id=worse.pk, override=True)
+    model_versions.activate_version(version_id=worse.pk, override=True)
     client.force_login(lifecycle["admin"])
 
     page = client.get(reverse("admin:shop_modelversion_changelist"))
@@ -160,8 +162,11 @@ def test_it_abandons_a_run_that_was_failed_while_it_ran(lifecycle):
 def test_it_fails_a_broken_run_and_keeps_serving_the_active_version(lifecycle, django_db_blocker):
     with django_db_blocker.unblock():
         active = selectors.active_version()
-        broken = _finish(training.request_training(hyperparameters={"embedding_dim": 0, "epochs": 1}))
-        assert broken.status == Status.FAILED and broken.error
+        # request_training refuses this config, so queue the row directly, as a stale or edited one would be.
+        broken = ModelVersion.objects.create(hyperparameters={"embedding_dim": 0, "epochs": 1})
+        enqueue.train_model_version(broken.pk)
+        broken = _finish(broken)
+        assert broken.status == Status.FAILED and "embedding_dim must be" in broken.error
         assert broken.finished_at is not None
         assert selectors.active_version() == active
         assert not broken.embeddings.exists()

@@ -6,9 +6,7 @@ it streams: memory holds the queries and one chunk, never the whole category's f
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -16,36 +14,12 @@ from django.db.models import QuerySet
 
 from shop import selectors
 from shop.models import Feature, ModelVersion, Product, Split, vector_from_bytes
+from similarity.evaluation import DEFAULT_CHUNK_ROWS, score_towers
 
-# Gallery rows per chunk: 2048 x 4096-d is 32 MB as float32 (64 MB once in float64 for cdist).
-DEFAULT_CHUNK_ROWS = 2048
 # Product ids per gallery query (an IN list): short plans on SQLite and PostgreSQL alike, no sort of the blobs.
 PRODUCTS_PER_QUERY = 500
 
 Chunk = tuple[np.ndarray, np.ndarray]
-
-
-@dataclass
-class EvaluationData:
-    """Street-crop queries and an in-memory shop-image gallery, as raw backbone features.
-
-    Only for small galleries (training's validation set); a category's whole gallery streams
-    through `gallery_chunks` instead.
-    """
-
-    queries: np.ndarray
-    query_labels: np.ndarray
-    gallery: np.ndarray
-    gallery_labels: np.ndarray
-
-    @property
-    def gallery_products(self) -> int:
-        return len(np.unique(self.gallery_labels)) if len(self.gallery_labels) else 0
-
-    def chunks(self, rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[Chunk]:
-        from similarity.evaluation import iter_chunks
-
-        return iter_chunks(self.gallery, self.gallery_labels, rows)
 
 
 def _labelled(features: QuerySet[Feature], *, image: str) -> tuple[np.ndarray, np.ndarray]:
@@ -128,33 +102,6 @@ def gallery_chunks(*, category: str, weights_id: str, chunk_size: int = DEFAULT_
         yield vectors[:count], labels[:count]
 
 
-def score(
-    queries: np.ndarray,
-    query_labels: np.ndarray,
-    chunks: Iterable[Chunk],
-    towers: Mapping[str, Any],
-) -> dict:
-    """Top-1/5/10/20 of each named scorer in ONE pass over the gallery chunks.
-
-    A tower of None scores the raw features (cosine); a siamese tower scores its embeddings
-    (euclidean), embedding each chunk as it arrives. Returns {"queries", "gallery", name: top-k}.
-    Raises ValueError when there are no queries or the gallery is empty.
-    """
-    from similarity.evaluation import View, streaming_top_k_accuracies
-
-    views: dict[str, View] = {}
-    for name, tower in towers.items():
-        if tower is None:
-            views[name] = View(queries, metric="cosine")
-        else:
-            from similarity.siamese import embed
-
-            views[name] = View(embed(tower, queries), metric="euclidean", transform=partial(embed, tower))
-    results = streaming_top_k_accuracies(views, query_labels, chunks)
-    first = next(iter(results.values()))
-    return {"queries": first["queries"], "gallery": first["gallery"], **results}
-
-
 def evaluate_split(
     *,
     category: str,
@@ -163,10 +110,10 @@ def evaluate_split(
     towers: Mapping[str, Any],
     chunk_size: int = DEFAULT_CHUNK_ROWS,
 ) -> dict:
-    """`score` of the split's street crops against every product of the category, read in chunks."""
+    """`score_towers` of the split's street crops against every product of the category, read in chunks."""
     queries, query_labels = street_features(category=category, split=split, weights_id=weights_id)
     chunks = gallery_chunks(category=category, weights_id=weights_id, chunk_size=chunk_size)
-    return score(queries, query_labels, chunks, towers)
+    return score_towers(queries, query_labels, chunks, towers)
 
 
 def evaluate_category(
@@ -187,14 +134,12 @@ def evaluate_category(
         raise ValueError("no features are stored yet: index the catalogue first")
     towers: dict[str, Any] = {"baseline": None}
     if version is not None:
-        towers["siamese"] = runtime.get_tower(
-            version_id=version.pk, artifact_path=version.artifact_path, checksum=version.checksum
-        )
+        towers["siamese"] = runtime.tower_for(version)
     scores = evaluate_split(category=category, split=split, weights_id=weights_id, towers=towers, chunk_size=chunk_size)
-    result: dict = {"category": category, "split": split, "weights_id": weights_id, **scores}
+    result: dict[str, Any] = {"category": category, "split": split, "weights_id": weights_id, **scores}
     if version is not None:
         result["version"] = version.pk
-        for key in ("backbone", "validation", "gate"):
-            if key in (version.metrics or {}):
-                result[key] = version.metrics[key]
+        # What was recorded when the version was trained, as stored.
+        recorded = version.run_metrics.to_json()
+        result.update({key: recorded[key] for key in ("backbone", "validation", "gate") if key in recorded})
     return result

@@ -8,16 +8,16 @@ import pytest
 from similarity.evaluation import top_k_accuracy
 from similarity.siamese import (
     TowerChecksumError,
-    TrainConfig,
     build_embedding_model,
     build_siamese,
     contrastive_loss,
     embed,
     load_tower,
-    make_pairs,
     save_tower,
     train_siamese,
 )
+from similarity.train_config import TrainConfig
+from similarity.training_data import make_pairs
 
 from .factories import street_and_shop
 
@@ -29,7 +29,19 @@ def trained():
     # street_and_shop tiles products, so the last 4 × 12 rows are four crops of every product.
     split = 16 * 12
     epochs = []
-    config = TrainConfig(epochs=12, batch_size=32, learning_rate=3e-3, hidden_dim=64, embedding_dim=16, seed=3)
+    # The seed project's tower: random start, no weight decay, random negatives only, no early stopping.
+    config = TrainConfig(
+        epochs=12,
+        batch_size=32,
+        learning_rate=3e-3,
+        hidden_dim=64,
+        embedding_dim=16,
+        seed=3,
+        architecture="mlp",
+        weight_decay=0.0,
+        hard_negative_share=0.0,
+        patience=0,
+    )
     result = train_siamese(
         street[:split],
         street_labels[:split],
@@ -117,7 +129,7 @@ def test_it_draws_negatives_from_every_other_product():
     street_labels = np.zeros(500, dtype=int)
     shop_labels = np.array([0, 1, 2, 2, 2, 2, 3])
 
-    street, shop, labels = make_pairs(
+    _street, shop, labels = make_pairs(
         street_labels, shop_labels, negatives_per_positive=1, rng=np.random.default_rng(0)
     )
 
@@ -209,7 +221,7 @@ def test_it_embeds_in_batches_like_one_call():
     assert np.allclose(embed(tower, features, batch_size=3), embed(tower, features), atol=1e-6)
 
 
-def test_it_serialises_the_train_config():
+def test_it_serialises_every_field_of_the_train_config():
     config = TrainConfig(epochs=3)
 
     assert config.to_dict() == {
@@ -222,10 +234,10 @@ def test_it_serialises_the_train_config():
         "dropout": 0.1,
         "negatives_per_positive": 3,
         "seed": 0,
-        "architecture": "mlp",
-        "weight_decay": 0.0,
+        "architecture": "residual",
+        "weight_decay": 1e-4,
         "loss": "contrastive",
-        "hard_negative_share": 0.0,
+        "hard_negative_share": 0.5,
         "hard_negative_pool": 10,
-        "patience": 0,
+        "patience": 6,
     }

@@ -261,6 +261,7 @@ def test_it_scores_baseline_and_towers_in_one_pass_over_the_database():
     import keras
 
     from shop.services import evaluation
+    from similarity.evaluation import score_towers
     from similarity.siamese import embed
 
     _stored_catalogue(np.random.default_rng(23))
@@ -272,7 +273,7 @@ def test_it_scores_baseline_and_towers_in_one_pass_over_the_database():
     gallery, gallery_labels = evaluation.shop_features(category="dresses", weights_id="w")
     chunks = _once(evaluation.gallery_chunks(category="dresses", weights_id="w", chunk_size=6))
 
-    result = evaluation.score(queries, query_labels, chunks, towers)
+    result = score_towers(queries, query_labels, chunks, towers)
 
     assert result["baseline"] == top_k_accuracy(queries, query_labels, gallery, gallery_labels)
     for name in ("previous", "siamese"):

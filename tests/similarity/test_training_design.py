@@ -5,18 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from similarity.evaluation import top_k_accuracy
+from similarity.evaluation import EvaluationData, top_k_accuracy
 from similarity.siamese import (
-    TrainConfig,
-    ValidationSet,
     build_embedding_model,
     embed,
-    make_pairs,
-    nearest_wrong_products,
     principal_directions,
     train_siamese,
     triplet_loss,
 )
+from similarity.train_config import TrainConfig
+from similarity.training_data import make_pairs, nearest_wrong_products
 
 from .factories import street_and_shop
 
@@ -100,7 +98,7 @@ def test_it_computes_the_triplet_loss_per_triplet():
 def data():
     street, street_labels, shop, shop_labels = street_and_shop(products=16, street_per_product=10, nuisance=48, seed=2)
     train = street_labels < 12  # products 12-15 are held out, as the shop's validation split is
-    validation = ValidationSet(street[~train], street_labels[~train], shop, shop_labels)
+    validation = EvaluationData(street[~train], street_labels[~train], shop, shop_labels)
     return street[train], street_labels[train], shop[shop_labels < 12], shop_labels[shop_labels < 12], validation
 
 
@@ -159,6 +157,8 @@ def test_it_stops_early_when_validation_stops_improving(data):
         hidden_dim=16,
         embedding_dim=8,
         architecture="residual",
+        weight_decay=0.0,
+        hard_negative_share=0.0,
         patience=2,
         seed=0,
     )

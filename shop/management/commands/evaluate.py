@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from argparse import ArgumentParser
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
 from shop import selectors
 from shop.models import Category, ModelVersion, Split
 from shop.services.evaluation import evaluate_category
+from similarity.metrics import Gate
 
 KEYS = ("top1", "top5", "top10", "top20")
 
@@ -16,7 +19,7 @@ KEYS = ("top1", "top5", "top10", "top20")
 class Command(BaseCommand):
     help = "Each street crop of the split ranks every product of the category; prints top-1/5/10/20."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--category", default=Category.DRESSES, choices=Category.values)
         parser.add_argument("--split", default=Split.TEST, choices=Split.values)
         parser.add_argument(
@@ -24,9 +27,11 @@ class Command(BaseCommand):
         )
         parser.add_argument("--json", action="store_true", dest="as_json")
 
-    def handle(self, *args, category: str, split: str, model_version: int | None, as_json: bool, **options):
+    def handle(
+        self, *args: Any, category: str, split: str, model_version: int | None, as_json: bool, **options: Any
+    ) -> None:
         model = (
-            ModelVersion.objects.filter(pk=model_version).first()
+            selectors.model_version(version_id=model_version)
             if model_version
             else selectors.active_version(category=category)
         )
@@ -51,28 +56,35 @@ class Command(BaseCommand):
             self.stdout.write("(no active siamese model: train one with `manage.py train_model`)")
         for name, figures in rows:
             self.stdout.write(f"{name:<28}" + "".join(f"{figures[k]:>8.3f}" for k in KEYS))
-        recorded = (model.metrics or {}).get("validation") if model else None
-        if recorded:
-            gate = model.metrics.get("gate", {})
+        if model is not None:
+            self._print_recorded(model)
+
+    def _print_recorded(self, model: ModelVersion) -> None:
+        """The validation figures and gate recorded when the version was trained, and its backbone's cost."""
+        metrics = model.run_metrics
+        recorded = metrics.validation
+        if recorded is not None:
+            gate = metrics.gate or Gate()
             self.stdout.write(
-                f"validation (gate, recorded when v{model.pk} was trained): {recorded['queries']} queries, "
-                f"{recorded['gallery']} products"
+                f"validation (gate, recorded when v{model.pk} was trained): {recorded.queries} queries, "
+                f"{recorded.gallery} products"
             )
             names = {
                 "baseline": "baseline",
-                "previous": f"previous v{model.metrics.get('previous_version')}",
+                "previous": f"previous v{metrics.previous_version}",
                 "siamese": f"siamese v{model.pk}",
             }
-            for key, name in names.items():
-                if key in recorded:
-                    self.stdout.write(f"{name:<28}" + "".join(f"{recorded[key][k]:>8.3f}" for k in KEYS))
+            for key, figures in recorded.rows():
+                self.stdout.write(
+                    f"{names[key]:<28}" + "".join(f"{value:>8.3f}" for value in figures.figures().values())
+                )
             self.stdout.write(
-                f"gate: {'passed' if gate.get('passed') else 'refused'}: {gate.get('reason', '')}"
+                f"gate: {'passed' if gate.passed else 'refused'}: {gate.reason}"
                 + (" (overridden)" if model.gate_overridden else "")
             )
-        cost = (model.metrics or {}).get("backbone", {}) if model else {}
-        if "ms_per_image" in cost:
+        cost = metrics.backbone
+        if cost is not None and cost.ms_per_image is not None:
             self.stdout.write(
-                f"backbone {cost['name']} ({cost['dim']}-d{', random fallback' if cost.get('fallback') else ''}): "
-                f"{cost['ms_per_image']:.0f} ms per image on this machine"
+                f"backbone {cost.name} ({cost.dim}-d{', random fallback' if cost.fallback else ''}): "
+                f"{cost.ms_per_image:.0f} ms per image on this machine"
             )
