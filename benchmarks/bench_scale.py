@@ -310,7 +310,7 @@ def child_measure(kind: str, version_id: int) -> dict:
     version = ModelVersion.objects.get(pk=version_id)
     started = time.perf_counter()
     if kind == "training":
-        from shop.services.training import training_data
+        from shop.services.training_stages import training_data
 
         data = training_data(category="dresses", weights_id=version.weights_id, seed=0)
         result = {"counts": data.counts}

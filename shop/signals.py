@@ -17,7 +17,7 @@ from django.db.models.signals import post_delete, pre_delete
 from django.dispatch import receiver
 
 from shop.models import ModelVersion, Product, ProductImage
-from shop.services import catalogue, training
+from shop.services import catalogue, model_versions
 
 
 @receiver(pre_delete, sender=Product, dispatch_uid="shop.product_deleted")
@@ -41,4 +41,4 @@ def _deletes_products(origin: object) -> bool:
 def model_version_deleted(sender: type[ModelVersion], instance: ModelVersion, **kwargs: Any) -> None:
     """A deleted version's trained tower leaves the model store once the deletion commits."""
     if instance.artifact_path:
-        transaction.on_commit(lambda: training.delete_artifact(path=instance.artifact_path))
+        transaction.on_commit(lambda: model_versions.delete_artifact(path=instance.artifact_path))

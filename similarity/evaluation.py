@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from similarity.embedding import embed
 from similarity.neighbours import MAX_BLOCK_CELLS, blocked_distances
 
 # Product labels, one per row: a list or a numpy array.
@@ -148,23 +149,11 @@ def streaming_top_k_accuracies(
     in_gallery: set[int] = set()
 
     for vectors, chunk_labels in chunks:
-        labels = np.asarray(chunk_labels)
-        if len(vectors) != len(labels):
-            raise ValueError("Each query and gallery row needs exactly one label.")
-        if len(labels) == 0:
+        grouped = _grouped_by_product(vectors, chunk_labels, codes)
+        if grouped is None:
             continue
-        distinct, row_product = np.unique(labels, return_inverse=True)
-        distinct_codes = np.array([codes.setdefault(label, len(codes)) for label in distinct.tolist()], dtype=np.int64)
-        in_gallery.update(distinct_codes.tolist())
-        # Rows grouped by product so np.minimum.reduceat gives each product's best photo (column j
-        # of a chunk is its j-th distinct label); chunks read in product order need no reordering.
-        row_product = row_product.reshape(-1)
-        rows = np.asarray(vectors)
-        if np.any(row_product[1:] < row_product[:-1]):
-            order = np.argsort(row_product, kind="stable")
-            rows, row_product = rows[order], row_product[order]
-        group_starts = np.searchsorted(row_product, np.arange(len(distinct)))
-        columns = _Columns(distinct_codes)
+        rows, columns, group_starts = grouped
+        in_gallery.update(columns.codes.tolist())
         for state in states.values():
             state.add(rows, columns, group_starts)
         del rows
@@ -179,6 +168,29 @@ def streaming_top_k_accuracies(
         }
         for name, ranks in ((name, state.ranks()) for name, state in states.items())
     }
+
+
+def _grouped_by_product(
+    vectors: np.ndarray, chunk_labels: Labels, codes: dict[object, int]
+) -> tuple[np.ndarray, _Columns, np.ndarray] | None:
+    """A chunk's rows grouped by product, its products' codes and where each group starts (None if empty).
+
+    Grouped so np.minimum.reduceat gives each product's best photo (column j of a chunk is its j-th
+    distinct label); chunks read in product order need no reordering.
+    """
+    labels = np.asarray(chunk_labels)
+    if len(vectors) != len(labels):
+        raise ValueError("Each query and gallery row needs exactly one label.")
+    if len(labels) == 0:
+        return None
+    distinct, row_product = np.unique(labels, return_inverse=True)
+    distinct_codes = np.array([codes.setdefault(label, len(codes)) for label in distinct.tolist()], dtype=np.int64)
+    row_product = row_product.reshape(-1)
+    rows = np.asarray(vectors)
+    if np.any(row_product[1:] < row_product[:-1]):
+        order = np.argsort(row_product, kind="stable")
+        rows, row_product = rows[order], row_product[order]
+    return rows, _Columns(distinct_codes), np.searchsorted(row_product, np.arange(len(distinct)))
 
 
 def score_towers(
@@ -196,8 +208,6 @@ def score_towers(
         if tower is None:
             views[name] = View(queries, metric="cosine")
         else:
-            from similarity.siamese import embed  # Keras is loaded only where a tower is scored
-
             views[name] = View(embed(tower, queries), metric="euclidean", transform=partial(embed, tower))
     results = streaming_top_k_accuracies(views, query_labels, chunks)
     first = next(iter(results.values()))

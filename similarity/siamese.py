@@ -409,17 +409,3 @@ def load_tower(path: Path, *, expected_sha256: str | None = None) -> keras.Model
                 "it was replaced or corrupted. Retrain or restore the matching file."
             )
     return keras.saving.load_model(str(path), compile=False)
-
-
-def embed(tower: keras.Model, features: np.ndarray, *, batch_size: int = 1024) -> np.ndarray:
-    """Embed feature rows with the tower, as (N, embedding_dim) float32."""
-    features = np.asarray(features, dtype=np.float32)
-    dim = int(tower.output_shape[-1])
-    if features.ndim != 2:
-        raise ValueError(f"Expected 2-D features, got shape {features.shape}.")
-    chunks = [np.zeros((0, dim), dtype=np.float32)]
-    # A direct call avoids predict()'s per-call set-up, which dominates for a few rows.
-    for start in range(0, len(features), batch_size):
-        output = tower(features[start : start + batch_size], training=False)
-        chunks.append(np.asarray(output, dtype=np.float32))
-    return np.ascontiguousarray(np.concatenate(chunks))

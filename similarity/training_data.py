@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from similarity.embedding import embed
 from similarity.evaluation import EvaluationData
 
 if TYPE_CHECKING:
@@ -150,7 +151,6 @@ def nearest_wrong_products(
 ) -> np.ndarray:
     """(n_street, pool) labels of the products nearest to each crop under `tower`, its own excluded."""
     from similarity.neighbours import prepare_matrix, top_k
-    from similarity.siamese import embed
 
     shop_labels = np.asarray(shop_labels)
     street_labels = np.asarray(street_labels)

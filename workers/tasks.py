@@ -8,7 +8,7 @@ from uuid import UUID
 
 from celery import shared_task
 
-from shop.services import enqueue, indexing, recommendations, search, training
+from shop.services import enqueue, indexing, model_versions, recommendations, search, training
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -44,7 +44,7 @@ def train_model_version(version_id: int) -> None:
 @task(enqueue.EMBED_FOR_VERSION)
 def embed_for_version(version_id: int, product_ids: Sequence[int]) -> int:
     """Embed products a ready or active version lacks (added since it was built)."""
-    return training.embed_for_version(version_id=version_id, product_ids=list(product_ids))
+    return model_versions.embed_for_version(version_id=version_id, product_ids=list(product_ids))
 
 
 @task(enqueue.RUN_SEARCH)

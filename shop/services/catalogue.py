@@ -24,7 +24,7 @@ from django.db.models import QuerySet
 
 from shop.models import Feature, Product, ProductEmbedding, ProductImage, StreetPhoto
 from shop.services import enqueue, recommendations
-from shop.services.indexing import chunked, queue_indexing
+from shop.services.enqueue import chunked, queue_indexing
 
 logger = logging.getLogger("shop")
 

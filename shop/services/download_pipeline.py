@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from shop import selectors
 from shop.models import PhotoDownload
 from shop.services.download_report import DownloadSeedReport, PhotoFailure, record_photo_downloads
-from shop.services.indexing import IndexQueue
+from shop.services.enqueue import IndexQueue
 from shop.services.seeding import BAD_BBOX, BAD_IMAGE, INDEX_CHUNK, SeedReport, seed_products
 from shop.services.street2shop_dataset import Street2ShopDataset
 from shop.street2shop.download import JobFeed, download_photos

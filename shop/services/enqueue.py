@@ -8,12 +8,15 @@ these functions to record what would be sent.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 from django.db import transaction
 
+from shop.models import Category, Product, StreetPhoto
 from workers.celery import app
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -76,3 +79,68 @@ def on_commit_or_fail(send: Callable[[], None], *, fail: Callable[[Exception], N
             raise
 
     transaction.on_commit(enqueue, robust=True)
+
+
+# How many ids one queued indexing task carries: big enough to batch VGG19 work,
+# small enough that a killed worker loses little.
+TASK_CHUNK = 32
+
+
+def chunked(items: Sequence[T], size: int) -> Iterable[list[T]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+class IndexQueue:
+    """Queues ids for indexing in task-sized chunks, each id once its transaction has committed.
+
+    A seeding run commits one product at a time; one task per product would have the worker run
+    VGG19 on batches of one or two images, several times slower than full batches.
+    """
+
+    def __init__(self, *, chunk: int = TASK_CHUNK) -> None:
+        self.chunk = chunk
+        self._products: list[int] = []
+        self._street: list[int] = []
+        self._added = False
+
+    def add(self, *, product_ids: Sequence[int] = (), street_photo_ids: Sequence[int] = ()) -> None:
+        # robust: a broker outage must not undo what is stored; index_catalogue catches up later.
+        products, street = list(product_ids), list(street_photo_ids)
+        if not products and not street:
+            return
+        self._added = True
+        transaction.on_commit(lambda: self._committed(products, street), robust=True)
+
+    def flush(self) -> None:
+        """Send what is left, after the current transaction (if any) commits."""
+        if self._added:
+            transaction.on_commit(lambda: self._send(force=True), robust=True)
+
+    def _committed(self, products: list[int], street: list[int]) -> None:
+        self._products.extend(products)
+        self._street.extend(street)
+        self._send(force=False)
+
+    def _send(self, *, force: bool) -> None:
+        for pending, send in ((self._products, index_products), (self._street, index_street_photos)):
+            while pending and (force or len(pending) >= self.chunk):
+                batch, pending[:] = pending[: self.chunk], pending[self.chunk :]
+                send(batch)
+
+
+def queue_indexing(*, product_ids: Sequence[int] = (), street_photo_ids: Sequence[int] = ()) -> None:
+    """Queue indexing of these products and street photos once the current transaction commits."""
+    queue = IndexQueue()
+    queue.add(product_ids=product_ids, street_photo_ids=street_photo_ids)
+    queue.flush()
+
+
+def queue_catalogue_indexing(*, category: str = Category.DRESSES) -> dict[str, int]:
+    """Queue every product and street photo of a category; tasks skip what is already done."""
+    product_ids = list(Product.objects.filter(category=category).order_by("id").values_list("id", flat=True))
+    street_ids = list(
+        StreetPhoto.objects.filter(product__category=category).order_by("id").values_list("id", flat=True)
+    )
+    queue_indexing(product_ids=product_ids, street_photo_ids=street_ids)
+    return {"products": len(product_ids), "street_photos": len(street_ids)}

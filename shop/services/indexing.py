@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypedDict, TypeVar
 
@@ -17,7 +17,6 @@ from PIL import Image
 
 from shop import runtime, selectors
 from shop.models import (
-    Category,
     Feature,
     ModelVersion,
     Product,
@@ -26,7 +25,6 @@ from shop.models import (
     StreetPhoto,
     vector_to_bytes,
 )
-from shop.services import enqueue
 from similarity.images import BadBox, ImageError, backbone_input, open_image, thumbnail_jpeg
 
 logger = logging.getLogger("shop")
@@ -34,70 +32,6 @@ logger = logging.getLogger("shop")
 THUMBNAIL_SIDE = 320
 
 T = TypeVar("T")
-
-# How many ids one queued indexing task carries: big enough to batch VGG19 work,
-# small enough that a killed worker loses little.
-TASK_CHUNK = 32
-
-
-def chunked(items: Sequence[T], size: int) -> Iterable[list[T]]:
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
-
-
-class IndexQueue:
-    """Queues ids for indexing in task-sized chunks, each id once its transaction has committed.
-
-    A seeding run commits one product at a time; one task per product would have the worker run
-    VGG19 on batches of one or two images, several times slower than full batches.
-    """
-
-    def __init__(self, *, chunk: int = TASK_CHUNK) -> None:
-        self.chunk = chunk
-        self._products: list[int] = []
-        self._street: list[int] = []
-        self._added = False
-
-    def add(self, *, product_ids: Sequence[int] = (), street_photo_ids: Sequence[int] = ()) -> None:
-        # robust: a broker outage must not undo what is stored; index_catalogue catches up later.
-        products, street = list(product_ids), list(street_photo_ids)
-        if not products and not street:
-            return
-        self._added = True
-        transaction.on_commit(lambda: self._committed(products, street), robust=True)
-
-    def flush(self) -> None:
-        """Send what is left, after the current transaction (if any) commits."""
-        if self._added:
-            transaction.on_commit(lambda: self._send(force=True), robust=True)
-
-    def _committed(self, products: list[int], street: list[int]) -> None:
-        self._products.extend(products)
-        self._street.extend(street)
-        self._send(force=False)
-
-    def _send(self, *, force: bool) -> None:
-        for pending, send in ((self._products, enqueue.index_products), (self._street, enqueue.index_street_photos)):
-            while pending and (force or len(pending) >= self.chunk):
-                batch, pending[:] = pending[: self.chunk], pending[self.chunk :]
-                send(batch)
-
-
-def queue_indexing(*, product_ids: Sequence[int] = (), street_photo_ids: Sequence[int] = ()) -> None:
-    """Queue indexing of these products and street photos once the current transaction commits."""
-    queue = IndexQueue()
-    queue.add(product_ids=product_ids, street_photo_ids=street_photo_ids)
-    queue.flush()
-
-
-def queue_catalogue_indexing(*, category: str = Category.DRESSES) -> dict[str, int]:
-    """Queue every product and street photo of a category; tasks skip what is already done."""
-    product_ids = list(Product.objects.filter(category=category).order_by("id").values_list("id", flat=True))
-    street_ids = list(
-        StreetPhoto.objects.filter(product__category=category).order_by("id").values_list("id", flat=True)
-    )
-    queue_indexing(product_ids=product_ids, street_photo_ids=street_ids)
-    return {"products": len(product_ids), "street_photos": len(street_ids)}
 
 
 def _extract_features(
@@ -317,7 +251,7 @@ def product_feature_matrix(*, product_ids: Sequence[int], weights_id: str) -> tu
 
 def embed_products(*, version: ModelVersion, product_ids: Sequence[int]) -> int:
     """Store each product's embedding under a version: the normalised mean over its shop images."""
-    from similarity.siamese import embed
+    from similarity.embedding import embed
 
     tower = runtime.tower_for(version)
     ids, stacks = product_feature_matrix(product_ids=product_ids, weights_id=version.weights_id)

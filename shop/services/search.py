@@ -189,8 +189,8 @@ def nearest_products(version: ModelVersion, vector: np.ndarray) -> list[Match]:
 
 def run_search_query(*, query_id: UUID) -> None:
     """Worker entry: fill in a query's results, or its error."""
+    from similarity.embedding import embed
     from similarity.images import BadBox, backbone_input
-    from similarity.siamese import embed
 
     query = SearchQuery.objects.filter(pk=query_id).first()
     if query is None or query.status != SearchQuery.Status.PENDING or end_overdue_searches(query_id=query.pk):

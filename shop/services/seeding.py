@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import FileField
 
 from shop.models import Category, Product, ProductImage, StreetPhoto
-from shop.services.indexing import IndexQueue
+from shop.services.enqueue import IndexQueue
 from shop.services.street2shop_dataset import (
     BAD_IMAGE,
     MISSING_PHOTO,

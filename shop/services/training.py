@@ -20,16 +20,10 @@ from django.utils import timezone
 
 from shop import runtime, selectors
 from shop.models import RUNNING_STATUSES, Category, ModelVersion
-from shop.services import enqueue, model_versions, training_stages
+from shop.services import enqueue, training_stages
 from shop.services.model_versions import ActivationRefused, activate_version
 from shop.services.recommendations import rank_slice, slice_bounds
 from shop.services.training_config import run_config
-
-# Still reached through this module: by workers.tasks and shop.signals (embedding catch-up,
-# deleting a version's file) and by benchmarks/bench_scale.py (the training data).
-embed_for_version = model_versions.embed_for_version
-delete_artifact = model_versions.delete_artifact
-training_data = training_stages.training_data
 
 logger = logging.getLogger("shop")
 

@@ -19,7 +19,7 @@ from django.conf import settings
 
 from shop import runtime, selectors
 from shop.models import ModelVersion, Split
-from shop.services import evaluation, indexing, model_versions
+from shop.services import enqueue, evaluation, indexing, model_versions
 from similarity.evaluation import score_towers
 from similarity.gate import gate_decision
 from similarity.metrics import BackboneCost, RunMetrics, Scores
@@ -49,11 +49,11 @@ def compute_all_features(version: ModelVersion, record: Recorder) -> None:
     image_ids, street_ids = selectors.category_image_ids(category=version.category)
     total = len(image_ids) + len(street_ids)
     done = 0
-    for chunk in indexing.chunked(image_ids, 64):
+    for chunk in enqueue.chunked(image_ids, 64):
         indexing.compute_product_image_features(product_image_ids=chunk)
         done += len(chunk)
         record(progress={"stage": "features", "done": done, "total": total})
-    for chunk in indexing.chunked(street_ids, 64):
+    for chunk in enqueue.chunked(street_ids, 64):
         indexing.compute_street_photo_features(street_photo_ids=chunk)
         done += len(chunk)
         record(progress={"stage": "features", "done": done, "total": total})
@@ -186,7 +186,7 @@ def embed_catalogue(version: ModelVersion, record: Recorder) -> None:
     """Every product's embedding under the new version, then the products that arrived meanwhile."""
     product_ids = selectors.category_product_ids(category=version.category)
     done = 0
-    for chunk in indexing.chunked(product_ids, 256):
+    for chunk in enqueue.chunked(product_ids, 256):
         indexing.embed_products(version=version, product_ids=chunk)
         done += len(chunk)
         record(progress={"stage": "embedding", "done": done, "total": len(product_ids)})

@@ -261,8 +261,8 @@ def test_it_scores_baseline_and_towers_in_one_pass_over_the_database():
     import keras
 
     from shop.services import evaluation
+    from similarity.embedding import embed
     from similarity.evaluation import score_towers
-    from similarity.siamese import embed
 
     _stored_catalogue(np.random.default_rng(23))
     keras.utils.set_random_seed(0)

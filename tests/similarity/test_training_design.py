@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from similarity.embedding import embed
 from similarity.evaluation import EvaluationData, top_k_accuracy
 from similarity.siamese import (
     build_embedding_model,
-    embed,
     principal_directions,
     train_siamese,
     triplet_loss,

@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from shop import selectors
 from shop.management.progress import RateMeter, bar, wait_until
 from shop.models import Category
-from shop.services.indexing import queue_catalogue_indexing
+from shop.services.enqueue import queue_catalogue_indexing
 
 
 class Command(BaseCommand):
