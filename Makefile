@@ -39,7 +39,7 @@ test: install
 
 # The fast lane: rule-level tests that need no worker, broker or TensorFlow model (under a minute).
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow" -n 4
 
 # What CI checks before the tests: lint, format, types and repeated code.
 lint: install

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import ipaddress
 import os
@@ -72,6 +73,15 @@ def _test_run_dir():
     run_dir = Path(settings.TEST_RUN_DIR)
     if run_dir.name.startswith("fashion-test-") and not os.environ.get("KEEP_TEST_RUN_DIR"):
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def pytest_sessionfinish(session) -> None:
+    """Under xdist the controller runs no test: remove the (empty) folder its settings made."""
+    if getattr(session.config.option, "numprocesses", None) and not hasattr(session.config, "workerinput"):
+        from django.conf import settings
+
+        with contextlib.suppress(OSError):
+            Path(settings.TEST_RUN_DIR).rmdir()
 
 
 @pytest.fixture(scope="session")

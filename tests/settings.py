@@ -15,7 +15,16 @@ from shop.settings import DATA_DIR, DATABASES
 
 # One folder per test run, inherited by the worker processes the run starts (through the
 # environment), so two runs on one machine never share a database file or media.
-TEST_RUN_DIR = Path(os.environ.setdefault("TEST_RUN_DIR", tempfile.mkdtemp(prefix="fashion-test-")))
+_WORKER_PREFIX = f"fashion-test-{os.environ.get('PYTEST_XDIST_WORKER')}-"
+if os.environ.get("PYTEST_XDIST_WORKER") and not Path(os.environ.get("TEST_RUN_DIR", "")).name.startswith(
+    _WORKER_PREFIX
+):
+    # The fast lane's xdist workers: one folder each (their subprocesses inherit it), or each
+    # would delete the others' at its end.
+    TEST_RUN_DIR = Path(tempfile.mkdtemp(prefix=_WORKER_PREFIX))
+    os.environ["TEST_RUN_DIR"] = str(TEST_RUN_DIR)
+else:
+    TEST_RUN_DIR = Path(os.environ.setdefault("TEST_RUN_DIR", tempfile.mkdtemp(prefix="fashion-test-")))
 MEDIA_ROOT = TEST_RUN_DIR / "media"
 SEARCH_UPLOAD_ROOT = TEST_RUN_DIR / "searches"
 STORAGES = {

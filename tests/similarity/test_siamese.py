@@ -5,13 +5,13 @@ import hashlib
 import numpy as np
 import pytest
 
+from similarity.embedding import embed
 from similarity.evaluation import top_k_accuracy
 from similarity.siamese import (
     TowerChecksumError,
     build_embedding_model,
     build_siamese,
     contrastive_loss,
-    embed,
     load_tower,
     save_tower,
     train_siamese,
