@@ -46,7 +46,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pylint --rcfile=pyproject.toml shop similarity workers
+	$(BIN)/pylint --rcfile=pyproject.toml shop similarity workers tests benchmarks
 
 bench: install
 	$(BIN)/python benchmarks/bench_backbone.py
