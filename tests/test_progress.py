@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import io
 
-from shop.management.progress import RateMeter, bar, wait_until
+from shop.management.progress import bar, rate_text, wait_until
 from shop.street2shop.jobs import DownloadResult
-from shop.street2shop.progress import DownloadProgress, ProgressPrinter
+from shop.street2shop.progress import DownloadProgress, ProgressPrinter, Rate
 
 
 class FakeClock:
@@ -88,10 +88,10 @@ def test_it_draws_a_bar():
 
 def test_it_measures_rate_and_time_left_from_the_first_reading():
     times = iter([100.0, 110.0])
-    meter = RateMeter(clock=lambda: next(times))
+    rate = Rate(clock=lambda: next(times))
 
-    assert meter(10, 100) == ""
-    assert meter(30, 100) == " 2.0/s, ETA 0:35"
+    assert rate_text(rate, 10, 100) == ""
+    assert rate_text(rate, 30, 100) == " 2.0/s, ETA 0:35"
 
 
 def test_it_logs_few_lines_when_not_on_a_terminal():

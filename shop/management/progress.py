@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
+from shop.street2shop.progress import Rate, StatusLine
+
 if TYPE_CHECKING:
     from django.core.management.base import OutputWrapper
 
@@ -16,24 +18,13 @@ def bar(done: int, total: int, width: int = 30) -> str:
     return "[" + "#" * filled + "." * (width - filled) + f"] {done}/{total}"
 
 
-class RateMeter:
-    """Items per second and the time left, measured from the first reading."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
-        self.start: tuple[float, int] | None = None
-
-    def __call__(self, done: int, total: int) -> str:
-        now = self.clock()
-        if self.start is None:
-            self.start = (now, done)
-            return ""
-        seconds, progressed = now - self.start[0], done - self.start[1]
-        if seconds <= 0 or progressed <= 0:
-            return ""
-        rate = progressed / seconds
-        left = max(total - done, 0) / rate
-        return f" {rate:.1f}/s, ETA {int(left // 60)}:{int(left % 60):02d}"
+def rate_text(rate: Rate, done: int, total: int) -> str:
+    """ " 2.0/s, ETA 0:35" from the first reading on ("" until there is progress to measure)."""
+    measured = rate(done, total)
+    if measured is None:
+        return ""
+    per_second, left = measured
+    return f" {per_second:.1f}/s, ETA {int(left // 60)}:{int(left % 60):02d}"
 
 
 def wait_until(
@@ -46,30 +37,23 @@ def wait_until(
 ) -> bool:
     """Call `poll` until it says done, showing its line; False if its progress marker stood still too long.
 
-    On a terminal the line is redrawn in place; in a log (CI, `make demo | tee`) a line is
-    written at most every `log_interval` seconds, so quiet runs stay short.
+    The line goes through the dataset commands' StatusLine: redrawn in place on a terminal, in a log
+    (CI, `make demo | tee`) written at most every `log_interval` seconds.
     """
-    tty = stream.isatty()
+    status = StatusLine(stream, interval=0, log_interval=log_interval)
     last_line = last_marker = None
-    last_change = last_written = time.monotonic()
-    written = False
+    last_change = time.monotonic()
     while True:
         done, line, marker = poll()
         now = time.monotonic()
         if marker != last_marker:
             last_marker, last_change = marker, now
+        if done:
+            status.end(line)
+            return True
         if line != last_line:
             last_line = line
-            if tty:
-                stream.write("\r" + line)
-            elif done or not written or now - last_written >= log_interval:
-                stream.write(line + "\n")
-                last_written, written = now, True
-            stream.flush()
-        if done:
-            if tty:
-                stream.write("\n")
-            return True
+            status.show(line)
         if now - last_change > stall_timeout:
             stream.write(f"\nno progress for {stall_timeout:.0f} s: are the workers running?\n")
             return False

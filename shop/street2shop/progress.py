@@ -20,6 +20,68 @@ class Stream(Protocol):
     def flush(self) -> None: ...
 
 
+class StatusLine:
+    """One status line on a stream: redrawn in place on a terminal; elsewhere (a log) written as full
+    lines, at most one every ``log_interval`` seconds, so quiet runs stay short."""
+
+    def __init__(
+        self,
+        stream: Stream,
+        *,
+        interval: float = 0.5,
+        log_interval: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stream = stream
+        self.clock = clock
+        self.tty = _isatty(stream)
+        self._interval = interval if self.tty else log_interval
+        self._last: float | None = None
+        self._width = 0
+
+    def show(self, text: str) -> None:
+        """Draw ``text`` if the last line is old enough (the first one always)."""
+        now = self.clock()
+        if self._last is not None and now - self._last < self._interval:
+            return
+        self._last = now
+        if self.tty:
+            # Pad so a shorter line fully covers the previous one.
+            self.stream.write("\r" + text.ljust(self._width))
+            self._width = max(self._width, len(text))
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def end(self, text: str) -> None:
+        """Write the final line (over the drawn one on a terminal) and end it."""
+        if self.tty and self._width:
+            self.stream.write("\r" + text.ljust(self._width) + "\n")
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+class Rate:
+    """Items per second and seconds left, measured from the first reading (work done before it is not counted)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.start: tuple[float, int] | None = None
+
+    def __call__(self, done: int, total: int) -> tuple[float, float] | None:
+        """(rate, seconds left), or None until there is progress to measure."""
+        now = self.clock()
+        if self.start is None:
+            self.start = (now, done)
+            return None
+        seconds, progressed = now - self.start[0], done - self.start[1]
+        if seconds <= 0 or progressed <= 0:
+            return None
+        rate = progressed / seconds
+        return rate, max(total - done, 0) / rate
+
+
 class ProgressPrinter:
     """One updating line: ``done/total``, what a subclass adds in ``details()``, the rate and the ETA.
 
@@ -43,23 +105,16 @@ class ProgressPrinter:
         self.unit = unit
         self.stream: Stream = stream if stream is not None else sys.stderr
         self.quiet = quiet
-        self.clock = clock
         self.done = 0
-        self._started = clock()
-        self._last_print: float | None = None
-        self._width = 0
-        self._tty = _isatty(self.stream)
-        self._interval = interval if self._tty else log_interval
+        self._status = StatusLine(self.stream, interval=interval, log_interval=log_interval, clock=clock)
+        self._rate = Rate(clock)
+        self._rate(0, total)  # the run starts now, at nothing done
 
     def advance(self, count: int = 1) -> None:
         """Count ``count`` more items done; print the line if it is time to."""
         self.done += count
-        if self.quiet:
-            return
-        now = self.clock()
-        if self._last_print is None or now - self._last_print >= self._interval:
-            self._last_print = now
-            self._write(self.line())
+        if not self.quiet:
+            self._status.show(self.line())
 
     def update(self, done: int, total: int) -> None:
         """Set the count and the total outright, for callbacks that report ``(done, total)``."""
@@ -72,35 +127,20 @@ class ProgressPrinter:
 
     def line(self) -> str:
         """The status text, e.g. ``1,234/425,000  ...  12.3 photos/s  ETA 9:12:05``."""
-        elapsed = max(self.clock() - self._started, 1e-9)
-        rate = self.done / elapsed
-        remaining = max(self.total - self.done, 0)
-        eta = _format_duration(remaining / rate) if rate > 0 else "?"
+        measured = self._rate(self.done, self.total)
+        rate, left = measured if measured is not None else (0.0, 0.0)
+        eta = _format_duration(left) if measured is not None else "?"
         return f"{self.done:,}/{self.total:,}{self.details()}  {rate:.1f} {self.unit}/s  ETA {eta}"
 
     def close(self) -> None:
         """Print the final line and end it with a newline."""
-        text = self.line()
-        if self._tty and not self.quiet:
-            self.stream.write("\r" + text.ljust(self._width) + "\n")
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
+        self._status.end(self.line())
 
     def __enter__(self) -> ProgressPrinter:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def _write(self, text: str) -> None:
-        if self._tty:
-            # Pad so a shorter line fully covers the previous one.
-            self.stream.write("\r" + text.ljust(self._width))
-            self._width = max(self._width, len(text))
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
 
 
 class DownloadProgress(ProgressPrinter):

@@ -7,9 +7,10 @@ from typing import Any, TextIO, cast
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from shop import selectors
-from shop.management.progress import RateMeter, bar, wait_until
+from shop.management.progress import bar, rate_text, wait_until
 from shop.models import Category
 from shop.services.enqueue import queue_catalogue_indexing
+from shop.street2shop.progress import Rate
 
 
 class Command(BaseCommand):
@@ -26,7 +27,7 @@ class Command(BaseCommand):
         if not wait:
             return
 
-        meter = RateMeter()
+        rate = Rate()
 
         def poll() -> tuple[bool, str, object]:
             p = selectors.indexing_progress(category=category)
@@ -34,7 +35,7 @@ class Command(BaseCommand):
             total = p["shop_images"] + p["street_photos"]
             embedded = p["products_embedded"] if selectors.active_version(category=category) else None
             finished = done >= total and (embedded is None or embedded >= p["products"])
-            line = f"features {bar(done, total)}{meter(done, total)}"
+            line = f"features {bar(done, total)}{rate_text(rate, done, total)}"
             if embedded is not None:
                 line += f"  embeddings {embedded}/{p['products']}"
             return finished, line, (done, embedded)
