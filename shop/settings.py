@@ -289,7 +289,7 @@ LOGGING = {
 # Siamese training: each SIAMESE_* variable overrides one field of similarity.train_config.TrainConfig,
 # whose defaults are the shop's. shop.services.training_config reads these into one validated
 # config; a run's overrides go over it, and the run records every field.
-from similarity.train_config import ARCHITECTURES, LOSSES, TrainConfig  # noqa: E402  (kept with its section)
+from similarity.train_config import ARCHITECTURES, LOSSES, InvalidTrainConfig, TrainConfig  # noqa: E402  (kept with its section)
 
 _TRAIN = TrainConfig()
 SIAMESE_EPOCHS = envint("SIAMESE_EPOCHS", _TRAIN.epochs, minimum=1)
@@ -313,3 +313,27 @@ if SIAMESE_ARCHITECTURE not in ARCHITECTURES:
     raise ImproperlyConfigured(f"SIAMESE_ARCHITECTURE={SIAMESE_ARCHITECTURE!r}: use {' or '.join(ARCHITECTURES)}")
 if SIAMESE_LOSS not in LOSSES:
     raise ImproperlyConfigured(f"SIAMESE_LOSS={SIAMESE_LOSS!r}: use {' or '.join(LOSSES)}")
+# Each TrainConfig field and the setting (and environment variable) that sets it.
+SIAMESE_SETTING_NAMES = {
+    "epochs": "SIAMESE_EPOCHS",
+    "batch_size": "SIAMESE_BATCH_SIZE",
+    "learning_rate": "SIAMESE_LEARNING_RATE",
+    "margin": "SIAMESE_MARGIN",
+    "hidden_dim": "SIAMESE_HIDDEN_DIM",
+    "embedding_dim": "SIAMESE_EMBEDDING_DIM",
+    "dropout": "SIAMESE_DROPOUT",
+    "negatives_per_positive": "SIAMESE_NEGATIVES",
+    "seed": "SIAMESE_SEED",
+    "architecture": "SIAMESE_ARCHITECTURE",
+    "weight_decay": "SIAMESE_WEIGHT_DECAY",
+    "loss": "SIAMESE_LOSS",
+    "hard_negative_share": "SIAMESE_HARD_NEGATIVES",
+    "hard_negative_pool": "SIAMESE_HARD_NEGATIVE_POOL",
+    "patience": "SIAMESE_PATIENCE",
+}
+try:  # a bad value stops the shop at start, not at the first training run
+    TrainConfig.from_mapping({_field: globals()[_name] for _field, _name in SIAMESE_SETTING_NAMES.items()})
+except InvalidTrainConfig as _error:
+    raise ImproperlyConfigured(
+        f"{SIAMESE_SETTING_NAMES.get(_error.field or '', 'a SIAMESE_* setting')}: {_error}"
+    ) from None

@@ -108,3 +108,17 @@ def test_it_gives_up_when_progress_stands_still():
 
     assert not wait_until(lambda: (False, "stuck", 1), stream=out, interval=0.01, stall_timeout=0.05)
     assert "no progress" in out.getvalue()
+
+
+def test_it_redraws_the_line_without_newlines_through_nested_command_outputs():
+    from django.core.management.base import OutputWrapper
+
+    from shop.management.progress import Unbuffered
+
+    out = io.StringIO()
+    stream = Unbuffered(OutputWrapper(OutputWrapper(out)))  # a command called with another's stdout
+
+    stream.write("\r1/2")
+    stream.write("\r2/2")
+
+    assert out.getvalue() == "\r1/2\r2/2"

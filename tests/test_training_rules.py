@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+import os
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -199,3 +200,16 @@ def test_it_shows_a_dash_for_a_version_without_figures(admin_client):
     content = admin_client.get(reverse("admin:shop_modelversion_change", args=[version.pk])).content.decode()
 
     assert '<table class="metrics">' not in content and "Per-epoch history" in content
+
+
+def test_it_refuses_a_bad_training_setting_when_the_shop_starts() -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DEBUG": "true", "SIAMESE_DROPOUT": "1.5"}
+    done = subprocess.run(
+        [sys.executable, "-c", "import shop.settings"], env=env, capture_output=True, text=True, timeout=60
+    )
+
+    assert done.returncode != 0
+    assert "SIAMESE_DROPOUT" in done.stderr and "dropout must be" in done.stderr

@@ -5,12 +5,11 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
+
+from django.core.management.base import OutputWrapper
 
 from shop.street2shop.progress import Rate, StatusLine
-
-if TYPE_CHECKING:
-    from django.core.management.base import OutputWrapper
 
 
 def bar(done: int, total: int, width: int = 30) -> str:
@@ -64,6 +63,11 @@ class Unbuffered:
     """A command's stdout for a progress line that ends its own lines: OutputWrapper adds a newline to every write."""
 
     def __init__(self, wrapper: OutputWrapper) -> None:
+        # A command called with another command's stdout (the demo seeding) wraps a wrapper: write to
+        # the innermost, or every redraw of the line would get a newline from the outer one.
+        inner = getattr(wrapper, "_out", None)
+        while isinstance(inner, OutputWrapper):
+            wrapper, inner = inner, getattr(inner, "_out", None)
         self.wrapper = wrapper
 
     def write(self, text: str) -> None:

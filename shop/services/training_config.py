@@ -10,23 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 from similarity.train_config import InvalidTrainConfig, TrainConfig
 
 # Each TrainConfig field and the setting (and environment variable) that sets it.
-SETTING_NAMES: dict[str, str] = {
-    "epochs": "SIAMESE_EPOCHS",
-    "batch_size": "SIAMESE_BATCH_SIZE",
-    "learning_rate": "SIAMESE_LEARNING_RATE",
-    "margin": "SIAMESE_MARGIN",
-    "hidden_dim": "SIAMESE_HIDDEN_DIM",
-    "embedding_dim": "SIAMESE_EMBEDDING_DIM",
-    "dropout": "SIAMESE_DROPOUT",
-    "negatives_per_positive": "SIAMESE_NEGATIVES",
-    "seed": "SIAMESE_SEED",
-    "architecture": "SIAMESE_ARCHITECTURE",
-    "weight_decay": "SIAMESE_WEIGHT_DECAY",
-    "loss": "SIAMESE_LOSS",
-    "hard_negative_share": "SIAMESE_HARD_NEGATIVES",
-    "hard_negative_pool": "SIAMESE_HARD_NEGATIVE_POOL",
-    "patience": "SIAMESE_PATIENCE",
-}
+SETTING_NAMES: dict[str, str] = settings.SIAMESE_SETTING_NAMES
 
 
 def default_config() -> TrainConfig:

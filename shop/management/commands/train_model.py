@@ -38,12 +38,19 @@ def parse_params(params: list[str]) -> dict[str, object]:
     return overrides
 
 
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(value)
+    return number
+
+
 class Command(BaseCommand):
     help = "Queue a training run (train, evaluate, embed the catalogue, activate)."
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--category", default=Category.DRESSES, choices=Category.values)
-        parser.add_argument("--epochs", type=int, help="override SIAMESE_EPOCHS for this run")
+        parser.add_argument("--epochs", type=_positive_int, help="override SIAMESE_EPOCHS for this run (1 or more)")
         parser.add_argument(
             "--param",
             action="append",
