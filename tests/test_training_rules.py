@@ -18,6 +18,7 @@ from shop.services import model_versions, training, training_stages
 from shop.services.training_config import SETTING_NAMES, default_config, run_config
 from similarity.train_config import InvalidTrainConfig, TrainConfig
 from tests.factories import make_version
+from tests.similarity.test_metrics import STORED
 
 pytestmark = pytest.mark.django_db
 
@@ -161,26 +162,9 @@ def test_it_compares_nothing_across_backbone_weights(monkeypatch):
 # --- the admin's tables ------------------------------------------------------------------------------
 
 
-def _figures(top20: float) -> dict:
-    return {"top1": 0.1, "top5": 0.2, "top10": 0.3, "top20": top20, "queries": 12, "gallery": 30}
-
-
 def test_it_renders_the_metrics_and_history_tables_from_templates(admin_client):
     version = make_version(
-        metrics={
-            "best_epoch": 2,
-            "previous_version": 1,
-            "validation": {"queries": 5, "gallery": 9, "baseline": _figures(0.5), "siamese": _figures(0.9)},
-            "test": {
-                "queries": 12,
-                "gallery": 30,
-                "baseline": _figures(0.4),
-                "previous": _figures(0.6),
-                "siamese": _figures(0.7),
-            },
-            "gate": {"passed": False, "reason": "not compared <b>", "comparison_error": "v1: gone"},
-            "backbone": {"name": "vgg19-fc2", "weights_id": "w", "dim": 4096, "fallback": True, "ms_per_image": 176.3},
-        },
+        metrics={**STORED, "gate": {"passed": False, "reason": "not compared <b>", "comparison_error": "v1: gone"}},
         history=[{"epoch": 0, "loss": None, "val_top1": 0.25, "val_top20": 0.5}, {"epoch": 1, "loss": 0.5}],
     )
 
