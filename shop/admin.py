@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.db.models import Exists, OuterRef
 from django.http import HttpRequest
 from django.utils.html import format_html
 
 import shop.admin_training  # noqa: F401  (registers the training runs' admin, kept in a module of its own)
+from shop import selectors
 from shop.forms import CataloguePhotoForm
 from shop.models import (
     Feature,
-    ModelVersion,
     PhotoDownload,
     Product,
     ProductEmbedding,
@@ -113,18 +112,7 @@ class ProductAdmin(admin.ModelAdmin):
         delete_products(product_ids=list(queryset.values_list("pk", flat=True)))
 
     def get_queryset(self, request: HttpRequest):
-        queryset = super().get_queryset(request).prefetch_related("images")
-        return queryset.annotate(
-            has_features=Exists(Feature.objects.filter(product_image__product=OuterRef("pk"))),
-            # Each product is served by the active version of its own category.
-            has_embedding=Exists(
-                ProductEmbedding.objects.filter(
-                    product=OuterRef("pk"),
-                    version__status=ModelVersion.Status.ACTIVE,
-                    version__category=OuterRef("category"),
-                )
-            ),
-        )
+        return selectors.products_with_index_state(super().get_queryset(request).prefetch_related("images"))
 
     @admin.display(description="Photo")
     def photo(self, obj: Product) -> str:

@@ -1,4 +1,4 @@
-"""Reads: every query a page or service needs, in one place."""
+"""Reads: what pages, the admin and commands query, in one place (services keep only the reads of their own writes: row locks, batches)."""
 
 from __future__ import annotations
 
@@ -161,6 +161,30 @@ def photo_downloads(*, photo_ids: Sequence[int]) -> dict[int, PhotoDownload]:
         for row in PhotoDownload.objects.filter(photo_id__in=ids[start : start + _IN_BATCH]):
             found[row.photo_id] = row
     return found
+
+
+def search_query(*, query_id: UUID) -> SearchQuery | None:
+    return SearchQuery.objects.filter(pk=query_id).first()
+
+
+def catalogue_answers() -> bool:
+    """One cheap query: whether the database answers (and holds any product), for health checks."""
+    return Product.objects.exists()
+
+
+def products_with_index_state(queryset: QuerySet[Product]) -> QuerySet[Product]:
+    """Products annotated with whether they have features and an embedding under their category's live version."""
+    return queryset.annotate(
+        has_features=Exists(Feature.objects.filter(product_image__product=OuterRef("pk"))),
+        # Each product is served by the active version of its own category.
+        has_embedding=Exists(
+            ProductEmbedding.objects.filter(
+                product=OuterRef("pk"),
+                version__status=ModelVersion.Status.ACTIVE,
+                version__category=OuterRef("category"),
+            )
+        ),
+    )
 
 
 def search_status(*, query_id: UUID) -> str | None:

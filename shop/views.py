@@ -173,7 +173,7 @@ def search_wait(request: HttpRequest, pk: UUID) -> JsonResponse:
         return JsonResponse({"error": "no such search"}, status=404)
     body = {"status": status}
     if status != SearchQuery.Status.PENDING and request.GET.get("include") == "page":
-        query = SearchQuery.objects.filter(pk=pk).first()
+        query = selectors.search_query(query_id=pk)
         if query is None:
             return JsonResponse({"error": "no such search"}, status=404)
         body["page"] = _search_results_page(request, query)
@@ -193,5 +193,5 @@ def _wait_within_deadline(pk: UUID, timeout: float) -> str | None:
 
 
 def healthz(request: HttpRequest) -> HttpResponse:
-    Product.objects.exists()
+    selectors.catalogue_answers()
     return HttpResponse("ok", content_type="text/plain")
