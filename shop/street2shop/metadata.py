@@ -99,6 +99,8 @@ class DemoProduct:
     title: str
     price: Decimal
     attributes: dict[str, Any] = field(default_factory=dict)
+    # A relisting of another product of the set (the generator's duplicates option).
+    duplicate_of: int | None = None
 
 
 def photo_filename(photo_id: int) -> str:
@@ -189,7 +191,10 @@ def load_demo_products(root: Path, category: str) -> dict[int, DemoProduct]:
         attributes = entry.get("attributes", {})
         if not isinstance(attributes, dict):
             raise MetadataError(f"{path.name}: entry {index}: 'attributes' must be an object")
-        products[product_id] = DemoProduct(product_id, title.strip(), price, attributes)
+        duplicate_of = (
+            _id_value(path, index, "duplicate_of", entry["duplicate_of"]) if "duplicate_of" in entry else None
+        )
+        products[product_id] = DemoProduct(product_id, title.strip(), price, attributes, duplicate_of)
     return products
 
 

@@ -1,4 +1,8 @@
-"""Writing a demo dataset folder in Street2Shop's layout: photos, photos.txt, the JSON metadata and a README."""
+"""Writing a demo dataset folder in Street2Shop's layout: photos, photos.txt, the JSON metadata and a README.
+
+Dresses and skirts share one folder and one photo id space, as in Street2Shop; product ids are unique
+within a category only.
+"""
 
 from __future__ import annotations
 
@@ -13,31 +17,47 @@ from pathlib import Path
 
 import numpy as np
 
+from shop.street2shop.demo.duplicates import check_fraction, plan_relistings, relisted_jpeg
 from shop.street2shop.demo.photos import RenderedPhoto, render_photo
-from shop.street2shop.demo.plan import DemoDatasetError, Dress, PhotoTask, Plan, plan_catalogue
+from shop.street2shop.demo.plan import (
+    CATEGORY_MAKERS,
+    DemoDatasetError,
+    Garment,
+    PhotoTask,
+    Plan,
+    Skirt,
+    garment_name,
+    photo_rng,
+    plan_catalogue,
+)
 from shop.street2shop.metadata import photo_filename
 from similarity.files import atomic_write_bytes
 
-CATEGORY = "dresses"
+CATEGORY = "dresses"  # the category of ``n_products``
+CATEGORIES = tuple(CATEGORY_MAKERS)
 URL_TEMPLATE = "http://demo.fashion-similarity.invalid/photos/{photo:09d}.jpg"
 README_MARKER = "Fashion-Similarity synthetic demo dataset"
+META_FILES = ("retrieval", "train_pairs", "test_pairs", "demo_products")
+SHOP_KINDS = ("shop", "model", "copy")
 
 
 @dataclass(frozen=True)
 class Summary:
     out_dir: Path
     seed: int
-    products: int
-    families: int
-    shop_photos: int
+    products: int  # dresses, copies left out
+    families: int  # of both categories
+    shop_photos: int  # copies' included
     street_photos: int
     train_pairs: int
     test_pairs: int
     seconds: float
+    skirts: int = 0  # copies left out
+    duplicates: int = 0  # relisted copies, of both categories
 
 
 def retrieval_entries(plan: Plan) -> list[dict[str, int]]:
-    shop = [t for t in plan.photos if t.kind in ("shop", "model")]
+    shop = [t for t in plan.photos if t.kind in SHOP_KINDS]
     return [{"photo": t.photo, "product": t.products[0]} for t in sorted(shop, key=lambda t: (t.products[0], t.photo))]
 
 
@@ -53,45 +73,69 @@ def pair_entries(plan: Plan, rendered: dict[int, RenderedPhoto], split: str) -> 
     return rows
 
 
+def garment_attributes(garment: Garment) -> dict[str, str]:
+    """What the garment looks like; "garment" comes last so older keys keep their order."""
+    cut = {"silhouette": garment.silhouette, "length": garment.length}
+    if not isinstance(garment, Skirt):
+        cut |= {"neckline": garment.neckline, "sleeves": garment.sleeves}
+    return cut | {
+        "colour": garment.colour,
+        "pattern": garment.pattern,
+        "accent_colour": garment.accent,
+        "garment": garment_name(garment),
+    }
+
+
 def product_entries(plan: Plan) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for p in sorted(plan.products, key=lambda p: p.product):
-        d = p.dress
-        attributes = {
-            "silhouette": d.silhouette,
-            "length": d.length,
-            "neckline": d.neckline,
-            "sleeves": d.sleeves,
-            "colour": d.colour,
-            "pattern": d.pattern,
-            "accent_colour": d.accent,
+        row: dict[str, object] = {
+            "product": p.product,
+            "title": p.title,
+            "price": p.price,
+            "family": p.family,
+            "attributes": garment_attributes(p.garment),
         }
-        rows.append(
-            {"product": p.product, "title": p.title, "price": p.price, "family": p.family, "attributes": attributes}
-        )
+        if p.duplicate_of is not None:
+            row["duplicate_of"] = p.duplicate_of
+        rows.append(row)
     return rows
 
 
-def readme_text(plan: Plan, street_per_product: int) -> str:
+def readme_text(plans: Sequence[Plan], counts: Mapping[str, int], street_per_product: int, duplicates: float) -> str:
+    """What was generated, how, and the files of each category."""
     files = [
         ("photos/<9-digit id>.jpg", "shop and street photos, one id space"),
         ("photos.txt", "<9-digit id>,<url> (the URLs do not resolve)"),
-        (f"meta/json/retrieval_{CATEGORY}.json", "product -> shop photo"),
-        (f"meta/json/train_pairs_{CATEGORY}.json", "street photo, product, bbox in pixels (train products)"),
-        (f"meta/json/test_pairs_{CATEGORY}.json", "the same for the disjoint test products"),
-        (f"meta/json/demo_products_{CATEGORY}.json", "extra: title, price, family and attributes"),
     ]
+    for category in (plan.category for plan in plans):
+        files += [
+            (f"meta/json/retrieval_{category}.json", "product -> shop photo"),
+            (f"meta/json/train_pairs_{category}.json", "street photo, product, bbox in pixels (train products)"),
+            (f"meta/json/test_pairs_{category}.json", "the same for the disjoint test products"),
+            (f"meta/json/demo_products_{category}.json", "extra: title, price, family and attributes"),
+        ]
     listing = "".join(f"  {name:<40} {what}\n" for name, what in files)
+    skirts = f"--skirts {counts['skirts']} " if counts.get("skirts") else ""
+    relisted = f" --duplicates {duplicates}" if duplicates else ""
+    n_copies = sum(p.duplicate_of is not None for plan in plans for p in plan.products)
     return (
-        f"{README_MARKER} ({CATEGORY}).\n\n"
-        f"Generated by `python manage.py make_demo_dataset OUT_DIR --products {len(plan.products)} "
-        f"--seed {plan.seed} --street-per-product {street_per_product}`.\n"
+        f"{README_MARKER} ({', '.join(plan.category for plan in plans)}).\n\n"
+        f"Generated by `python manage.py make_demo_dataset OUT_DIR --products {counts[CATEGORY]} {skirts}"
+        f"--seed {plans[0].seed} --street-per-product {street_per_product}{relisted}`.\n"
         "Every photo is drawn by shop/street2shop/demo/; none comes from the Exact Street2Shop dataset\n"
         "(Kiapour et al., ICCV 2015), whose layout and JSON format this set copies:\n\n"
         f"{listing}\n"
         "The same seed gives the same files. Products come in families (same cut in another colour,\n"
         "same colour in another pattern) so that similar-looking distractors exist. Running the\n"
         "command again over this directory rewrites it file by file and removes photos it no longer lists.\n"
+        + (
+            f'\n{n_copies} products are relisted copies of others ("duplicate_of" in demo_products): their shop\n'
+            "photos are the original's saved again (another JPEG quality, resized and/or re-cropped) and\n"
+            "they have no street photos.\n"
+            if n_copies
+            else ""
+        )
     )
 
 
@@ -123,76 +167,144 @@ def remove_stale_photos(photos_dir: Path, keep: set[str]) -> int:
     return removed
 
 
+def plan_dataset(
+    *, seed: int, counts: Mapping[str, int], street_per_product: int, duplicates: float = 0.0
+) -> list[Plan]:
+    """One plan per category with products; photo ids never repeat across them.
+
+    Originals are planned first, category by category, and copies after all of them, so neither skirts
+    nor copies move a dress's ids.
+    """
+    check_fraction(duplicates)
+    if not any(counts.values()):
+        raise DemoDatasetError("need at least 2 products (one for train, one for test)")
+    plans: list[Plan] = []
+    taken: set[int] = set()
+    for category in CATEGORIES:
+        if counts.get(category, 0) == 0:
+            continue
+        plan = plan_catalogue(
+            seed=seed,
+            n_products=counts[category],
+            street_per_product=street_per_product,
+            category=category,
+            taken_photos=frozenset(taken),
+        )
+        taken |= {t.photo for t in plan.photos}
+        plans.append(plan)
+    relisted = []
+    for plan in plans:
+        plan = plan_relistings(plan, duplicates, frozenset(taken))
+        taken |= {t.photo for t in plan.photos}
+        relisted.append(plan)
+    return relisted
+
+
 def generate_dataset(
     out_dir: Path,
     *,
     n_products: int = 160,
+    n_skirts: int = 0,
     seed: int = 0,
     street_per_product: int = 3,
+    duplicates: float = 0.0,
     workers: int = 1,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Summary:
-    """Write a complete demo dataset to ``out_dir``; files are overwritten one by one, atomically."""
+    """Write ``n_products`` dresses and ``n_skirts`` skirts, plus copies of a ``duplicates`` share of each.
+
+    Files are overwritten one by one, atomically; a category with no products gets no files.
+    """
     started = time.perf_counter()
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
-    plan = plan_catalogue(seed=seed, n_products=n_products, street_per_product=street_per_product)
-    photos_dir, meta_dir = out_dir / "photos", out_dir / "meta" / "json"
+    counts = {CATEGORY: n_products, "skirts": n_skirts}
+    plans = plan_dataset(seed=seed, counts=counts, street_per_product=street_per_product, duplicates=duplicates)
+    photos_dir = out_dir / "photos"
     photos_dir.mkdir(parents=True, exist_ok=True)
-    meta_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / "README.txt", readme_text(plan, street_per_product).encode())
-    rendered = write_photos(plan, photos_dir, workers=workers, on_progress=on_progress)
-    train, test = write_metadata(plan, rendered, out_dir)
+    (out_dir / "meta" / "json").mkdir(parents=True, exist_ok=True)
+    write_atomic(out_dir / "README.txt", readme_text(plans, counts, street_per_product, duplicates).encode())
+    rendered = write_photos(plans, photos_dir, workers=workers, on_progress=on_progress)
+    pairs = write_metadata(plans, rendered, out_dir)
+    products = [p for plan in plans for p in plan.products]
+    photos = [t for plan in plans for t in plan.photos]
     return Summary(
         out_dir=out_dir,
         seed=seed,
-        products=len(plan.products),
-        families=len({p.family for p in plan.products}),
-        shop_photos=sum(t.kind != "street" for t in plan.photos),
-        street_photos=sum(t.kind == "street" for t in plan.photos),
-        train_pairs=len(train),
-        test_pairs=len(test),
+        products=n_products,
+        families=len({(plan.category, p.family) for plan in plans for p in plan.products}),
+        shop_photos=sum(t.kind in SHOP_KINDS for t in photos),
+        street_photos=sum(t.kind == "street" for t in photos),
+        train_pairs=sum(len(train) for train, _test in pairs),
+        test_pairs=sum(len(test) for _train, test in pairs),
         seconds=time.perf_counter() - started,
+        skirts=n_skirts,
+        duplicates=sum(p.duplicate_of is not None for p in products),
     )
 
 
 def write_photos(
-    plan: Plan, photos_dir: Path, *, workers: int, on_progress: Callable[[int, int], None] | None
+    plans: Sequence[Plan], photos_dir: Path, *, workers: int, on_progress: Callable[[int, int], None] | None
 ) -> dict[int, RenderedPhoto]:
-    """Draw and write every planned photo, then drop photos the plan does not list; return them by id."""
-    jobs = [(t, tuple(plan.product(p).dress for p in t.products), plan.seed) for t in plan.photos]
+    """Draw and write every planned photo, copies last, then drop photos no plan lists; return them by id."""
+    jobs = [
+        (t, tuple(plan.product(p).garment for p in t.products), plan.seed)
+        for plan in plans
+        for t in plan.photos
+        if t.kind != "copy"
+    ]
+    copies = [(t, plan.seed) for plan in plans for t in plan.photos if t.kind == "copy"]
     rendered: dict[int, RenderedPhoto] = {}
-    for done, photo in enumerate(_render_all(jobs, workers), start=1):
+
+    def write(photo: RenderedPhoto) -> None:
         write_atomic(photos_dir / photo_filename(photo.photo), photo.jpeg)
         rendered[photo.photo] = photo
         if on_progress is not None:
-            on_progress(done, len(jobs))
-    remove_stale_photos(photos_dir, {photo_filename(t.photo) for t in plan.photos})
+            on_progress(len(rendered), len(jobs) + len(copies))
+
+    for photo in _render_all(jobs, workers):
+        write(photo)
+    for task, seed in copies:
+        if task.source is None:
+            raise DemoDatasetError(f"the copy {task.photo} has no source photo")
+        # From the source's file, as a retailer re-saves the photo it has.
+        jpeg = relisted_jpeg(rendered[task.source].jpeg, task.edits, photo_rng(seed, task.photo))
+        write(RenderedPhoto(task.photo, jpeg))
+    remove_stale_photos(photos_dir, {photo_filename(t.photo) for plan in plans for t in plan.photos})
     return rendered
 
 
 def write_metadata(
-    plan: Plan, rendered: dict[int, RenderedPhoto], out_dir: Path
-) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
-    """Write photos.txt and the JSON files; return the train and test pair rows."""
+    plans: Sequence[Plan], rendered: dict[int, RenderedPhoto], out_dir: Path
+) -> list[tuple[list[dict[str, object]], list[dict[str, object]]]]:
+    """Write photos.txt and each category's JSON files; return each category's train and test pair rows."""
     meta_dir = out_dir / "meta" / "json"
-    lines = [f"{t.photo:09d},{URL_TEMPLATE.format(photo=t.photo)}" for t in sorted(plan.photos, key=lambda t: t.photo)]
+    photos = sorted(t.photo for plan in plans for t in plan.photos)
+    lines = [f"{photo:09d},{URL_TEMPLATE.format(photo=photo)}" for photo in photos]
     # Like Street2Shop's files: no trailing newline, one JSON array on one line.
     write_atomic(out_dir / "photos.txt", "\n".join(lines).encode())
-    train = pair_entries(plan, rendered, "train")
-    test = pair_entries(plan, rendered, "test")
-    write_json(meta_dir / f"retrieval_{CATEGORY}.json", retrieval_entries(plan))
-    write_json(meta_dir / f"train_pairs_{CATEGORY}.json", train)
-    write_json(meta_dir / f"test_pairs_{CATEGORY}.json", test)
-    write_json(meta_dir / f"demo_products_{CATEGORY}.json", product_entries(plan))
-    return train, test
+    pairs = []
+    for plan in plans:
+        train = pair_entries(plan, rendered, "train")
+        test = pair_entries(plan, rendered, "test")
+        write_json(meta_dir / f"retrieval_{plan.category}.json", retrieval_entries(plan))
+        write_json(meta_dir / f"train_pairs_{plan.category}.json", train)
+        write_json(meta_dir / f"test_pairs_{plan.category}.json", test)
+        write_json(meta_dir / f"demo_products_{plan.category}.json", product_entries(plan))
+        pairs.append((train, test))
+    written = {plan.category for plan in plans}
+    for category in set(CATEGORIES) - written:
+        # An earlier run's other category would list photos this run removed.
+        for name in META_FILES:
+            (meta_dir / f"{name}_{category}.json").unlink(missing_ok=True)
+    return pairs
 
 
 def write_json(path: Path, rows: Sequence[Mapping[str, object]]) -> None:
     write_atomic(path, json.dumps(rows, ensure_ascii=False).encode())
 
 
-RenderJob = tuple[PhotoTask, tuple[Dress, ...], int]
+RenderJob = tuple[PhotoTask, tuple[Garment, ...], int]
 
 
 def _render_job(job: RenderJob) -> RenderedPhoto:

@@ -1,7 +1,7 @@
-"""Drawing a dress, alone or worn by a simple figure, on a transparent canvas (Pillow and numpy).
+"""Painting garments, alone or worn by a simple figure, on a transparent canvas (Pillow and numpy).
 
-Shapes are laid out in "body units" so a dress looks the same at any photo size; a floral print's
-flowers come from the dress's own ``motif_seed``, so every photo of a product shows them alike.
+Outlines come from ``geometry`` (dresses) and ``skirt``; a floral print's flowers come from the garment's
+own ``motif_seed``, so every photo of a product shows them alike.
 """
 
 from __future__ import annotations
@@ -9,131 +9,48 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 
-from shop.street2shop.demo.plan import COLOURS, LENGTHS, RGB, Dress
-
-Point = tuple[float, float]
+from shop.street2shop.demo.geometry import (
+    ANKLE_Y,
+    HEAD_CENTRE,
+    HIP_Y,
+    SOLE_Y,
+    WAIST_Y,
+    WRIST,
+    Point,
+    Shape,
+    arm_polygon,
+    dress_shape,
+    half_width_at,
+)
+from shop.street2shop.demo.plan import COLOURS, RGB, Garment, Skirt
+from shop.street2shop.demo.skirt import Top, skirt_shape, top_shape
 
 WHITE: RGB = (246, 245, 240)
 
 SKIN_TONES: tuple[RGB, ...] = ((241, 204, 176), (224, 172, 138), (198, 140, 100), (160, 104, 70), (112, 72, 50))
 HAIR_COLOURS: tuple[RGB, ...] = ((30, 24, 20), (70, 45, 28), (120, 80, 40), (200, 160, 90), (150, 60, 35))
 
-# Body landmarks in "body units" (u): origin at the base of the neck, y down, the figure is ~5u tall.
-HEAD_CENTRE: Point = (0.0, -0.68)
-BUST_Y, WAIST_Y, HIP_Y = 0.5, 1.05, 1.5
-ANKLE_Y, SOLE_Y = 3.72, 3.86
-SHOULDER_JOINT: Point = (0.6, 0.2)
-ELBOW: Point = (0.76, 1.05)
-WRIST: Point = (0.8, 1.82)
+
+class Fabric(Protocol):
+    """What printing needs of a garment: a dress, a skirt or a plain top."""
+
+    @property
+    def colour(self) -> str: ...
+    @property
+    def pattern(self) -> str: ...
+    @property
+    def accent(self) -> str: ...
+    @property
+    def motif_seed(self) -> int: ...
 
 
-# --------------------------------------------------------------------------- dress geometry (body units)
-
-
-@dataclass(frozen=True)
-class Shape:
-    body: list[Point]
-    sleeves: list[list[Point]]
-    seam_y: float | None  # a visible waist seam, if the cut has one
-
-    def extent(self) -> tuple[float, float, float, float]:
-        points = self.body + [p for s in self.sleeves for p in s]
-        xs, ys = [p[0] for p in points], [p[1] for p in points]
-        return min(xs), min(ys), max(xs), max(ys)
-
-
-def side_profile(dress: Dress) -> list[Point]:
-    """Half-widths down the right side of the dress, from the underarm to the hem."""
-    hem = LENGTHS[dress.length]
-    drop = hem - HIP_Y
-    waist, hip, hem_half = {
-        "sheath": (0.37, 0.5, 0.5 - 0.04 * drop),
-        "a-line": (0.37, 0.55, 0.55 + 0.22 * drop),
-        "fit-and-flare": (0.34, 0.66, 0.66 + 0.3 * drop),
-        "shift": (0.47, 0.5, 0.5 + 0.05 * drop),
-        "empire": (0.44, 0.56, 0.56 + 0.17 * drop),
-    }[dress.silhouette]
-    points = [(0.46, 0.42), (0.46, BUST_Y)]
-    if dress.silhouette == "empire":
-        points.append((0.42, 0.68))
-    points += [(waist, WAIST_Y), ((waist + hip) / 2 + 0.02, (WAIST_Y + HIP_Y) / 2), (hip, HIP_Y), (hem_half, hem)]
-    return points
-
-
-def half_width_at(profile: list[Point], y: np.ndarray) -> np.ndarray:
-    ys = [p[1] for p in profile]
-    xs = [p[0] for p in profile]
-    return np.interp(y, ys, xs)
-
-
-def neckline_points(dress: Dress) -> list[Point]:
-    """The right half of the neckline from the centre front up to the neck edge."""
-    if dress.neckline == "v-neck":
-        return [(0.0, 0.56), (0.2, 0.02)]
-    if dress.neckline == "square":
-        return [(0.0, 0.32), (0.21, 0.32), (0.21, 0.02)]
-    depth, edge = (0.22, 0.19) if dress.neckline == "round" else (0.09, 0.34)
-    return [(edge * math.sin(a), depth * math.cos(a)) for a in np.linspace(0, math.pi / 2, 7)]
-
-
-def dress_shape(dress: Dress) -> Shape:
-    profile = side_profile(dress)
-    hem, hem_half = LENGTHS[dress.length], profile[-1][0]
-    if dress.neckline == "strapless":
-        top = [(0.0, 0.32), (0.25, 0.3), (0.46, 0.34)]
-    else:
-        shoulder_x = 0.5 if dress.sleeves == "sleeveless" else 0.6
-        top = [*neckline_points(dress), (shoulder_x, 0.1), (0.49, 0.26)]
-    right = top + profile
-    # The hem bows down a little at the centre, as fabric hangs.
-    right += [(hem_half * t, hem + 0.07 * (1 - t * t)) for t in np.linspace(1, 0, 8)[1:]]
-    body = right + [(-x, y) for x, y in reversed(right)]
-    sleeves = [] if dress.sleeves == "sleeveless" or dress.neckline == "strapless" else _sleeves(dress.sleeves)
-    seam = {"fit-and-flare": WAIST_Y, "empire": 0.68}.get(dress.silhouette)
-    if dress.pattern == "colour-block":
-        seam = seam or WAIST_Y
-    return Shape(body=body, sleeves=sleeves, seam_y=seam)
-
-
-def arm_polygon(end: float, thickness: float) -> list[Point]:
-    """The right arm (shoulder to ``end`` along it, 0..2 = shoulder, elbow, wrist) as a polygon."""
-    path = [SHOULDER_JOINT, ELBOW, WRIST]
-    centre = [_along(path, t) for t in np.linspace(0, end, 2 + int(end * 3))]
-    outer, inner = [], []
-    for i, (x, y) in enumerate(centre):
-        nx, ny = _normal(centre, i)
-        half = thickness * (1 - 0.12 * min(end, i / max(len(centre) - 1, 1) * end))
-        outer.append((x + nx * half, y + ny * half))
-        inner.append((x - nx * half, y - ny * half))
-    return outer + inner[::-1]
-
-
-def _sleeves(kind: str) -> list[list[Point]]:
-    end = {"cap": 0.22, "short": 0.5, "long": 2.0}[kind]
-    arm = arm_polygon(end, 0.12)
-    right = [(0.42, 0.06), (0.62, 0.07), *arm, (0.47, 0.42)]
-    return [right, [(-x, y) for x, y in right]]
-
-
-def _along(path: list[Point], t: float) -> Point:
-    i = min(int(t), len(path) - 2)
-    f = t - i
-    (x0, y0), (x1, y1) = path[i], path[i + 1]
-    return (x0 + (x1 - x0) * f, y0 + (y1 - y0) * f)
-
-
-def _normal(points: list[Point], i: int) -> Point:
-    a, b = points[max(i - 1, 0)], points[min(i + 1, len(points) - 1)]
-    dx, dy = b[0] - a[0], b[1] - a[1]
-    norm = math.hypot(dx, dy) or 1.0
-    return (dy / norm, -dx / norm)
-
-
-# --------------------------------------------------------------------------- painting
+def garment_shape(garment: Garment) -> Shape:
+    return skirt_shape(garment) if isinstance(garment, Skirt) else dress_shape(garment)
 
 
 @dataclass
@@ -141,7 +58,7 @@ class Canvas:
     """A transparent figure layer with its body-unit scale and where the body origin sits."""
 
     image: Image.Image  # RGBA
-    dress_mask: Image.Image  # L, 255 where the dress is
+    garment_mask: Image.Image  # L, 255 where the product's garment is (not a top worn with it)
     u: float
     origin: Point
 
@@ -154,45 +71,45 @@ def colour_rgb(name: str) -> RGB:
     return WHITE if name == "white" else COLOURS[name]
 
 
-def pattern_pixels(dress: Dress, shape: Shape, size: tuple[int, int], u: float, origin: Point) -> np.ndarray:
+def pattern_pixels(fabric: Fabric, shape: Shape, size: tuple[int, int], u: float, origin: Point) -> np.ndarray:
     """The printed fabric over the whole canvas (float RGB), laid out in body units so it scales."""
     w, h = size
     xs = (np.arange(w, dtype=np.float32) - origin[0]) / u
     ys = (np.arange(h, dtype=np.float32) - origin[1]) / u
     x, y = np.meshgrid(xs, ys)
-    base = np.array(colour_rgb(dress.colour), dtype=np.float32)
-    accent = np.array(colour_rgb(dress.accent), dtype=np.float32)
+    base = np.array(colour_rgb(fabric.colour), dtype=np.float32)
+    accent = np.array(colour_rgb(fabric.accent), dtype=np.float32)
     weight = np.zeros((h, w), dtype=np.float32)  # 0 = base colour, 1 = accent
-    if dress.pattern == "horizontal-stripes":
+    if fabric.pattern == "horizontal-stripes":
         weight = ((y / 0.2) % 1 < 0.45).astype(np.float32)
-    elif dress.pattern == "vertical-stripes":
+    elif fabric.pattern == "vertical-stripes":
         weight = (((x + 0.05) / 0.16) % 1 < 0.3).astype(np.float32)
-    elif dress.pattern == "checks":
+    elif fabric.pattern == "checks":
         a = ((x / 0.2) % 1 < 0.5).astype(np.float32)
         b = ((y / 0.2) % 1 < 0.5).astype(np.float32)
         weight = (a + b) / 2
-    elif dress.pattern == "polka-dots":
+    elif fabric.pattern == "polka-dots":
         period = 0.22
         row = np.floor(y / period)
         dx = (x / period + 0.5 * (row % 2)) % 1 - 0.5
         dy = (y / period) % 1 - 0.5
         weight = (dx * dx + dy * dy < 0.27**2).astype(np.float32)
-    elif dress.pattern == "colour-block":
-        # The skirt in the accent colour; sleeves stay in the bodice colour.
-        inside = np.abs(x) <= half_width_at(side_profile(dress), y) + 0.02
+    elif fabric.pattern == "colour-block":
+        # Below the seam in the accent colour (a dress's skirt, a skirt's lower tier); sleeves stay plain.
+        inside = np.abs(x) <= half_width_at(shape.profile, y) + 0.02
         weight = ((y > (shape.seam_y or WAIST_Y)) & inside).astype(np.float32)
     pixels = base + weight[..., None] * (accent - base)
-    if dress.pattern == "floral":
-        pixels = _paint_flowers(dress, pixels, u, origin)
+    if fabric.pattern == "floral":
+        pixels = _paint_flowers(fabric, pixels, u, origin)
     return pixels
 
 
-def _paint_flowers(dress: Dress, pixels: np.ndarray, u: float, origin: Point) -> np.ndarray:
+def _paint_flowers(fabric: Fabric, pixels: np.ndarray, u: float, origin: Point) -> np.ndarray:
     image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(image)
-    rng = np.random.default_rng(dress.motif_seed)
-    petal = colour_rgb(dress.accent)
-    centre = (250, 226, 120) if dress.accent != "mustard" else WHITE
+    rng = np.random.default_rng(fabric.motif_seed)
+    petal = colour_rgb(fabric.accent)
+    centre = (250, 226, 120) if fabric.accent != "mustard" else WHITE
     leaf = (60, 110, 60)
     for _ in range(260):
         # Flowers live in body units, so every photo of the product has them in the same places.
@@ -212,24 +129,23 @@ def _paint_flowers(dress: Dress, pixels: np.ndarray, u: float, origin: Point) ->
     return np.asarray(image, dtype=np.float32)
 
 
-def shading(dress: Dress, shape: Shape, size: tuple[int, int], u: float, origin: Point) -> np.ndarray:
-    """Fabric falls away at the sides and folds below the hip; a flared cut folds more."""
+def shading(shape: Shape, size: tuple[int, int], u: float, origin: Point) -> np.ndarray:
+    """Fabric falls away at the sides and folds below ``shape.folds_y``; a flared cut folds more."""
     w, h = size
     x = (np.arange(w, dtype=np.float32) - origin[0]) / u
     y = (np.arange(h, dtype=np.float32) - origin[1]) / u
-    half = half_width_at(side_profile(dress), y)[:, None]
+    half = half_width_at(shape.profile, y)[:, None]
     t = np.clip(np.abs(x[None, :]) / half, 0, 1.3)
     shade = 1.06 - 0.3 * t**2
-    flare = {"sheath": 0.0, "shift": 0.2, "empire": 0.6, "a-line": 0.6, "fit-and-flare": 1.0}[dress.silhouette]
-    below_hip = np.clip((y - (shape.seam_y or HIP_Y)) / 0.8, 0, 1)[:, None]
-    waves = np.sin(x[None, :] / (half * 0.28 + 0.05) * math.pi + 0.3)
-    shade = shade - 0.09 * flare * below_hip * (waves + 1) / 2
+    below = np.clip((y - shape.folds_y) / 0.8, 0, 1)[:, None]
+    waves = np.sin(x[None, :] / (half * shape.fold_width + 0.05) * math.pi + 0.3)
+    shade = shade - 0.09 * shape.flare * below * (waves + 1) / 2
     return np.clip(shade, 0.55, 1.1)
 
 
 @dataclass
-class DressLayer:
-    """The shaded fabric over the dress's box on a canvas, with its body and sleeve masks."""
+class GarmentLayer:
+    """The shaded fabric over a garment's box on a canvas, with its body and sleeve masks."""
 
     image: Image.Image  # RGB
     body: Image.Image  # L
@@ -237,45 +153,50 @@ class DressLayer:
     offset: tuple[int, int]
 
 
-def dress_layer(canvas: Canvas, dress: Dress) -> DressLayer:
-    shape = dress_shape(dress)
+def garment_layer(canvas: Canvas, fabric: Fabric, shape: Shape) -> GarmentLayer:
     body = Image.new("L", canvas.image.size, 0)
     sleeves = Image.new("L", canvas.image.size, 0)
     ImageDraw.Draw(body).polygon(canvas.px(shape.body), fill=255)
     for polygon in shape.sleeves:
         ImageDraw.Draw(sleeves).polygon(canvas.px(polygon), fill=255)
-    # Print and shade only the dress's box: the rest of a figure canvas is head, legs and air.
+    # Print and shade only the garment's box: the rest of a figure canvas is head, legs and air.
     box = ImageChops.lighter(body, sleeves).getbbox() or (0, 0, 1, 1)
     body, sleeves = body.crop(box), sleeves.crop(box)
-    local = Canvas(canvas.image, canvas.dress_mask, canvas.u, (canvas.origin[0] - box[0], canvas.origin[1] - box[1]))
-    fabric = pattern_pixels(dress, shape, body.size, local.u, local.origin)
-    shade = shading(dress, shape, body.size, local.u, local.origin)
+    local = Canvas(canvas.image, canvas.garment_mask, canvas.u, (canvas.origin[0] - box[0], canvas.origin[1] - box[1]))
+    fabric_pixels = pattern_pixels(fabric, shape, body.size, local.u, local.origin)
+    shade = shading(shape, body.size, local.u, local.origin)
     sleeve_area = np.asarray(sleeves, dtype=np.float32)[..., None] / 255
     shade = shade[..., None] * (1 - sleeve_area) + 0.86 * sleeve_area
-    image = Image.fromarray(np.clip(fabric * shade, 0, 255).astype(np.uint8))
-    _draw_details(image, local, dress, shape)
-    return DressLayer(image=image, body=body, sleeves=sleeves, offset=(box[0], box[1]))
+    image = Image.fromarray(np.clip(fabric_pixels * shade, 0, 255).astype(np.uint8))
+    _draw_details(image, local, fabric, shape)
+    return GarmentLayer(image=image, body=body, sleeves=sleeves, offset=(box[0], box[1]))
 
 
-def paint_dress(canvas: Canvas, layer: DressLayer, *, sleeves_only: bool = False) -> None:
-    """Paint the dress onto the canvas; with ``sleeves_only`` just the sleeves (over the arms)."""
+def paint_layer(canvas: Canvas, layer: GarmentLayer, *, sleeves_only: bool = False, worn: bool = True) -> None:
+    """Paint a garment onto the canvas; with ``sleeves_only`` just its sleeves (over the arms).
+
+    ``worn`` marks it in the garment mask: the product's garment, not a top worn with a skirt.
+    """
     mask = layer.sleeves if sleeves_only else ImageChops.lighter(layer.body, layer.sleeves)
     canvas.image.paste(layer.image, layer.offset, mask)
-    canvas.dress_mask.paste(255, layer.offset, mask)
+    if worn:
+        canvas.garment_mask.paste(255, layer.offset, mask)
 
 
-def _draw_details(image: Image.Image, canvas: Canvas, dress: Dress, shape: Shape) -> None:
-    """Outline and seams in a darker shade, so light dresses stand off a light background."""
+def _draw_details(image: Image.Image, canvas: Canvas, fabric: Fabric, shape: Shape) -> None:
+    """Outline and seams in a darker shade, so light garments stand off a light background."""
     draw = ImageDraw.Draw(image)
-    dark = tuple(int(c * 0.55) for c in colour_rgb(dress.colour))
+    dark = tuple(int(c * 0.55) for c in colour_rgb(fabric.colour))
     width = max(1, round(canvas.u / 45))
     draw.line(canvas.px(shape.body + shape.body[:1]), fill=dark, width=width)
     for polygon in shape.sleeves:
         # Only the sleeve's own edges: its closing edges lie inside the bodice.
         draw.line(canvas.px(polygon[1:-1]), fill=dark, width=width)
     if shape.seam_y is not None:
-        half = float(half_width_at(side_profile(dress), np.array([shape.seam_y]))[0])
+        half = float(half_width_at(shape.profile, np.array([shape.seam_y]))[0])
         draw.line(canvas.px([(-half, shape.seam_y), (half, shape.seam_y)]), fill=dark, width=width)
+    for line in shape.lines:
+        draw.line(canvas.px(line), fill=dark, width=width)
 
 
 @dataclass(frozen=True)
@@ -306,10 +227,29 @@ def random_person(rng: np.random.Generator) -> Person:
     )
 
 
-def paint_figure(canvas: Canvas, dress: Dress, person: Person) -> None:
-    """A simple person wearing the dress: hair, legs, dress, arms, sleeves, head."""
+def paint_figure(canvas: Canvas, garment: Garment, person: Person, top: Top | None = None) -> None:
+    """A simple person wearing the garment (a skirt with ``top``): hair, legs, clothes, arms, sleeves, head."""
     draw = ImageDraw.Draw(canvas.image)
-    hx, hy = HEAD_CENTRE
+    _paint_body(canvas, draw, person)
+    layers = [(garment_layer(canvas, garment, garment_shape(garment)), True)]
+    if top is not None:
+        # Under the skirt, which covers its hem.
+        layers.insert(0, (garment_layer(canvas, top, top_shape(top)), False))
+    for layer, worn in layers:
+        paint_layer(canvas, layer, worn=worn)
+    for side in (-1, 1):
+        arm = arm_polygon(2.0, 0.085)
+        draw.polygon(canvas.px([(side * x, y) for x, y in arm]), fill=person.skin)
+        (hx_, hy_) = canvas.px([(side * (WRIST[0] + 0.01), WRIST[1] + 0.1)])[0]
+        r = 0.1 * canvas.u
+        draw.ellipse((hx_ - r * 0.8, hy_ - r, hx_ + r * 0.8, hy_ + r), fill=person.skin)
+    for layer, worn in layers:
+        paint_layer(canvas, layer, sleeves_only=True, worn=worn)
+    _paint_head(canvas, draw, person)
+
+
+def _paint_body(canvas: Canvas, draw: ImageDraw.ImageDraw, person: Person) -> None:
+    """What the clothes cover or frame: long hair behind, legs and shoes, neck and shoulders."""
     if person.long_hair:
         draw.polygon(canvas.px([(-0.3, -0.75), (0.3, -0.75), (0.36, 0.35), (-0.36, 0.35)]), fill=person.hair)
     for side in (-1, 1):
@@ -319,15 +259,10 @@ def paint_figure(canvas: Canvas, dress: Dress, person: Person) -> None:
         draw.polygon(canvas.px([(side * x, y) for x, y in foot]), fill=person.shoes)
     draw.polygon(canvas.px([(-0.12, -0.4), (0.12, -0.4), (0.14, 0.12), (-0.14, 0.12)]), fill=person.skin)
     draw.polygon(canvas.px([(-0.42, 0.06), (0.42, 0.06), (0.47, 0.45), (-0.47, 0.45)]), fill=person.skin)
-    layer = dress_layer(canvas, dress)
-    paint_dress(canvas, layer)
-    for side in (-1, 1):
-        arm = arm_polygon(2.0, 0.085)
-        draw.polygon(canvas.px([(side * x, y) for x, y in arm]), fill=person.skin)
-        (hx_, hy_) = canvas.px([(side * (WRIST[0] + 0.01), WRIST[1] + 0.1)])[0]
-        r = 0.1 * canvas.u
-        draw.ellipse((hx_ - r * 0.8, hy_ - r, hx_ + r * 0.8, hy_ + r), fill=person.skin)
-    paint_dress(canvas, layer, sleeves_only=True)
+
+
+def _paint_head(canvas: Canvas, draw: ImageDraw.ImageDraw, person: Person) -> None:
+    hx, hy = HEAD_CENTRE
     (cx, cy), r = canvas.px([(hx, hy)])[0], canvas.u
     draw.ellipse((cx - 0.26 * r, cy - 0.33 * r, cx + 0.26 * r, cy + 0.33 * r), fill=person.skin)
     draw.chord((cx - 0.3 * r, cy - 0.42 * r, cx + 0.3 * r, cy + 0.2 * r), 180, 360, fill=person.hair)
@@ -348,6 +283,6 @@ def new_canvas(extent: tuple[float, float, float, float], u: float, pad: float =
 FIGURE_EXTENT = (-1.25, -1.1, 1.25, SOLE_Y)
 
 
-def figure_extent(dress: Dress) -> tuple[float, float, float, float]:
-    x0, _y0, x1, y1 = dress_shape(dress).extent()
+def figure_extent(garment: Garment) -> tuple[float, float, float, float]:
+    x0, _y0, x1, y1 = garment_shape(garment).extent()
     return (min(x0, FIGURE_EXTENT[0]), FIGURE_EXTENT[1], max(x1, FIGURE_EXTENT[2]), max(y1, FIGURE_EXTENT[3]))

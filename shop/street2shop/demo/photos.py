@@ -11,17 +11,18 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from shop.street2shop.demo.draw import (
     Canvas,
-    Point,
-    dress_layer,
-    dress_shape,
     figure_extent,
+    garment_layer,
+    garment_shape,
     new_canvas,
-    paint_dress,
     paint_figure,
+    paint_layer,
     random_person,
     random_rgb,
 )
-from shop.street2shop.demo.plan import DemoDatasetError, Dress, PhotoTask, photo_rng, plan_catalogue
+from shop.street2shop.demo.geometry import Point
+from shop.street2shop.demo.plan import DemoDatasetError, Garment, PhotoTask, Skirt, photo_rng, plan_catalogue
+from shop.street2shop.demo.skirt import WAISTBAND_BOTTOM, WAISTBAND_TOP, Top, random_top
 
 SHOP_SIZE = (256, 320)
 STREET_SIZE = (480, 640)
@@ -48,21 +49,22 @@ class RenderedPhoto:
     boxes: list[tuple[int, Box]] = field(default_factory=list)  # (product, box) for street photos
 
 
-def shop_photo(dress: Dress, rng: np.random.Generator) -> Image.Image:
-    """The dress alone on a hanger against a plain studio background, centred."""
+def shop_photo(garment: Garment, rng: np.random.Generator) -> Image.Image:
+    """The garment alone on a hanger (a clip hanger for a skirt) against a plain studio background, centred."""
     w, h = SHOP_SIZE
-    x0, _y0, x1, y1 = dress_shape(dress).extent()
-    hanger_top = -0.45
+    shape = garment_shape(garment)
+    x0, _y0, x1, y1 = shape.extent()
+    skirt = isinstance(garment, Skirt)
+    # The hook's top, and how far the hanger reaches to each side.
+    hanger_top, reach = (CLIP_BAR_Y - 0.35, shape.profile[0][0] + 0.12) if skirt else (-0.45, 0.7)
     u = min(0.88 * h / (y1 - hanger_top), 0.86 * w / (x1 - x0))
     image = studio_background(rng, SHOP_SIZE)
-    canvas = new_canvas((min(x0, -0.7), hanger_top, max(x1, 0.7), y1), u)
-    draw = ImageDraw.Draw(canvas.image)
-    grey = (150, 150, 155, 255)
-    line = max(1, round(u / 30))
-    draw.line(canvas.px([(0.0, -0.1), (0.0, -0.32)]), fill=grey, width=line)
-    draw.arc(_box(canvas.px([(-0.08, -0.45), (0.08, -0.29)])), 180, 90, fill=grey, width=line)
-    draw.line(canvas.px([(-0.62, 0.14), (0.0, -0.1), (0.62, 0.14)]), fill=grey, width=line + 1)
-    paint_dress(canvas, dress_layer(canvas, dress))
+    canvas = new_canvas((min(x0, -reach), hanger_top, max(x1, reach), y1), u)
+    if not skirt:
+        _dress_hanger(canvas)
+    paint_layer(canvas, garment_layer(canvas, garment, shape))
+    if skirt:
+        _clip_hanger(canvas, reach)  # after the skirt: its clips bite over the waistband
     left = round((w - canvas.image.width) / 2)
     top = round((h - canvas.image.height) / 2)
     _drop_shadow(image, canvas, (left + round(u * 0.06), top + round(u * 0.08)))
@@ -70,13 +72,44 @@ def shop_photo(dress: Dress, rng: np.random.Generator) -> Image.Image:
     return image
 
 
-def model_photo(dress: Dress, rng: np.random.Generator) -> Image.Image:
-    """A second shop photo: the dress on a figure in the studio."""
+HANGER_GREY = (150, 150, 155, 255)
+CLIP_BAR_Y = WAISTBAND_TOP - 0.1
+
+
+def _dress_hanger(canvas: Canvas) -> None:
+    draw = ImageDraw.Draw(canvas.image)
+    line = max(1, round(canvas.u / 30))
+    draw.line(canvas.px([(0.0, -0.1), (0.0, -0.32)]), fill=HANGER_GREY, width=line)
+    draw.arc(_box(canvas.px([(-0.08, -0.45), (0.08, -0.29)])), 180, 90, fill=HANGER_GREY, width=line)
+    draw.line(canvas.px([(-0.62, 0.14), (0.0, -0.1), (0.62, 0.14)]), fill=HANGER_GREY, width=line + 1)
+
+
+def _clip_hanger(canvas: Canvas, reach: float) -> None:
+    """A straight bar with a hook and two clips biting the waistband."""
+    draw = ImageDraw.Draw(canvas.image)
+    line = max(1, round(canvas.u / 30))
+    bar = CLIP_BAR_Y
+    draw.line(canvas.px([(0.0, bar), (0.0, bar - 0.22)]), fill=HANGER_GREY, width=line)
+    draw.arc(_box(canvas.px([(-0.08, bar - 0.35), (0.08, bar - 0.19)])), 180, 90, fill=HANGER_GREY, width=line)
+    draw.line(canvas.px([(-reach, bar), (reach, bar)]), fill=HANGER_GREY, width=line + 1)
+    for side in (-1, 1):
+        x = side * (reach - 0.2)
+        clip = canvas.px([(x - 0.05, bar), (x + 0.05, WAISTBAND_BOTTOM)])
+        draw.rectangle(_box(clip), fill=(95, 95, 100, 255))
+
+
+def _top_for(garment: Garment, rng: np.random.Generator) -> Top | None:
+    """The top worn with a skirt; a dress needs none (and draws nothing from ``rng``)."""
+    return random_top(rng, garment) if isinstance(garment, Skirt) else None
+
+
+def model_photo(garment: Garment, rng: np.random.Generator) -> Image.Image:
+    """A second shop photo: the garment on a figure in the studio (a skirt with a plain top)."""
     w, h = SHOP_SIZE
-    x0, y0, x1, y1 = figure_extent(dress)
+    x0, y0, x1, y1 = figure_extent(garment)
     u = min(0.94 * h / (y1 - y0), 0.92 * w / (x1 - x0))
     canvas = new_canvas((x0, y0, x1, y1), u)
-    paint_figure(canvas, dress, replace(random_person(rng), bag=None))
+    paint_figure(canvas, garment, replace(random_person(rng), bag=None), _top_for(garment, rng))
     image = studio_background(rng, SHOP_SIZE)
     image.paste(canvas.image, (round((w - canvas.image.width) / 2), round((h - canvas.image.height) / 2)), canvas.image)
     return image
@@ -92,7 +125,7 @@ def studio_background(rng: np.random.Generator, size: tuple[int, int]) -> Image.
 
 def _drop_shadow(image: Image.Image, canvas: Canvas, offset: tuple[int, int]) -> None:
     shadow = Image.new("L", image.size, 0)
-    shadow.paste(canvas.dress_mask.point(lambda v: v * 50 // 255), offset)
+    shadow.paste(canvas.garment_mask.point(lambda v: v * 50 // 255), offset)
     shadow = shadow.filter(ImageFilter.GaussianBlur(3))
     image.paste((90, 90, 95), (0, 0), shadow)
 
@@ -102,17 +135,17 @@ def _box(points: list[Point]) -> tuple[float, float, float, float]:
     return (x0, y0, x1, y1)
 
 
-def street_photo(dresses: Sequence[Dress], rng: np.random.Generator) -> tuple[Image.Image, list[Box]]:
-    """People wearing the dresses in a cluttered, badly lit scene; one box per dress, in order."""
-    size = STREET_SIZE if len(dresses) == 1 else GROUP_SIZE
+def street_photo(garments: Sequence[Garment], rng: np.random.Generator) -> tuple[Image.Image, list[Box]]:
+    """People wearing the garments in a cluttered, badly lit scene; one box per garment (never its top), in order."""
+    size = STREET_SIZE if len(garments) == 1 else GROUP_SIZE
     w, h = size
     image = scene(rng, size)
     boxes = []
-    slot_w = w / len(dresses)
-    for i, dress in enumerate(dresses):
-        layer, mask = _posed_figure(dress, rng, height=rng.uniform(0.6, 0.95) * h)
+    slot_w = w / len(garments)
+    for i, garment in enumerate(garments):
+        layer, mask = _posed_figure(garment, rng, height=rng.uniform(0.6, 0.95) * h)
         dx0, dy0, dx1, dy1 = _solid_bbox(mask)
-        # Keep the whole dress inside the photo (and inside this person's slot); feet may be cut off.
+        # Keep the whole garment inside the photo (and inside this person's slot); feet may be cut off.
         lo_x, hi_x = i * slot_w - dx0, (i + 1) * slot_w - dx1
         lo_y, hi_y = -dy0, h - dy1
         left = round(rng.uniform(lo_x, max(lo_x, hi_x)))
@@ -122,14 +155,14 @@ def street_photo(dresses: Sequence[Dress], rng: np.random.Generator) -> tuple[Im
     return degrade(image, rng), boxes
 
 
-def _posed_figure(dress: Dress, rng: np.random.Generator, *, height: float) -> tuple[Image.Image, Image.Image]:
-    x0, y0, x1, y1 = figure_extent(dress)
+def _posed_figure(garment: Garment, rng: np.random.Generator, *, height: float) -> tuple[Image.Image, Image.Image]:
+    x0, y0, x1, y1 = figure_extent(garment)
     u = height / (y1 - y0)
     canvas = new_canvas((x0, y0, x1, y1), u)
-    paint_figure(canvas, dress, random_person(rng))
+    paint_figure(canvas, garment, random_person(rng), _top_for(garment, rng))
     angle = float(rng.uniform(-8, 8))
     layer = canvas.image.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True)
-    mask = canvas.dress_mask.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True)
+    mask = canvas.garment_mask.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True)
     return layer, mask
 
 
@@ -137,7 +170,7 @@ def _solid_bbox(mask: Image.Image) -> tuple[int, int, int, int]:
     """Bounding box of the at-least-half-covered pixels (rotation blurs the mask edge)."""
     box = mask.point(lambda v: 255 if v >= 128 else 0).getbbox()
     if box is None:
-        raise DemoDatasetError("the dress vanished while posing the figure")
+        raise DemoDatasetError("the garment vanished while posing the figure")
     return box
 
 
@@ -268,14 +301,14 @@ def encode_jpeg(image: Image.Image, quality: int) -> bytes:
     return out.getvalue()
 
 
-def render_photo(task: PhotoTask, dresses: Sequence[Dress], seed: int) -> RenderedPhoto:
-    """Draw one planned photo from its own generator."""
+def render_photo(task: PhotoTask, garments: Sequence[Garment], seed: int) -> RenderedPhoto:
+    """Draw one planned photo from its own generator (copies are made from their source's file instead)."""
     rng = photo_rng(seed, task.photo)
     if task.kind == "shop":
-        return RenderedPhoto(task.photo, encode_jpeg(shop_photo(dresses[0], rng), SHOP_QUALITY))
+        return RenderedPhoto(task.photo, encode_jpeg(shop_photo(garments[0], rng), SHOP_QUALITY))
     if task.kind == "model":
-        return RenderedPhoto(task.photo, encode_jpeg(model_photo(dresses[0], rng), SHOP_QUALITY))
-    image, boxes = street_photo(dresses, rng)
+        return RenderedPhoto(task.photo, encode_jpeg(model_photo(garments[0], rng), SHOP_QUALITY))
+    image, boxes = street_photo(garments, rng)
     quality = int(rng.integers(55, 71))  # heavy compression, like phone uploads
     return RenderedPhoto(task.photo, encode_jpeg(image, quality), list(zip(task.products, boxes)))
 
@@ -290,7 +323,7 @@ def labelled_photos(*, seed: int, n_products: int) -> tuple[list[Image.Image], l
     for task in plan.photos:
         if task.kind not in ("shop", "street") or len(task.products) != 1:
             continue
-        dress = plan.product(task.products[0]).dress
+        dress = plan.product(task.products[0]).garment
         rng = photo_rng(plan.seed, task.photo)
         if task.kind == "shop":
             shop.append(shop_photo(dress, rng))

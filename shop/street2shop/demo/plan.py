@@ -7,7 +7,7 @@ from one generator seeded by the dataset's seed, and each photo later draws from
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, replace
 from functools import cached_property, partial
 
@@ -38,6 +38,7 @@ COLOURS: dict[str, RGB] = {
 }
 
 SILHOUETTES = ("a-line", "sheath", "fit-and-flare", "shift", "empire")
+SKIRT_SILHOUETTES = ("a-line", "pencil", "pleated", "circle", "wrap")
 LENGTHS: dict[str, float] = {"mini": 1.9, "knee": 2.5, "midi": 3.05, "maxi": 3.6}
 NECKLINES = ("v-neck", "round", "square", "strapless", "boat")
 SLEEVES = ("sleeveless", "cap", "short", "long")
@@ -49,6 +50,13 @@ SILHOUETTE_WORDS = {
     "fit-and-flare": "fit-and-flare",
     "shift": "shift",
     "empire": "empire-waist",
+}
+SKIRT_SILHOUETTE_WORDS = {
+    "a-line": "A-line",
+    "pencil": "pencil",
+    "pleated": "pleated",
+    "circle": "circle",
+    "wrap": "wrap",
 }
 LENGTH_WORDS = {"mini": "mini", "knee": "knee-length", "midi": "midi", "maxi": "maxi"}
 NECKLINE_WORDS = {
@@ -103,13 +111,37 @@ class Dress:
 
 
 @dataclass(frozen=True)
+class Skirt:
+    """A skirt product's look: waist to hem only, printed like a dress."""
+
+    silhouette: str
+    length: str
+    colour: str
+    pattern: str
+    accent: str
+    motif_seed: int
+
+    @property
+    def cut(self) -> tuple[str, str]:
+        return (self.silhouette, self.length)
+
+    @property
+    def look(self) -> tuple[str, ...]:
+        return (*self.cut, self.colour, self.pattern, self.accent)
+
+
+Garment = Dress | Skirt
+
+
+@dataclass(frozen=True)
 class Product:
     product: int
     family: int
     split: str  # "train" or "test", by product as in Street2Shop
     title: str
     price: str
-    dress: Dress
+    garment: Garment
+    duplicate_of: int | None = None  # a relisting of this product of the same category (no street photos)
 
 
 @dataclass(frozen=True)
@@ -117,15 +149,20 @@ class PhotoTask:
     """One photo to render: a shop photo of one product or a street photo of one or two."""
 
     photo: int
-    kind: str  # "shop", "model" (second shop photo, on a plain-background figure) or "street"
+    kind: str  # "shop", "model" (second shop photo, on a figure), "street", or "copy" (a relisting's shop photo)
     products: tuple[int, ...]
+    source: int | None = None  # a copy's original shop photo
+    edits: tuple[str, ...] = ()  # how a copy differs from its source: "quality", "resize", "crop"
 
 
 @dataclass(frozen=True)
 class Plan:
+    """One category's products and photos."""
+
     seed: int
     products: tuple[Product, ...]
     photos: tuple[PhotoTask, ...]
+    category: str = "dresses"
 
     def product(self, product_id: int) -> Product:
         return self._by_id[product_id]
@@ -157,12 +194,37 @@ def random_dress(rng: np.random.Generator) -> Dress:
     )
 
 
+def random_skirt(rng: np.random.Generator) -> Skirt:
+    colour = _pick(rng, list(COLOURS))
+    pattern = _pick(rng, PATTERNS)
+    return Skirt(
+        silhouette=_pick(rng, SKIRT_SILHOUETTES),
+        length=_pick(rng, list(LENGTHS)),
+        colour=colour,
+        pattern=pattern,
+        accent=_accent_for(rng, colour, pattern),
+        motif_seed=int(rng.integers(2**31)),
+    )
+
+
+# Each category (Street2Shop's file-name word), its garment's maker and its planning stream: dresses keep the
+# stream they had before skirts existed, so their output is unchanged.
+CATEGORY_MAKERS: dict[str, tuple[Callable[[np.random.Generator], Garment], tuple[int, ...]]] = {
+    "dresses": (random_dress, ()),
+    "skirts": (random_skirt, (0x5C1,)),
+}
+
+
+def garment_name(garment: Garment) -> str:
+    return "skirt" if isinstance(garment, Skirt) else "dress"
+
+
 def wearable(dress: Dress) -> Dress:
     """A strapless dress has no sleeves; say so, so titles and attributes match the picture."""
     return replace(dress, sleeves="sleeveless") if dress.neckline == "strapless" else dress
 
 
-def family_variant(rng: np.random.Generator, base: Dress, change: str) -> Dress:
+def family_variant(rng: np.random.Generator, base: Garment, change: str) -> Garment:
     """A near-duplicate of ``base``: another colour, another pattern or another cut."""
     if change == "colour":
         colour = _pick(rng, [c for c in COLOURS if c != base.colour])
@@ -172,6 +234,9 @@ def family_variant(rng: np.random.Generator, base: Dress, change: str) -> Dress:
     if change == "pattern":
         pattern = _pick(rng, [p for p in PATTERNS if p != base.pattern])
         return replace(base, pattern=pattern, accent=_accent_for(rng, base.colour, pattern))
+    if isinstance(base, Skirt):
+        silhouette = _pick(rng, [s for s in SKIRT_SILHOUETTES if s != base.silhouette])
+        return replace(base, silhouette=silhouette, length=_pick(rng, list(LENGTHS)))
     recut = replace(
         base,
         silhouette=_pick(rng, [s for s in SILHOUETTES if s != base.silhouette]),
@@ -181,49 +246,66 @@ def family_variant(rng: np.random.Generator, base: Dress, change: str) -> Dress:
     return wearable(recut)
 
 
-def plan_families(rng: np.random.Generator, n_products: int) -> list[tuple[int, Dress]]:
-    """``n_products`` distinct dresses in families of 2-4: base, recoloured, repatterned, recut."""
-    dresses: list[tuple[int, Dress]] = []
+def plan_families(
+    rng: np.random.Generator, n_products: int, make: Callable[[np.random.Generator], Garment] = random_dress
+) -> list[tuple[int, Garment]]:
+    """``n_products`` distinct garments in families of 2-4: base, recoloured, repatterned, recut."""
+    garments: list[tuple[int, Garment]] = []
     seen: set[tuple[str, ...]] = set()
     family = 0
-    while len(dresses) < n_products:
+    while len(garments) < n_products:
         # The first family always has a recolour and a repattern, so even tiny sets have distractors.
         size = 3 if family == 0 else int(rng.choice([2, 3, 3, 4]))
         changes = ["colour", "pattern"] if rng.random() < 0.5 else ["pattern", "colour"]
-        base = _unique(rng, seen, lambda: random_dress(rng))
+        base = _unique(rng, seen, lambda: make(rng))
         members = [base]
         for change in [*changes, "cut"][: size - 1]:
             members.append(_unique(rng, seen, partial(family_variant, rng, base, change)))
-        dresses.extend((family, d) for d in members)
+        garments.extend((family, g) for g in members)
         family += 1
-    return dresses[:n_products]
+    return garments[:n_products]
 
 
-def product_title(dress: Dress) -> str:
-    colour = dress.colour.capitalize()
-    if dress.accent not in (dress.colour, "white"):
+def product_title(garment: Garment) -> str:
+    colour = garment.colour.capitalize()
+    if isinstance(garment, Skirt):
+        if garment.accent != garment.colour:
+            colour = f"{colour} and {garment.accent}"
+        words = [colour, PATTERN_WORDS[garment.pattern], SKIRT_SILHOUETTE_WORDS[garment.silhouette]]
+        return " ".join(w for w in [*words, LENGTH_WORDS[garment.length], "skirt"] if w)
+    if garment.accent not in (garment.colour, "white"):
         # "Navy polka-dot" implies white dots; any other second colour is named.
-        colour = f"{colour} and {dress.accent}"
-    words = [colour, PATTERN_WORDS[dress.pattern], NECKLINE_WORDS[dress.neckline]]
-    words += [LENGTH_WORDS[dress.length], SILHOUETTE_WORDS[dress.silhouette], "dress"]
-    return " ".join(w for w in words if w) + SLEEVE_WORDS[dress.sleeves]
+        colour = f"{colour} and {garment.accent}"
+    words = [colour, PATTERN_WORDS[garment.pattern], NECKLINE_WORDS[garment.neckline]]
+    words += [LENGTH_WORDS[garment.length], SILHOUETTE_WORDS[garment.silhouette], "dress"]
+    return " ".join(w for w in words if w) + SLEEVE_WORDS[garment.sleeves]
 
 
-def product_price(rng: np.random.Generator, dress: Dress) -> str:
-    base = 35 + 10 * list(LENGTHS).index(dress.length) + (10 if dress.pattern != "solid" else 0)
+def product_price(rng: np.random.Generator, garment: Garment) -> str:
+    # A skirt costs less than a dress of the same length and print.
+    start, step = (35, 10) if isinstance(garment, Dress) else (25, 8)
+    base = start + step * list(LENGTHS).index(garment.length) + (step if garment.pattern != "solid" else 0)
     return f"{base + 5 * int(rng.integers(0, 12)) - 1:.2f}"
 
 
-def plan_catalogue(*, seed: int, n_products: int, street_per_product: int) -> Plan:
-    """Decide every product, id, split and photo; cheap, so rendering can be spread over processes."""
+def plan_catalogue(
+    *,
+    seed: int,
+    n_products: int,
+    street_per_product: int,
+    category: str = "dresses",
+    taken_photos: Set[int] = frozenset(),
+) -> Plan:
+    """Decide one category's products, ids, splits and photos; photo ids avoid ``taken_photos``."""
     if n_products < 2:
-        raise DemoDatasetError("need at least 2 products (one for train, one for test)")
+        raise DemoDatasetError(f"need at least 2 {category} (one for train, one for test)")
     if street_per_product < 1:
         raise DemoDatasetError("need at least 1 street photo per product")
     if seed < 0:
         raise DemoDatasetError("the seed must not be negative")
-    rng = np.random.default_rng([seed, 0x5EED])
-    dresses = plan_families(rng, n_products)
+    make, stream = CATEGORY_MAKERS[category]
+    rng = np.random.default_rng([seed, 0x5EED, *stream])
+    garments = plan_families(rng, n_products, make)
     product_ids = [int(i) + 1 for i in rng.choice(PRODUCT_ID_SPACE, size=n_products, replace=False)]
     n_train = min(n_products - 1, max(1, round(TRAIN_FRACTION * n_products)))
     train = set(rng.permutation(n_products)[:n_train].tolist())
@@ -232,11 +314,11 @@ def plan_catalogue(*, seed: int, n_products: int, street_per_product: int) -> Pl
             product=pid,
             family=family,
             split="train" if i in train else "test",
-            title=product_title(dress),
-            price=product_price(rng, dress),
-            dress=dress,
+            title=product_title(g),
+            price=product_price(rng, g),
+            garment=g,
         )
-        for i, (pid, (family, dress)) in enumerate(zip(product_ids, dresses))
+        for i, (pid, (family, g)) in enumerate(zip(product_ids, garments))
     )
     kinds: list[tuple[str, tuple[int, ...]]] = []
     for p in products:
@@ -245,13 +327,19 @@ def plan_catalogue(*, seed: int, n_products: int, street_per_product: int) -> Pl
             kinds.append(("model", (p.product,)))
         kinds += [("street", (p.product,))] * street_per_product
     kinds += [("street", pair) for pair in _group_pairs(rng, products)]
-    photo_ids = [int(i) + 1 for i in rng.choice(PHOTO_ID_SPACE, size=len(kinds), replace=False)]
+    photo_ids = unused_ids(rng, PHOTO_ID_SPACE, len(kinds), taken_photos)
     photos = tuple(PhotoTask(photo=pid, kind=k, products=ps) for pid, (k, ps) in zip(photo_ids, kinds))
-    return Plan(seed=seed, products=products, photos=photos)
+    return Plan(seed=seed, products=products, photos=photos, category=category)
+
+
+def unused_ids(rng: np.random.Generator, space: int, n: int, taken: Set[int]) -> list[int]:
+    """``n`` distinct ids in 1..``space`` outside ``taken``; with nothing taken, exactly one ``rng.choice``."""
+    drawn = rng.choice(space, size=n + len(taken), replace=False)
+    return [i for i in (int(d) + 1 for d in drawn) if i not in taken][:n]
 
 
 def _group_pairs(rng: np.random.Generator, products: Sequence[Product]) -> list[tuple[int, int]]:
-    """A few street photos show two dresses; both products come from one split so the photo does too."""
+    """A few street photos show two garments; both products come from one split so the photo does too."""
     by_split = {s: [p.product for p in products if p.split == s] for s in ("train", "test")}
     splits = [s for s, ids in by_split.items() if len(ids) >= 2]
     if not splits:
@@ -278,10 +366,10 @@ def _accent_for(rng: np.random.Generator, colour: str, pattern: str) -> str:
     return _pick(rng, options)
 
 
-def _unique(rng: np.random.Generator, seen: set[tuple[str, ...]], make: Callable[[], Dress]) -> Dress:
+def _unique(rng: np.random.Generator, seen: set[tuple[str, ...]], make: Callable[[], Garment]) -> Garment:
     for _ in range(100):
-        dress = make()
-        if dress.look not in seen:
-            seen.add(dress.look)
-            return dress
-    raise DemoDatasetError("could not find an unused dress look")
+        garment = make()
+        if garment.look not in seen:
+            seen.add(garment.look)
+            return garment
+    raise DemoDatasetError("could not find an unused look")
