@@ -14,7 +14,7 @@ from django.utils.html import format_html
 
 from shop import selectors
 from shop.charts import line_chart
-from shop.models import ModelVersion
+from shop.models import Category, ModelVersion
 from shop.services import model_versions, training
 from similarity.metrics import Scores
 from similarity.train_config import InvalidTrainConfig
@@ -34,6 +34,25 @@ def _metrics_table(scores: Scores, label: str) -> dict[str, Any]:
             for key, figures in scores.rows()
         ],
     }
+
+
+def _posted_category(request: HttpRequest) -> str | None:
+    """The category the train button posted: dresses when none (forms from before categories), None if unknown."""
+    value = request.POST.get("category") or Category.DRESSES
+    return value if value in Category.values else None
+
+
+def _category_versions() -> list[dict[str, Any]]:
+    """Each category's active and running version, for the changelist's line and train form."""
+    return [
+        {
+            "value": value,
+            "label": label,
+            "active": selectors.active_version(category=value),
+            "running": selectors.running_version_of(category=value),
+        }
+        for value, label in Category.choices
+    ]
 
 
 def _activate_button(version: ModelVersion, request: HttpRequest) -> str:
@@ -129,10 +148,12 @@ class ModelVersionAdmin(admin.ModelAdmin):
         ]
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        running = selectors.running_version()
+        categories = _category_versions()
         extra = {
             "can_start_training": request.user.has_perm("shop.start_training"),
-            "running": running,
+            "categories": categories,
+            # Each category runs one training at a time: the button waits only when all of them are busy.
+            "all_running": all(category["running"] for category in categories),
             **(extra_context or {}),
         }
         return super().changelist_view(request, extra)
@@ -156,15 +177,23 @@ class ModelVersionAdmin(admin.ModelAdmin):
             return HttpResponseRedirect(reverse("admin:shop_modelversion_changelist"))
         if not request.user.has_perm("shop.start_training"):
             raise PermissionDenied
+        changelist = HttpResponseRedirect(reverse("admin:shop_modelversion_changelist"))
+        category = _posted_category(request)
+        if category is None:
+            choices = ", ".join(Category.values)
+            self.message_user(request, f"Unknown category: choose one of {choices}. Nothing queued.", messages.ERROR)
+            return changelist
         try:
-            version = training.request_training(user=request.user)
+            version = training.request_training(category=category, user=request.user)
         except training.TrainingAlreadyRunning as error:
-            self.message_user(request, str(error), level=messages.WARNING)
+            self.message_user(request, f"{category}: {error}", level=messages.WARNING)
         except InvalidTrainConfig as error:
             self.message_user(request, f"Training settings refused: {error}", level=messages.ERROR)
         else:
-            self.message_user(request, f"Training run {version} queued: the workers will train, evaluate and embed.")
-        return HttpResponseRedirect(reverse("admin:shop_modelversion_changelist"))
+            self.message_user(
+                request, f"Training run {version} for {category} queued: the workers will train, evaluate and embed."
+            )
+        return changelist
 
     def activate_view(self, request: HttpRequest, pk: int) -> HttpResponseRedirect:
         if request.method != "POST":

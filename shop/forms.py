@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.template.defaultfilters import filesizeformat
 
+from shop.models import Category
 from similarity.images import BadBox, ImageError, ImageHeader, clamp_box, read_header
 
 if TYPE_CHECKING:
@@ -23,8 +24,10 @@ BOX_FIELDS = ("box_left", "box_top", "box_width", "box_height")
 
 
 class SearchForm(forms.Form):
-    image = forms.FileField(label="Photo of a dress", help_text="JPEG, PNG or WebP, up to 10 MB.")
-    # The box around the dress, in pixels of the uploaded image: drawn on the preview (mouse, touch,
+    image = forms.FileField(label="Photo of the garment", help_text="JPEG, PNG or WebP, up to 10 MB.")
+    # Not required: clients written before categories post none and still search dresses.
+    category = forms.ChoiceField(choices=Category.choices, required=False, initial=Category.DRESSES, label="Category")
+    # The box around the garment, in pixels of the uploaded image: drawn on the preview (mouse, touch,
     # pen), or typed (keyboards, and browsers without JavaScript). clean() reports every box problem
     # as one form-level error, so the fields show none of their own.
     box_left = forms.IntegerField(required=False, label="Left", widget=forms.NumberInput(attrs={"min": 0}))
@@ -35,6 +38,10 @@ class SearchForm(forms.Form):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["image"].help_text = f"JPEG, PNG or WebP, up to {filesizeformat(settings.UPLOAD_MAX_BYTES)}."
+
+    def clean_category(self) -> str:
+        """The chosen category, dresses when none was posted (an unknown one never gets here)."""
+        return self.cleaned_data.get("category") or Category.DRESSES
 
     def clean_image(self) -> UploadedFile[bytes]:
         upload: UploadedFile[bytes] = self.cleaned_data["image"]
