@@ -43,12 +43,23 @@ class Product(models.Model):
     description = models.TextField(blank=True)
     # Street2Shop ids repeat across categories (533 ids are both a dress and a skirt).
     s2s_product_id = models.PositiveBigIntegerField("Street2Shop product id", null=True, blank=True)
+    # The garment's colours, read by the worker from its first shop photo (similarity.colour):
+    # names dominant first, a bit per palette name for filtering, and the descriptor vector.
+    colours = models.JSONField(default=list, blank=True, editable=False)
+    colour_mask = models.PositiveIntegerField(default=0, editable=False)
+    colour_descriptor = models.BinaryField(null=True, blank=True, editable=False)
+    # Listings of one garment (near-identical shop photos) share the smallest product id among
+    # them; null for a product listed once. Lists show one member of a group.
+    duplicate_group = models.PositiveBigIntegerField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["category", "id"])]
+        indexes = [
+            models.Index(fields=["category", "id"]),
+            models.Index(fields=["duplicate_group"], name="product_duplicate_group"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["category", "s2s_product_id"], name="unique_category_s2s_product"),
         ]
@@ -73,6 +84,10 @@ class ProductImage(models.Model):
     thumbnail_large = models.ImageField(upload_to="thumbnails/", blank=True)
     s2s_photo_id = models.PositiveBigIntegerField("Street2Shop photo id", null=True, blank=True)
     position = models.PositiveSmallIntegerField(default=0)
+    # Made by the worker that reads the photo: a 64-bit perceptual hash (signed, to fit a bigint)
+    # for near-duplicate listings, and the garment's colours (similarity.colour.GarmentColours).
+    photo_hash = models.BigIntegerField(null=True, blank=True, editable=False)
+    colours = models.JSONField(default=dict, blank=True, editable=False)
 
     class Meta:
         ordering = ["product_id", "position", "id"]
@@ -295,6 +310,7 @@ class SearchQuery(models.Model):
         FAILED = "failed", "Failed"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    category = models.CharField(max_length=20, choices=Category.choices, default=Category.DRESSES)
     image = models.ImageField(upload_to="%Y/%m/%d/", storage=search_storage)
     photo_ready = models.BooleanField(default=False)
     # The upload's upright size from its header, so the searched box can be drawn over any copy.
@@ -307,6 +323,8 @@ class SearchQuery(models.Model):
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
     version = models.ForeignKey(ModelVersion, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     results = models.JSONField(default=list, blank=True, help_text="[{product_id, distance}] nearest first.")
+    # The photo's vector in the version's index space: a colour refinement ranks it again on request.
+    vector = models.BinaryField(null=True, blank=True, editable=False)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # When a worker took it: finished_at - started_at is the worker's own time, the rest is waiting.

@@ -69,16 +69,10 @@ def similar_products(*, product: Product, version: ModelVersion | None, k: int =
     return rows
 
 
-def product_page(*, product_id: int, k: int = 10) -> tuple[Product, ModelVersion | None, list[SimilarProduct]]:
-    """A product, its category's active version and its ranked similar items (4 queries, any catalogue size).
-
-    The product's photos and its recommendations' photos come in one query, not one each.
-    """
-    product = Product.objects.get(pk=product_id)
-    version = active_version(category=product.category)
-    rows = _ranked_rows(product=product, version=version, k=k)
-    prefetch_related_objects([product, *(row.recommendation for row in rows)], _images())
-    return product, version, rows
+def product_with_version(*, product_id: int) -> tuple[Product, ModelVersion | None]:
+    """A product with its photos, and its category's active version (3 queries)."""
+    product = _with_images(Product.objects.filter(pk=product_id)).get()
+    return product, active_version(category=product.category)
 
 
 def products_by_ids(*, ids: Sequence[int]) -> list[Product]:
@@ -268,3 +262,25 @@ def products_without_embedding(*, version: ModelVersion, product_ids: Sequence[i
     """Those of `product_ids` that still exist and have no embedding for the version."""
     missing = Product.objects.filter(pk__in=product_ids).exclude(embeddings__version=version)
     return list(missing.values_list("id", flat=True))
+
+
+def similar_rows(*, product_id: int, version: ModelVersion) -> list[tuple[int, float]]:
+    """A product's stored similar-items list under a version as (product id, distance), nearest first."""
+    rows = SimilarProduct.objects.filter(version=version, product_id=product_id).order_by("ranking")
+    return list(rows.values_list("recommendation_id", "distance"))
+
+
+def duplicate_groups(*, product_ids: Sequence[int]) -> dict[int, int | None]:
+    """Each product's duplicate group (None: listed once)."""
+    return dict(Product.objects.filter(pk__in=product_ids).values_list("id", "duplicate_group"))
+
+
+def group_members(*, groups: Sequence[int]) -> dict[int, list[Product]]:
+    """The listings of each duplicate group, by id (1 query; no photos: they are shown as links)."""
+    members: dict[int, list[Product]] = {}
+    if groups:
+        for product in (
+            Product.objects.filter(duplicate_group__in=groups).order_by("id").only("id", "title", "duplicate_group")
+        ):
+            members.setdefault(product.duplicate_group or 0, []).append(product)
+    return members

@@ -286,6 +286,11 @@ LOGGING = {
     },
 }
 
+# Near-duplicate listings (shop.services.duplicates): the thresholds were chosen on the demo
+# catalogue with copies injected (benchmarks/bench_duplicates.py; README "Performance").
+DUPLICATE_MAX_HAMMING = envint("DUPLICATE_MAX_HAMMING", 10, minimum=0)
+DUPLICATE_MAX_COLOUR_DISTANCE = envfloat("DUPLICATE_MAX_COLOUR_DISTANCE", 0.35)
+
 # Siamese training: each SIAMESE_* variable overrides one field of similarity.train_config.TrainConfig,
 # whose defaults are the shop's. shop.services.training_config reads these into one validated
 # config; a run's overrides go over it, and the run records every field.
@@ -307,6 +312,7 @@ SIAMESE_LOSS = envstr("SIAMESE_LOSS", _TRAIN.loss)
 SIAMESE_HARD_NEGATIVES = envfloat("SIAMESE_HARD_NEGATIVES", _TRAIN.hard_negative_share)
 SIAMESE_HARD_NEGATIVE_POOL = envint("SIAMESE_HARD_NEGATIVE_POOL", _TRAIN.hard_negative_pool, minimum=1)
 SIAMESE_PATIENCE = envint("SIAMESE_PATIENCE", _TRAIN.patience, minimum=0)
+SIAMESE_COLOUR_WEIGHT = envfloat("SIAMESE_COLOUR_WEIGHT", _TRAIN.colour_weight)
 # A running version with no progress for this long is taken as lost (its worker died) and marked failed.
 TRAINING_STALL_SECONDS = envint("TRAINING_STALL_SECONDS", 1800, minimum=60)
 if SIAMESE_ARCHITECTURE not in ARCHITECTURES:
@@ -330,6 +336,7 @@ SIAMESE_SETTING_NAMES = {
     "hard_negative_share": "SIAMESE_HARD_NEGATIVES",
     "hard_negative_pool": "SIAMESE_HARD_NEGATIVE_POOL",
     "patience": "SIAMESE_PATIENCE",
+    "colour_weight": "SIAMESE_COLOUR_WEIGHT",
 }
 try:  # a bad value stops the shop at start, not at the first training run
     TrainConfig.from_mapping({_field: globals()[_name] for _field, _name in SIAMESE_SETTING_NAMES.items()})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from urllib.parse import urlencode
 from uuid import UUID
 
 from django.conf import settings
@@ -20,7 +21,9 @@ from shop import selectors
 from shop.forms import SearchForm
 from shop.models import Category, Product, SearchQuery
 from shop.services import search as search_service
+from shop.services import similar_lists
 from shop.uploads import UploadTooLarge, cap_body, count_upload
+from similarity.colour import PALETTE_NAMES
 
 PAGE_SIZE = 24
 logger = logging.getLogger("shop")
@@ -38,12 +41,38 @@ def catalogue(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _chosen_colour(request: HttpRequest) -> str | None:
+    colour = request.GET.get("colour") or None
+    if colour is not None and colour not in PALETTE_NAMES:
+        raise Http404("No such colour")
+    return colour
+
+
 def product_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    colour = _chosen_colour(request)
     try:
-        product, version, similar = selectors.product_page(product_id=pk, k=settings.SIMILAR_ITEMS)
+        product, version = selectors.product_with_version(product_id=pk)
     except Product.DoesNotExist:
         raise Http404("No such product") from None
-    return render(request, "shop/product_detail.html", {"product": product, "similar": similar, "version": version})
+    similar = similar_lists.for_product(product, version, colour=colour)
+    context = {"product": product, "similar": similar, "version": version, "chips": _chips(similar)}
+    return render(request, "shop/product_detail.html", context)
+
+
+def _chips(similar: similar_lists.SimilarList) -> list[dict[str, object]]:
+    """Colour links: choosing one refines the list, choosing it again (or "any") undoes it."""
+    names = list(similar.chips)
+    if similar.colour and similar.colour not in names:
+        names.insert(0, similar.colour)
+    return [
+        {
+            "name": name,
+            "slug": name.replace(" ", "-"),
+            "selected": name == similar.colour,
+            "query": urlencode({"colour": name}),
+        }
+        for name in names
+    ]
 
 
 SESSION_SEARCHES = "searches"  # the ids of the searches this browser made: only it sees their photos
@@ -77,7 +106,10 @@ def _search_post(request: HttpRequest) -> HttpResponse:
         return _search_page(request, form, status=400)
     try:
         query = search_service.create_search_query(
-            image=form.cleaned_data["image"], header=form.header, bbox=form.cleaned_data["bbox"]
+            image=form.cleaned_data["image"],
+            header=form.header,
+            bbox=form.cleaned_data["bbox"],
+            category=form.cleaned_data["category"],
         )
     except search_service.SearchBusy:
         return _refused(request, status=503, retry_after=10)
@@ -132,20 +164,25 @@ def _box_overlay(query: SearchQuery) -> dict[str, float] | None:
     }
 
 
-def _search_results_page(request: HttpRequest, query: SearchQuery) -> str:
-    ids = [row["product_id"] for row in query.results]
-    distances = {row["product_id"]: row["distance"] for row in query.results}
-    products = [(p, distances[p.pk]) for p in selectors.products_by_ids(ids=ids)]
-    context = {"query": query, "products": products, "box": _box_overlay(query), "owner": _owns(request, query.pk)}
+def _search_results_page(request: HttpRequest, query: SearchQuery, colour: str | None = None) -> str:
+    similar = similar_lists.for_search(query, colour=colour)
+    context = {
+        "query": query,
+        "similar": similar,
+        "chips": _chips(similar),
+        "box": _box_overlay(query),
+        "owner": _owns(request, query.pk),
+    }
     return render_to_string("shop/search_results.html", context, request=request)
 
 
 def search_results(request: HttpRequest, pk: UUID) -> HttpResponse:
+    colour = _chosen_colour(request)
     query = get_object_or_404(SearchQuery, pk=pk)
     if query.status == SearchQuery.Status.PENDING and not search_service.seconds_left(created_at=query.created_at):
         search_service.end_overdue_searches(query_id=pk)  # a write only where one is due
         query.refresh_from_db()
-    return HttpResponse(_search_results_page(request, query))
+    return HttpResponse(_search_results_page(request, query, colour))
 
 
 @require_GET

@@ -347,3 +347,24 @@ class VectorIndex:
                 columns = np.take_along_axis(columns, picked, axis=1)
                 values = np.take_along_axis(values, picked, axis=1)
             yield start, np.where(np.isneginf(values), -1, columns)
+
+
+def search_among(index: VectorIndex, query: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k rows among ``rows`` nearest to one query, nearest first: (row indices, distances).
+
+    For a filtered list (one colour, one category's rows): the float32 scores of the chosen rows
+    pick a pool, which cdist re-ranks exactly in float64, as VectorIndex.search does over all rows.
+    """
+    rows = np.asarray(rows, dtype=np.intp)
+    if k <= 0 or not len(rows):
+        return np.zeros(0, dtype=np.intp), np.zeros(0)
+    vector = np.asarray(query, dtype=np.float32).reshape(-1)
+    augmented = np.ones(index.dim + 1, dtype=np.float32)
+    augmented[: index.dim] = vector
+    scores = index.augmented_rows[rows] @ augmented
+    pool = min(len(rows), max(index.oversample * k, k + 8))
+    picked = rows[np.argpartition(-scores, pool - 1)[:pool]] if pool < len(rows) else rows
+    # Sorted, so top_k's tie-break by lower position is a tie-break by lower row.
+    picked = np.sort(picked)
+    nearest, exact = top_k(vector.astype(np.float64), index.vectors[picked], min(k, len(picked)))
+    return picked[nearest], exact

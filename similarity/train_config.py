@@ -47,6 +47,9 @@ class TrainConfig:
     hard_negative_share: float = 0.5
     hard_negative_pool: int = 10
     patience: int = 6  # epochs without a better validation top-20 before stopping; 0 = never stop early
+    # The colour descriptor's share of the stored product vectors (similarity.embedding.with_colour):
+    # 0 ranks by the tower alone. It shapes product pages' lists only; a photo search ranks by shape.
+    colour_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name, rule in _RULES.items():
@@ -104,6 +107,7 @@ _RULES: dict[str, _Rule] = {
     "hard_negative_share": _Rule(float, lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "hard_negative_pool": _Rule(int, lambda v: v >= 1, "a whole number ≥ 1"),
     "patience": _Rule(int, lambda v: v >= 0, "a whole number ≥ 0"),
+    "colour_weight": _Rule(float, lambda v: 0 <= v < 1, "a number in [0, 1)"),
 }
 
 

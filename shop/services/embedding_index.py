@@ -26,8 +26,9 @@ from similarity.neighbours import VectorIndex
 logger = logging.getLogger("shop")
 
 T = TypeVar("T")
-# (embedding id, product id, stored vector) as read from the database.
-EmbeddingRow: TypeAlias = tuple[int, int, bytes | memoryview]
+# (embedding id, product id, stored vector, the product's colour mask) as read from the database.
+EmbeddingRow: TypeAlias = tuple[int, int, bytes | memoryview, int]
+_ROW_FIELDS = ("id", "product_id", "vector", "product__colour_mask")
 
 # The longest a row committed late under a lower id can stay out of a process's index.
 RECOUNT_SECONDS = 10.0
@@ -52,6 +53,9 @@ class CachedIndex:
     # see the version's lists_revision change when update_recommendations, the one reader of kth,
     # locks the version, and reload.
     kth: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # Each row's colours (similarity.colour's bits) as read with its embedding: a product's colours
+    # are written before it is embedded, and new photos re-embed it (which reloads the index).
+    colour_masks: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     positions: dict[int, int] = field(default_factory=dict)
     counted_at: float = field(default_factory=time.monotonic)
 
@@ -63,7 +67,7 @@ def _rows_after(version_id: int, last_id: int) -> list[EmbeddingRow]:
     return list(
         ProductEmbedding.objects.filter(version_id=version_id, id__gt=last_id)
         .order_by("id")
-        .values_list("id", "product_id", "vector")
+        .values_list(*_ROW_FIELDS)
         .iterator(chunk_size=5000)
     )
 
@@ -72,7 +76,7 @@ def _rows_of(version_id: int, product_ids: list[int]) -> list[EmbeddingRow]:
     return list(
         ProductEmbedding.objects.filter(version_id=version_id, product_id__in=product_ids)
         .order_by("id")
-        .values_list("id", "product_id", "vector")
+        .values_list(*_ROW_FIELDS)
     )
 
 
@@ -89,6 +93,8 @@ def _append(cached: CachedIndex, rows: list[EmbeddingRow]) -> bool:
     cached.index.add(product_ids, matrix)
     cached.positions.update({int(p): start + i for i, p in enumerate(product_ids.tolist())})
     cached.kth = np.concatenate([cached.kth, np.full(len(rows), np.inf)])
+    masks = np.fromiter((r[3] for r in rows), dtype=np.int64, count=len(rows))
+    cached.colour_masks = np.concatenate([cached.colour_masks, masks])
     cached.last_id = max(cached.last_id, max(row[0] for row in rows))
     return True
 

@@ -6,12 +6,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypedDict, TypeVar
+from typing import Any, NamedTuple, TypedDict, TypeVar
 
 import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
 from django.db.models.fields.files import FieldFile
 from PIL import Image
 
@@ -25,13 +26,23 @@ from shop.models import (
     StreetPhoto,
     vector_to_bytes,
 )
+from shop.services import colours, duplicates
+from similarity.colour import garment_colours
 from similarity.images import BadBox, ImageError, backbone_input, open_image, thumbnail_jpeg
+from similarity.photohash import perceptual_hash
 
 logger = logging.getLogger("shop")
 # Longest side of a card's thumbnail in pixels; a second one twice as large serves 2x screens.
 THUMBNAIL_SIDE = 320
 
 T = TypeVar("T")
+
+
+class PhotoLook(NamedTuple):
+    """What the worker reads off a shop photo besides its features."""
+
+    photo_hash: int
+    colours: dict[str, Any]
 
 
 def _extract_features(
@@ -121,15 +132,20 @@ class ImageResults:
 def index_product_images(*, product_image_ids: Sequence[int]) -> ImageResults:
     """compute_product_image_features, saying which images were stored, replaced meanwhile or failed."""
     backbone = runtime.get_backbone()
+    has_features = Feature.objects.filter(product_image=OuterRef("pk"), weights_id=backbone.weights_id)
     todo = list(
         ProductImage.objects.filter(pk__in=product_image_ids)
-        .exclude(features__weights_id=backbone.weights_id)
+        # Photos stored before colours and hashes existed get them too (and their features again).
+        .filter(~Exists(has_features) | Q(photo_hash__isnull=True))
         .order_by("id")
     )
     thumbnails: dict[int, tuple[str, ...]] = {}  # the thumbnail files made here, by image id
+    looks: dict[int, PhotoLook] = {}
 
     def load(item: ProductImage) -> Image.Image:
         image = open_stored_image(item.image)
+        # From the decoded photo, for a few ms against the backbone's ~100 (benchmarks/bench_worker_extras.py).
+        looks[item.pk] = PhotoLook(perceptual_hash(image), garment_colours(image).to_json())
         # The worker decodes the photo anyway; pages then never ship multi-megapixel originals.
         made: list[str] = []
         sizes = ((item.thumbnail, "", THUMBNAIL_SIDE), (item.thumbnail_large, "-large", 2 * THUMBNAIL_SIDE))
@@ -144,7 +160,13 @@ def index_product_images(*, product_image_ids: Sequence[int]) -> ImageResults:
 
     kept, vectors = _extract_features(todo, load, label=lambda item: f"shop image {item.pk}")
     features = dict(zip((item.pk for item in kept), vectors)) if vectors is not None else {}
-    current, thumbnails_kept = _store_image_results(todo, features, thumbnails, weights_id=backbone.weights_id)
+    current, thumbnails_kept = _store_image_results(
+        todo,
+        features,
+        thumbnails,
+        looks={pk: look for pk, look in looks.items() if pk in features},
+        weights_id=backbone.weights_id,
+    )
     results = ImageResults()
     for item in todo:
         if current.get(item.pk) != item.image.name:
@@ -159,6 +181,10 @@ def index_product_images(*, product_image_ids: Sequence[int]) -> ImageResults:
         from shop.services.catalogue import delete_unreferenced_files
 
         delete_unreferenced_files(orphans)
+    if results.stored:
+        touched = sorted({item.product_id for item in todo if item.pk in set(results.stored)})
+        colours.update_product_colours(product_ids=touched)
+        duplicates.regroup(product_ids=touched)
     return results
 
 
@@ -167,6 +193,7 @@ def _store_image_results(
     features: dict[int, np.ndarray],
     thumbnails: dict[int, tuple[str, ...]],
     *,
+    looks: dict[int, PhotoLook],
     weights_id: str,
 ) -> tuple[dict[int, str], set[int]]:
     """Write what was made from the files `items` were read with, for the rows that still have those files.
@@ -198,6 +225,11 @@ def _store_image_results(
         thumbnailed = [item for item in unchanged if item.pk in thumbnails and not rows[item.pk][1]]
         if thumbnailed:
             ProductImage.objects.bulk_update(thumbnailed, ["thumbnail", "thumbnail_large"])
+        looked = [item for item in unchanged if item.pk in looks]
+        for item in looked:
+            item.photo_hash, item.colours = looks[item.pk]
+        if looked:
+            ProductImage.objects.bulk_update(looked, ["photo_hash", "colours"])
         Feature.objects.bulk_create(
             [
                 Feature(product_image_id=item.pk, weights_id=weights_id, **stored_vector(features[item.pk]))
@@ -250,8 +282,9 @@ def product_feature_matrix(*, product_ids: Sequence[int], weights_id: str) -> tu
 
 
 def embed_products(*, version: ModelVersion, product_ids: Sequence[int]) -> int:
-    """Store each product's embedding under a version: the normalised mean over its shop images."""
-    from similarity.embedding import embed
+    """Store each product's vector under a version: the normalised mean of its shop images'
+    embeddings, blended with its colours when the version has a colour weight."""
+    from similarity.embedding import embed, with_colour
 
     tower = runtime.tower_for(version)
     ids, stacks = product_feature_matrix(product_ids=product_ids, weights_id=version.weights_id)
@@ -259,13 +292,19 @@ def embed_products(*, version: ModelVersion, product_ids: Sequence[int]) -> int:
         return 0
     flat = np.concatenate(stacks)
     embedded = embed(tower, flat)
-    rows = []
+    means = []
     offset = 0
-    for product_id, stack in zip(ids, stacks):
+    for stack in stacks:
         mean = embedded[offset : offset + len(stack)].mean(axis=0)
         offset += len(stack)
-        mean /= max(float(np.linalg.norm(mean)), 1e-12)
-        rows.append(ProductEmbedding(product_id=product_id, version=version, vector=vector_to_bytes(mean)))
+        means.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
+    weight = colours.colour_weight(version)
+    descriptors = colours.colour_descriptors(product_ids=ids) if weight > 0 else None
+    vectors = with_colour(np.stack(means), descriptors, weight)
+    rows = [
+        ProductEmbedding(product_id=product_id, version=version, vector=vector_to_bytes(vector))
+        for product_id, vector in zip(ids, vectors)
+    ]
     ProductEmbedding.objects.bulk_create(
         rows, update_conflicts=True, unique_fields=["product", "version"], update_fields=["vector"]
     )

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from shop import runtime, selectors
 from shop.models import Category, ModelVersion, SearchQuery
-from shop.services import embedding_index, enqueue
+from shop.services import colours, embedding_index, enqueue
 from similarity.images import ImageError, ImageHeader
 
 if TYPE_CHECKING:
@@ -72,14 +72,24 @@ def check_capacity() -> None:
 
 
 def create_search_query(
-    *, image: UploadedFile[bytes], header: ImageHeader, bbox: tuple[int, int, int, int] | None
+    *,
+    image: UploadedFile[bytes],
+    header: ImageHeader,
+    bbox: tuple[int, int, int, int] | None,
+    category: str = Category.DRESSES,
 ) -> SearchQuery:
-    """Store a validated upload and queue the search once the row is committed."""
+    """Store a validated upload and queue the search (within ``category``) once the row is committed."""
     check_capacity()
     left, top, width, height = bbox if bbox else (None, None, None, None)
     upright_width, upright_height = header.upright_size
     query = SearchQuery(
-        bbox_left=left, bbox_top=top, bbox_width=width, bbox_height=height, width=upright_width, height=upright_height
+        category=category,
+        bbox_left=left,
+        bbox_top=top,
+        bbox_width=width,
+        bbox_height=height,
+        width=upright_width,
+        height=upright_height,
     )
     # Stored under our own name and the detected format's extension, never the shopper's file
     # name, in storage no URL maps to; the worker replaces it with a clean copy.
@@ -166,30 +176,21 @@ def _delete_orphans(cutoff: datetime) -> None:
 
 
 def nearest_products(version: ModelVersion, vector: np.ndarray) -> list[Match]:
-    """The catalogue's nearest products to an embedding, nearest first, from the process's index."""
-
-    def search(cached: embedding_index.CachedIndex) -> list[Match]:
-        indices, distances = cached.index.search(vector[None, :], settings.SIMILAR_ITEMS)
-        return [
-            {"product_id": int(cached.index.ids[i]), "distance": round(float(d), 6)}
-            for i, d in zip(indices[0].tolist(), distances[0].tolist())
-            if i >= 0
-        ]
+    """The catalogue's nearest products to a vector, one listing per garment, nearest first."""
+    from shop.services import similar_lists
 
     try:
-        checked = embedding_index.with_existing_products(
-            version.pk, search, lambda results: [r["product_id"] for r in results]
-        )
+        found = similar_lists.ranked_products(version, vector)
     except embedding_index.ProductsVanished:
         raise SearchUnavailable("The catalogue changed during the search; please try again.") from None
-    if checked is None:
+    if found is None:
         raise SearchUnavailable("The catalogue is not indexed yet.")
-    return checked[1]
+    return [{"product_id": product_id, "distance": distance} for product_id, distance in found[0]]
 
 
 def run_search_query(*, query_id: UUID) -> None:
     """Worker entry: fill in a query's results, or its error."""
-    from similarity.embedding import embed
+    from similarity.embedding import embed, with_colour
     from similarity.images import BadBox, backbone_input
 
     query = SearchQuery.objects.filter(pk=query_id).first()
@@ -205,7 +206,7 @@ def run_search_query(*, query_id: UUID) -> None:
         return
     try:
         image, bbox = _clean_copy(query)
-        version = selectors.active_version(category=Category.DRESSES)
+        version = selectors.active_version(category=query.category)
         if version is None:
             raise SearchUnavailable("The catalogue is not indexed yet: no similarity model is active.")
         backbone = runtime.get_backbone()
@@ -213,8 +214,11 @@ def run_search_query(*, query_id: UUID) -> None:
             raise SearchUnavailable("The search index is being rebuilt for a new backbone; try again shortly.")
         features = backbone.extract_images([backbone_input(image, bbox=bbox, size=backbone.input_size)])
         tower = runtime.tower_for(version)
-        results = nearest_products(version, embed(tower, features)[0])
-        _finish(query, status=SearchQuery.Status.DONE, results=results, version=version)
+        # In the version's index space with no colour part: a photo search ranks by shape (the
+        # chips then refine it by colour), see similarity.embedding.with_colour.
+        vector = with_colour(embed(tower, features), None, colours.colour_weight(version))[0]
+        results = nearest_products(version, vector)
+        _finish(query, status=SearchQuery.Status.DONE, results=results, version=version, vector=vector.tobytes())
     except (ImageError, BadBox, SearchUnavailable) as error:  # messages written for shoppers
         logger.warning("search %s failed: %s", query_id, error)
         _fail(query, str(error))

@@ -1,0 +1,50 @@
+"""A product's colours: rolled up from its photos' colours, and the weight its version gives them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from shop.models import ModelVersion, Product, ProductImage
+from similarity.colour import GarmentColours, colour_mask
+from similarity.embedding import COLOUR_DIM
+
+
+def colour_weight(version: ModelVersion) -> float:
+    """The colour descriptor's share of the version's product vectors (0 for versions made before colours)."""
+    return float(version.hyperparameters.get("colour_weight", 0.0))
+
+
+def update_product_colours(*, product_ids: Sequence[int]) -> int:
+    """Set each product's colours from its first shop photo that has them (the studio photo;
+    later ones are often worn by a model, whose skin and hair would count as colours)."""
+    first: dict[int, dict[str, object]] = {}
+    photos = (
+        ProductImage.objects.filter(product_id__in=product_ids)
+        .exclude(colours={})
+        .order_by("product_id", "position", "id")
+        .values_list("product_id", "colours")
+    )
+    for product_id, stored in photos:
+        first.setdefault(product_id, stored)
+    products = list(Product.objects.filter(pk__in=first))
+    for product in products:
+        look = GarmentColours.from_json(first[product.pk])
+        product.colours = list(look.names)
+        product.colour_mask = colour_mask(look.names)
+        product.colour_descriptor = np.asarray(look.descriptor, dtype=np.float32).tobytes()
+    Product.objects.bulk_update(products, ["colours", "colour_mask", "colour_descriptor"])
+    return len(products)
+
+
+def colour_descriptors(*, product_ids: Sequence[int]) -> np.ndarray:
+    """The products' colour descriptors in the order given; zeros for a product without colours
+    (its colour part then sits at the same distance from every product's)."""
+    stored = dict(Product.objects.filter(pk__in=product_ids).values_list("id", "colour_descriptor"))
+    matrix = np.zeros((len(product_ids), COLOUR_DIM), dtype=np.float32)
+    for row, product_id in enumerate(product_ids):
+        blob = stored.get(product_id)
+        if blob:
+            matrix[row] = np.frombuffer(blob, dtype=np.float32)
+    return matrix
