@@ -18,6 +18,11 @@ from shop import selectors
 from shop.embedded_redis import EmbeddedRedis, ping
 from shop.models import Product
 
+CATEGORIES = ("dresses", "skirts")
+# Skirts per dress in the demo, and the share of products listed a second time by another retailer.
+SKIRT_SHARE = 0.4
+DUPLICATES = 0.1
+
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
@@ -116,14 +121,19 @@ class Command(BaseCommand):
         return web
 
     def _build_catalogue(self, *, products: int, seed: int) -> None:
-        """Seed (each new product is queued for the worker as it arrives), index, train once, evaluate."""
-        self._seed(products=products, seed=seed)
-        self.stdout.write("indexing the catalogue (VGG19 features on the worker)…")
-        call_command("index_catalogue", wait=True, stdout=self.stdout)
-        if selectors.active_version() is None:
-            self.stdout.write("training the first siamese model…")
-            call_command("train_model", wait=True, stdout=self.stdout)
-        call_command("evaluate", stdout=self.stdout)
+        """Seed (each new product is queued for the worker as it arrives), index, train once per
+        category, evaluate."""
+        root = self._seed(products=products, seed=seed)
+        for category in CATEGORIES:
+            self.stdout.write(f"indexing the {category} (VGG19 features, colours and photo hashes on the worker)…")
+            call_command("index_catalogue", category=category, wait=True, stdout=self.stdout)
+        for category in CATEGORIES:
+            if selectors.active_version(category=category) is None:
+                self.stdout.write(f"training the first siamese model for {category}…")
+                call_command("train_model", category=category, wait=True, stdout=self.stdout)
+        for category in CATEGORIES:
+            call_command("evaluate", category=category, stdout=self.stdout)
+            call_command("evaluate_lists", str(root), category=category, stdout=self.stdout)
 
     def _serve(self, url: str, children: list[subprocess.Popen], logs: Path) -> None:
         """Wait for Ctrl-C; a child that exits on its own ends the demo with an error."""
@@ -141,14 +151,26 @@ class Command(BaseCommand):
             command, env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=settings.BASE_DIR, start_new_session=True
         )
 
-    def _seed(self, *, products: int, seed: int) -> None:
-        root = Path(settings.DATA_DIR) / f"demo-dataset-{products}-s{seed}"
-        if not (root / "meta" / "json" / "train_pairs_dresses.json").exists():
+    def _seed(self, *, products: int, seed: int) -> Path:
+        """Make the demo dataset (dresses and skirts, some listed twice) and seed both categories."""
+        skirts = max(2, round(products * SKIRT_SHARE))
+        root = Path(settings.DATA_DIR) / f"demo-dataset-{products}-{skirts}-d{DUPLICATES:g}-s{seed}"
+        if not (root / "meta" / "json" / "train_pairs_skirts.json").exists():
             self.stdout.write(f"making the demo dataset in {root}…")
-            call_command("make_demo_dataset", str(root), products=products, seed=seed, stdout=self.stdout)
-        if not Product.objects.exists():
-            self.stdout.write("seeding the catalogue…")
-            call_command("seed_street2shop", root=str(root), category="dresses", stdout=self.stdout)
+            call_command(
+                "make_demo_dataset",
+                str(root),
+                products=products,
+                skirts=skirts,
+                duplicates=DUPLICATES,
+                seed=seed,
+                stdout=self.stdout,
+            )
+        for category in CATEGORIES:
+            if not Product.objects.filter(category=category).exists():
+                self.stdout.write(f"seeding the {category}…")
+                call_command("seed_street2shop", root=str(root), category=category, stdout=self.stdout)
+        return root
 
     def _admin_user(self) -> None:
         users = get_user_model().objects
