@@ -84,9 +84,9 @@ class ProductImage(models.Model):
     thumbnail_large = models.ImageField(upload_to="thumbnails/", blank=True)
     s2s_photo_id = models.PositiveBigIntegerField("Street2Shop photo id", null=True, blank=True)
     position = models.PositiveSmallIntegerField(default=0)
-    # Made by the worker that reads the photo: a 64-bit perceptual hash (signed, to fit a bigint)
-    # for near-duplicate listings, and the garment's colours (similarity.colour.GarmentColours).
-    photo_hash = models.BigIntegerField(null=True, blank=True, editable=False)
+    # Made by the worker that reads the photo (similarity.garment): the garment's signature, which
+    # finds other listings of the same photo (float16), and its colours (GarmentColours.to_json).
+    signature = models.BinaryField(null=True, blank=True, editable=False)
     colours = models.JSONField(default=dict, blank=True, editable=False)
 
     class Meta:

@@ -286,10 +286,10 @@ LOGGING = {
     },
 }
 
-# Near-duplicate listings (shop.services.duplicates): the thresholds were chosen on the demo
-# catalogue with copies injected (benchmarks/bench_duplicates.py; README "Performance").
-DUPLICATE_MAX_HAMMING = envint("DUPLICATE_MAX_HAMMING", 10, minimum=0)
-DUPLICATE_MAX_COLOUR_DISTANCE = envfloat("DUPLICATE_MAX_COLOUR_DISTANCE", 0.35)
+# Near-duplicate listings (shop.services.duplicates): the largest RMS colour difference between
+# two photos' garment signatures that makes them one garment, chosen on the demo catalogue with
+# copies injected (benchmarks/bench_duplicates.py; README "Performance").
+DUPLICATE_MAX_DISTANCE = envfloat("DUPLICATE_MAX_DISTANCE", 3.5)
 
 # Siamese training: each SIAMESE_* variable overrides one field of similarity.train_config.TrainConfig,
 # whose defaults are the shop's. shop.services.training_config reads these into one validated

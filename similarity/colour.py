@@ -143,7 +143,11 @@ def garment_colours(image: Image.Image) -> GarmentColours:
     if image.width == 0 or image.height == 0:
         raise ValueError("Cannot read the colours of an empty image.")
     lab = srgb_to_lab(work_sample(image))
-    weights = garment_weights(lab)
+    return colours_of(lab, garment_weights(lab))
+
+
+def colours_of(lab: np.ndarray, weights: np.ndarray) -> GarmentColours:
+    """The colours of a work sample's garment pixels (garment_weights), for callers that need the mask too."""
     pixels, pixel_weights = lab[weights > 0], weights[weights > 0]
     centres, cluster_weights = absorb_specks(*merge_shades(*kmeans(pixels, pixel_weights)))
     shares = np.zeros(len(PALETTE_NAMES))

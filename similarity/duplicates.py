@@ -8,49 +8,63 @@ from typing import TypeVar
 
 import numpy as np
 
-from similarity.photohash import components, hamming_to_many
+from similarity.garment import signature_distances
 
 K = TypeVar("K", bound=Hashable)
 
 
 @dataclass(frozen=True)
 class DuplicateRule:
-    """Two listings are one garment when their first shop photos' perceptual hashes differ in at
-    most ``max_hamming`` bits AND their colour descriptors lie within ``max_colour_distance``
-    (Hellinger): the hash sees only brightness, so a recoloured twin of a dress has a near-equal
-    hash and only its colours tell it apart. Both thresholds are chosen on data (README)."""
+    """Two listings are one garment when some shop photo of one and some shop photo of the other
+    have garment signatures (similarity.garment) within ``max_distance``: retailers order their
+    photos differently, so any pair counts. The threshold is chosen on data (bench_duplicates.py)."""
 
-    max_hamming: int
-    max_colour_distance: float
+    max_distance: float
 
 
-def matches(
-    hash_value: int, descriptor: np.ndarray, hashes: np.ndarray, descriptors: np.ndarray, rule: DuplicateRule
-) -> np.ndarray:
-    """Indices of the rows of (hashes, descriptors) that the rule calls the same garment as this one."""
-    if not len(hashes):
-        return np.zeros(0, dtype=np.intp)
-    near = np.flatnonzero(hamming_to_many(hash_value, hashes) <= rule.max_hamming)
-    if not len(near):
-        return near
-    distance = np.linalg.norm(descriptors[near] - descriptor[None, :], axis=1)
-    kept: np.ndarray = near[distance <= rule.max_colour_distance]
-    return kept
+def matches(signature: np.ndarray, signatures: np.ndarray, rule: DuplicateRule) -> np.ndarray:
+    """Indices of the rows of ``signatures`` within the rule's distance of ``signature``."""
+    near: np.ndarray = np.flatnonzero(signature_distances(signature, signatures) <= rule.max_distance)
+    return near
 
 
 def group_labels(
-    ids: Sequence[int], hashes: np.ndarray, descriptors: np.ndarray, rule: DuplicateRule
+    product_ids: Sequence[int], owners: np.ndarray, signatures: np.ndarray, rule: DuplicateRule
 ) -> list[int | None]:
-    """Each listing's group: the smallest id among the listings connected to it by the rule
-    (directly or through others), or None for a listing alone."""
+    """Each product's group: the smallest product id among the products connected to it by the
+    rule (directly or through others), or None for a product alone. ``owners[i]`` is the index
+    in ``product_ids`` of the product whose photo ``signatures[i]`` is."""
     pairs: list[tuple[int, int]] = []
-    for i in range(len(ids)):
-        pairs.extend((i, int(j)) for j in matches(int(hashes[i]), descriptors[i], hashes, descriptors, rule) if j > i)
-    labels = components(len(ids), pairs)
+    for photo in range(len(signatures)):
+        found = matches(signatures[photo], signatures, rule)
+        pairs.extend((int(owners[photo]), int(owners[other])) for other in found if other > photo)
+    labels = components(len(product_ids), pairs)
     members: dict[int, list[int]] = {}
-    for i, label in enumerate(labels.tolist()):
-        members.setdefault(label, []).append(int(ids[i]))
+    for row, label in enumerate(labels.tolist()):
+        members.setdefault(label, []).append(int(product_ids[row]))
     return [min(members[label]) if len(members[label]) > 1 else None for label in labels.tolist()]
+
+
+def components(n: int, pairs: Iterable[tuple[int, int]]) -> np.ndarray:
+    """Connected components of n items linked by pairs (union-find); each labelled by its smallest index."""
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]  # path halving keeps later look-ups short
+            i = parent[i]
+        return i
+
+    for a, b in pairs:
+        if not (0 <= a < n and 0 <= b < n):
+            raise ValueError(f"Pair ({a}, {b}) is outside 0..{n - 1}.")
+        ra, rb = root(a), root(b)
+        # The smaller index becomes the root, so every root is its component's smallest index.
+        if ra < rb:
+            parent[rb] = ra
+        elif rb < ra:
+            parent[ra] = rb
+    return np.array([root(i) for i in range(n)], dtype=np.int64)
 
 
 def one_per_group(

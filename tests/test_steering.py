@@ -11,6 +11,7 @@ from shop.services import colours, duplicates, embedding_index
 from shop.services.recommendations import rebuild_recommendations
 from similarity.colour import PALETTE_NAMES, GarmentColours, colour_mask
 from similarity.embedding import COLOUR_DIM
+from similarity.garment import SIGNATURE_DIM
 from tests.factories import make_product, make_version
 
 pytestmark = pytest.mark.django_db
@@ -140,9 +141,11 @@ def _look(names: list[str]) -> dict:
     ).to_json()
 
 
-def _photographed(photo_hash: int, names: list[str]) -> Product:
+def _photographed(signature: float, names: list[str]) -> Product:
+    """A product whose one photo has this colour and a signature of ``signature`` in every cell."""
     product = make_product()
-    ProductImage.objects.filter(product=product).update(photo_hash=photo_hash, colours=_look(names))
+    cells = np.full(SIGNATURE_DIM, signature / np.sqrt(SIGNATURE_DIM), dtype=np.float16)
+    ProductImage.objects.filter(product=product).update(signature=cells.tobytes(), colours=_look(names))
     colours.update_product_colours(product_ids=[product.pk])
     return product
 
@@ -155,23 +158,29 @@ def test_it_takes_a_products_colours_from_its_first_photo():
     assert np.frombuffer(product.colour_descriptor, dtype=np.float32)[PALETTE_NAMES.index("navy")] > 0
 
 
-def test_it_groups_relistings_and_not_recoloured_twins():
-    original = _photographed(0b1011, ["navy"])
-    copy = _photographed(0b1001, ["navy"])  # one bit off: a re-encoded copy
-    twin = _photographed(0b1011, ["red"])  # the same cut in another colour: same hash, other garment
-    other = _photographed(~0b1011, ["navy"])
-    duplicates.regroup(product_ids=[original.pk, copy.pk, twin.pk, other.pk])
+def test_it_groups_relistings_of_a_photo(settings):
+    settings.DUPLICATE_MAX_DISTANCE = 1.0
+    original = _photographed(10, ["navy"])
+    copy = _photographed(10.5, ["navy"])  # 0.5 apart: a re-encoded copy
+    other = _photographed(14, ["navy"])
+    duplicates.regroup(product_ids=[original.pk, copy.pk, other.pk])
     groups = dict(Product.objects.values_list("id", "duplicate_group"))
-    assert groups == {original.pk: original.pk, copy.pk: original.pk, twin.pk: None, other.pk: None}
+    assert groups == {original.pk: original.pk, copy.pk: original.pk, other.pk: None}
+    late = _photographed(13.4, ["navy"])  # 0.6 from `other`, 2.9 from the copy: joins `other` only
+    duplicates.regroup(product_ids=[late.pk])
+    groups = dict(Product.objects.values_list("id", "duplicate_group"))
+    assert groups[late.pk] == groups[other.pk] == other.pk and groups[copy.pk] == original.pk
 
 
-def test_it_splits_a_group_when_a_photo_is_replaced():
+def test_it_splits_a_group_when_a_photo_is_replaced(settings):
+    settings.DUPLICATE_MAX_DISTANCE = 1.0
     original = _photographed(0, ["navy"])
-    copy = _photographed(1, ["navy"])
-    third = _photographed(3, ["navy"])
+    copy = _photographed(0.8, ["navy"])
+    third = _photographed(1.6, ["navy"])
     duplicates.regroup(product_ids=[original.pk, copy.pk, third.pk])
     assert set(Product.objects.values_list("duplicate_group", flat=True)) == {original.pk}
-    ProductImage.objects.filter(product=original).update(photo_hash=~0)
+    far = np.full(SIGNATURE_DIM, 40 / np.sqrt(SIGNATURE_DIM), dtype=np.float16).tobytes()
+    ProductImage.objects.filter(product=original).update(signature=far)
     duplicates.regroup(product_ids=[original.pk])
     groups = dict(Product.objects.values_list("id", "duplicate_group"))
     assert groups == {original.pk: None, copy.pk: copy.pk, third.pk: copy.pk}

@@ -8,10 +8,11 @@ from collections.abc import Sequence
 import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import F, QuerySet
 
 from shop.models import Product, ProductImage
 from similarity.duplicates import DuplicateRule, group_labels, matches
-from similarity.embedding import COLOUR_DIM
+from similarity.garment import SIGNATURE_DIM
 
 logger = logging.getLogger("shop")
 # Serialises regrouping: two workers joining listings to one group at once must not each label
@@ -20,41 +21,29 @@ _LOCK_KEY = 0x5D0B1E
 
 
 def rule() -> DuplicateRule:
-    return DuplicateRule(
-        max_hamming=settings.DUPLICATE_MAX_HAMMING, max_colour_distance=settings.DUPLICATE_MAX_COLOUR_DISTANCE
-    )
+    return DuplicateRule(max_distance=settings.DUPLICATE_MAX_DISTANCE)
 
 
-def _looks(category: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, int | None]]:
-    """(product ids, first-photo hashes, colour descriptors, current groups) of the category's
-    products whose first photo has been read. One pass over the category (a 1e5 catalogue: ~0.2 s)."""
-    first: dict[int, int] = {}
-    photos = (
-        ProductImage.objects.filter(product__category=category, photo_hash__isnull=False)
-        .order_by("product_id", "position", "id")
-        .values_list("product_id", "photo_hash")
-    )
-    for product_id, photo_hash in photos.iterator(chunk_size=10000):
-        if photo_hash is not None:
-            first.setdefault(product_id, photo_hash)
-    rows = (
-        Product.objects.filter(pk__in=first.keys()) if len(first) < 1000 else Product.objects.filter(category=category)
-    )
-    descriptor_of: dict[int, np.ndarray] = {}
-    groups: dict[int, int | None] = {}
-    for product_id, blob, group in rows.values_list("id", "colour_descriptor", "duplicate_group").iterator(
-        chunk_size=10000
-    ):
-        groups[product_id] = group
-        if blob:
-            descriptor_of[product_id] = np.frombuffer(blob, dtype=np.float32)
-    ids = np.array(sorted(p for p in first if p in groups), dtype=np.int64)
-    hashes = np.array([first[p] for p in ids.tolist()], dtype=np.int64)
-    descriptors = np.zeros((len(ids), COLOUR_DIM), dtype=np.float32)
-    for row, product_id in enumerate(ids.tolist()):
-        if product_id in descriptor_of:
-            descriptors[row] = descriptor_of[product_id]
-    return ids, hashes, descriptors, groups
+class _Photos:
+    """The signatures of a category's shop photos that may match the products being regrouped."""
+
+    def __init__(self, photos: QuerySet[ProductImage]) -> None:
+        photos = photos.filter(signature__isnull=False)
+        rows = list(
+            photos.order_by("product_id", "id").values_list("product_id", "signature").iterator(chunk_size=5000)
+        )
+        self.owner = np.array([row[0] for row in rows], dtype=np.int64)
+        self.signatures = np.zeros((len(rows), SIGNATURE_DIM), dtype=np.float32)
+        for i, (_product, blob) in enumerate(rows):
+            if blob is not None:  # filtered out above; the check is for the type checker
+                self.signatures[i] = np.frombuffer(blob, dtype=np.float16)
+
+    def products_matching(self, product_id: int) -> set[int]:
+        own = self.owner == product_id
+        found: set[int] = set()
+        for signature in self.signatures[own]:
+            found.update(self.owner[matches(signature, self.signatures, rule())].tolist())
+        return found
 
 
 def regroup(*, product_ids: Sequence[int]) -> int:
@@ -65,40 +54,45 @@ def regroup(*, product_ids: Sequence[int]) -> int:
     merges (a new listing bridging two) is relabelled whole.
     """
     changed = 0
-    categories = set(Product.objects.filter(pk__in=product_ids).values_list("category", flat=True))
+    products = Product.objects.filter(pk__in=product_ids).values_list("category", "colour_mask")
+    masks: dict[str, int] = {}
+    for category, mask in products:
+        masks[category] = masks.get(category, 0) | mask
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
-        for category in sorted(categories):
-            changed += _regroup_category(category, product_ids)
+        for category, mask in sorted(masks.items()):
+            changed += _regroup_category(category, mask, product_ids)
     return changed
 
 
-def _regroup_category(category: str, product_ids: Sequence[int]) -> int:
-    ids, hashes, descriptors, groups = _looks(category)
-    if not len(ids):
-        return 0
-    position = {int(p): i for i, p in enumerate(ids.tolist())}
-    current = rule()
+def _regroup_category(category: str, mask: int, product_ids: Sequence[int]) -> int:
+    candidates = ProductImage.objects.filter(product__category=category)
+    if mask:
+        # Copies of one photo share their colours: only products sharing one of them can match
+        # (a few of the 16 colours' products, not the whole category, at catalogue scale).
+        candidates = candidates.annotate(shared=F("product__colour_mask").bitand(mask)).filter(shared__gt=0)
+    photos = _Photos(candidates)
     involved: set[int] = set()
     for product_id in product_ids:
-        row = position.get(int(product_id))
-        if row is None:
-            continue
-        involved.add(row)
-        involved.update(matches(int(hashes[row]), descriptors[row], hashes, descriptors, current).tolist())
-    old_groups = {groups[int(ids[i])] for i in involved} - {None}
-    involved.update(i for i, p in enumerate(ids.tolist()) if groups.get(p) in old_groups)
-    rows = sorted(involved)
-    labels = group_labels([int(ids[i]) for i in rows], hashes[rows], descriptors[rows], current)
+        involved |= photos.products_matching(int(product_id)) | {int(product_id)}
+    old = dict(Product.objects.filter(pk__in=involved).values_list("id", "duplicate_group"))
+    old_groups = {group for group in old.values() if group is not None}
+    members = Product.objects.filter(duplicate_group__in=old_groups).values_list("id", "duplicate_group")
+    old.update(dict(members))
+    ids = sorted(old)
+    position = {product_id: row for row, product_id in enumerate(ids)}
+    # Every photo of these listings, whatever their colours now (a group's old members included).
+    looked_at = _Photos(ProductImage.objects.filter(product_id__in=ids))
+    owners = np.array([position[int(p)] for p in looked_at.owner], dtype=np.int64)
+    labels = group_labels(ids, owners, looked_at.signatures, rule())
     relabel: dict[int | None, list[int]] = {}
-    for i, label in zip(rows, labels):
-        product_id = int(ids[i])
-        if groups.get(product_id) != label:
+    for product_id, label in zip(ids, labels):
+        if old.get(product_id) != label:
             relabel.setdefault(label, []).append(product_id)
-    for label, members in relabel.items():
-        Product.objects.filter(pk__in=members).update(duplicate_group=label)
+    for label, relabelled in relabel.items():
+        Product.objects.filter(pk__in=relabelled).update(duplicate_group=label)
     changed = sum(len(m) for m in relabel.values())
     if changed:
         logger.info("%s: %d listings joined or left duplicate groups", category, changed)

@@ -27,9 +27,8 @@ from shop.models import (
     vector_to_bytes,
 )
 from shop.services import colours, duplicates
-from similarity.colour import garment_colours
+from similarity.garment import read_garment
 from similarity.images import BadBox, ImageError, backbone_input, open_image, thumbnail_jpeg
-from similarity.photohash import perceptual_hash
 
 logger = logging.getLogger("shop")
 # Longest side of a card's thumbnail in pixels; a second one twice as large serves 2x screens.
@@ -39,9 +38,9 @@ T = TypeVar("T")
 
 
 class PhotoLook(NamedTuple):
-    """What the worker reads off a shop photo besides its features."""
+    """What the worker reads off a shop photo besides its features (similarity.garment)."""
 
-    photo_hash: int
+    signature: bytes
     colours: dict[str, Any]
 
 
@@ -135,8 +134,8 @@ def index_product_images(*, product_image_ids: Sequence[int]) -> ImageResults:
     has_features = Feature.objects.filter(product_image=OuterRef("pk"), weights_id=backbone.weights_id)
     todo = list(
         ProductImage.objects.filter(pk__in=product_image_ids)
-        # Photos stored before colours and hashes existed get them too (and their features again).
-        .filter(~Exists(has_features) | Q(photo_hash__isnull=True))
+        # Photos stored before colours and signatures existed get them too (and their features again).
+        .filter(~Exists(has_features) | Q(signature__isnull=True))
         .order_by("id")
     )
     thumbnails: dict[int, tuple[str, ...]] = {}  # the thumbnail files made here, by image id
@@ -144,8 +143,6 @@ def index_product_images(*, product_image_ids: Sequence[int]) -> ImageResults:
 
     def load(item: ProductImage) -> Image.Image:
         image = open_stored_image(item.image)
-        # From the decoded photo, for a few ms against the backbone's ~100 (benchmarks/bench_worker_extras.py).
-        looks[item.pk] = PhotoLook(perceptual_hash(image), garment_colours(image).to_json())
         # The worker decodes the photo anyway; pages then never ship multi-megapixel originals.
         made: list[str] = []
         sizes = ((item.thumbnail, "", THUMBNAIL_SIDE), (item.thumbnail_large, "-large", 2 * THUMBNAIL_SIDE))
@@ -156,7 +153,12 @@ def index_product_images(*, product_image_ids: Sequence[int]) -> ImageResults:
                 made.append(thumbnail.name)
         if made:
             thumbnails[item.pk] = tuple(made)
-        return backbone_input(image, size=backbone.input_size)
+        model_input = backbone_input(image, size=backbone.input_size)
+        # Read off the backbone's small input, not the photo: ~1.6 ms a photo against a forward pass
+        # of 20 ms (bf16) to 115 ms (float32) here (benchmarks/bench_worker_extras.py).
+        reading = read_garment(model_input)
+        looks[item.pk] = PhotoLook(reading.signature.astype(np.float16).tobytes(), reading.colours.to_json())
+        return model_input
 
     kept, vectors = _extract_features(todo, load, label=lambda item: f"shop image {item.pk}")
     features = dict(zip((item.pk for item in kept), vectors)) if vectors is not None else {}
@@ -227,9 +229,9 @@ def _store_image_results(
             ProductImage.objects.bulk_update(thumbnailed, ["thumbnail", "thumbnail_large"])
         looked = [item for item in unchanged if item.pk in looks]
         for item in looked:
-            item.photo_hash, item.colours = looks[item.pk]
+            item.signature, item.colours = looks[item.pk]
         if looked:
-            ProductImage.objects.bulk_update(looked, ["photo_hash", "colours"])
+            ProductImage.objects.bulk_update(looked, ["signature", "colours"])
         Feature.objects.bulk_create(
             [
                 Feature(product_image_id=item.pk, weights_id=weights_id, **stored_vector(features[item.pk]))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from similarity.duplicates import DuplicateRule, group_labels, matches, one_per_group
+from similarity.duplicates import DuplicateRule, components, group_labels, matches, one_per_group
 from similarity.embedding import COLOUR_DIM, with_colour
+from similarity.garment import SIGNATURE_DIM
 from similarity.list_quality import agreement, choose_colour_weight, refined_precision
 from similarity.neighbours import VectorIndex, search_among, top_k
 
@@ -76,14 +77,23 @@ def test_it_shows_one_listing_per_group_in_rank_order():
 
 
 def test_it_groups_listings_connected_by_the_rule():
-    rule = DuplicateRule(max_hamming=4, max_colour_distance=0.2)
-    navy, red = np.eye(COLOUR_DIM, dtype=np.float32)[5], np.eye(COLOUR_DIM, dtype=np.float32)[12]
-    hashes = np.array([0b0, 0b111, 0b111111, 0b0, (1 << 40) - 1], dtype=np.int64)
-    # 10–11 and 11–12 are near (3 bits each) though 10–12 are 6 apart: a chain is one group.
-    # 13 has 10's hash but another colour (a recoloured twin); 14's hash is far.
-    descriptors = np.stack([navy, navy, navy, red, navy])
-    assert group_labels([10, 11, 12, 13, 14], hashes, descriptors, rule) == [10, 10, 10, None, None]
-    assert matches(0, navy, hashes, descriptors, rule).tolist() == [0, 1]
+    rule = DuplicateRule(max_distance=1.0)
+    base = np.zeros(SIGNATURE_DIM, dtype=np.float32)
+    step = np.full(SIGNATURE_DIM, 0.8 / np.sqrt(SIGNATURE_DIM), dtype=np.float32)  # 0.8 apart
+    # Photos (owner row): 0 (10), 0.8 (11), 1.6 (12): a chain, though 10 and 12 are 1.6 apart, is one
+    # garment; 13 has two photos, its second one 0.8 from 10's; 14 is far from all.
+    signatures = np.stack([base, base + step, base + 2 * step, base + 9 * step, base - step, base + 20 * step])
+    owners = np.array([0, 1, 2, 3, 3, 4])
+    assert group_labels([10, 11, 12, 13, 14], owners, signatures, rule) == [10, 10, 10, 10, None]
+    assert matches(base, signatures, rule).tolist() == [0, 1, 4]
+
+
+def test_it_labels_components_by_their_smallest_index():
+    labels = components(8, [(5, 3), (3, 6), (1, 2), (7, 6), (2, 2)])
+    assert labels.tolist() == [0, 1, 1, 3, 4, 3, 3, 3]
+    assert components(3, []).tolist() == [0, 1, 2]
+    with pytest.raises(ValueError):
+        components(3, [(0, 3)])
 
 
 def test_it_measures_how_many_neighbours_share_a_label():
