@@ -1,8 +1,8 @@
 """Choosing the near-duplicate threshold on data: relisted copies against distinct products.
 
 Not a test. Generates a demo dataset with relisted copies (re-encoded, resized, re-cropped shop
-photos under new product ids), reads every shop photo the way the worker does (the garment
-signature of the backbone's 224×224 input, similarity.garment), groups the listings with each
+photos under new product ids), reads every shop photo the way the worker does (similarity.garment: the garment's
+box found on the photo, its signature read off the backbone's 224×224 input), groups the listings with each
 candidate threshold and counts, per category: copies grouped with their original, and distinct
 garments wrongly grouped together (each group holding k garments counts k - 1).
 
@@ -43,7 +43,7 @@ def read_category(root: Path, category: str) -> tuple[list[int], dict[int, int],
             data = (root / "photos" / street2shop.photo_filename(photo)).read_bytes()
             image = open_image(io.BytesIO(data), max_pixels=50_000_000, upright=True)
             owners.append(row)
-            signatures.append(read_garment(backbone_input(image)).signature)
+            signatures.append(read_garment(image, backbone_input(image)).signature)
     copies = {p: demo[p].duplicate_of for p in ids if demo[p].duplicate_of is not None}
     return ids, {c: o for c, o in copies.items() if o is not None}, np.array(owners), np.stack(signatures)
 

@@ -34,6 +34,7 @@ EMBEDDING_DIM = 128
 FEATURE_DIM = 4096
 TRAIN_SHARE = 0.05  # products with street crops (Street2Shop dresses: 4,428 of them have pairs)
 K = 10
+PRODUCT_COLUMNS = ("title", "category", "price", "description", "s2s_product_id", "created_at", "updated_at")
 
 
 def setup_django(database_url: str, data_dir: str) -> None:
@@ -101,6 +102,7 @@ def fill(n: int, *, clustered: bool, seed: int = 0) -> dict:
 
     from shop.models import Feature, ModelVersion, Product, ProductEmbedding, ProductImage, StreetPhoto
     from shop.services.indexing import stored_vector
+    from similarity.colour import names_from_mask
 
     rng = np.random.default_rng(seed)
     now = timezone.now()
@@ -109,18 +111,29 @@ def fill(n: int, *, clustered: bool, seed: int = 0) -> dict:
         version = ModelVersion.objects.create(
             status="active", category="dresses", weights_id="bench/random", activated_at=now
         )
+        masks = colour_masks(rng, n)
         _copy(
             Product._meta.db_table,
-            ("title", "category", "price", "description", "s2s_product_id", "created_at", "updated_at"),
-            ((f"Dress {i}", "dresses", 49, "", i, now, now) for i in range(n)),
+            (*PRODUCT_COLUMNS, "colours", "colour_mask"),
+            (
+                (f"Dress {i}", "dresses", 49, "", i, now, now, json.dumps(list(names_from_mask(int(m)))), int(m))
+                for i, m in enumerate(masks)
+            ),
         )
         product_ids = np.array(Product.objects.order_by("id").values_list("id", flat=True))
+        # One product in 50 is listed twice (a near-duplicate pair): lists collapse them on request.
+        pairs = product_ids[: 2 * (n // 100)].reshape(-1, 2)
+        for first, second in pairs.tolist():
+            Product.objects.filter(pk__in=[first, second]).update(duplicate_group=first)
         photos = rng.choice([4, 5], size=n, p=[0.6, 0.4])
         image_product = np.repeat(product_ids, photos)
         _copy(
             ProductImage._meta.db_table,
-            ("product_id", "image", "thumbnail", "s2s_photo_id", "position"),
-            ((int(p), f"products/{i}.jpg", f"thumbnails/{i}.jpg", i, 0) for i, p in enumerate(image_product)),
+            ("product_id", "image", "thumbnail", "thumbnail_large", "s2s_photo_id", "position", "colours"),
+            (
+                (int(p), f"products/{i}.jpg", f"thumbnails/{i}.jpg", f"thumbnails/{i}-large.jpg", i, 0, "{}")
+                for i, p in enumerate(image_product)
+            ),
         )
         trained = product_ids[: max(4, int(n * TRAIN_SHARE))]
         crop_product = np.repeat(trained, 2)
@@ -164,6 +177,54 @@ def fill(n: int, *, clustered: bool, seed: int = 0) -> dict:
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE")
     return {"version": version.pk, "products": product_ids, "fill_s": time.perf_counter() - started}
+
+
+def colour_masks(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Each product's colours as similarity.colour bits: a main colour (some far more common than
+    others, as in a shop) and, for 40 %, an accent."""
+    from similarity.colour import PALETTE_NAMES
+
+    popularity = 1.0 / np.arange(1, len(PALETTE_NAMES) + 1)
+    popularity /= popularity.sum()
+    main = rng.choice(len(PALETTE_NAMES), size=n, p=popularity)
+    accent = rng.choice(len(PALETTE_NAMES), size=n)
+    return (1 << main) | np.where(rng.random(n) < 0.4, 1 << accent, 0)
+
+
+def measure_refined(version_id: int, samples: int = 200) -> dict:
+    """A product page's list narrowed to one colour, ranked on request (the chips' links): the
+    rarest of the product's nearby colours and the commonest, as a shopper would choose them."""
+    from django.test import Client
+
+    from shop.models import ModelVersion
+    from shop.services import embedding_index, similar_lists
+    from similarity.colour import PALETTE_NAMES
+
+    version = ModelVersion.objects.get(pk=version_id)
+    cached = embedding_index.version_index(version)
+    rng = np.random.default_rng(13)
+    client = Client()
+    times, page_times, short = [], [], 0
+    for row in rng.integers(0, len(cached.index), samples).tolist():
+        colour = PALETTE_NAMES[int(rng.integers(len(PALETTE_NAMES)))]
+        started = time.perf_counter()
+        found = similar_lists.ranked_products(
+            version, cached.index.vectors[row], colour=colour, exclude=[int(cached.index.ids[row])]
+        )
+        times.append(time.perf_counter() - started)
+        short += found is None or len(found[0]) < K
+        started = time.perf_counter()
+        response = client.get(f"/products/{int(cached.index.ids[row])}/", {"colour": colour})
+        page_times.append(time.perf_counter() - started)
+        if response.status_code != 200:
+            raise RuntimeError(f"refined page: {response.status_code}")
+    return {
+        "refined_p50_ms": 1000 * np.percentile(times, 50),
+        "refined_p95_ms": 1000 * np.percentile(times, 95),
+        "refined_page_p50_ms": 1000 * np.percentile(page_times, 50),
+        "refined_page_p95_ms": 1000 * np.percentile(page_times, 95),
+        "refined_short": short,
+    }
 
 
 def bytes_per_product(n: int) -> dict:
@@ -407,6 +468,7 @@ def measure_size(n: int, args, env: dict) -> dict:
     result |= bytes_per_product(n)
     result |= measure_page(product_ids)
     result |= measure_search(version_id)
+    result |= measure_refined(version_id)
     result |= measure_batches(version_id, product_ids, clustered=not args.uniform)
     result["recall"] = recall_at_k(embedding_index.version_index(version_id).index, queries=min(1000, n))
     if not args.skip_training:
@@ -516,6 +578,11 @@ def table(results: list[dict]) -> None:
         ("product page queries", "page_queries", ""),
         ("upload-search lookup p50 (ms)", "search_p50_ms", ".2f"),
         ("upload-search lookup p95 (ms)", "search_p95_ms", ".2f"),
+        ("list refined by a colour p50 (ms)", "refined_p50_ms", ".2f"),
+        ("list refined by a colour p95 (ms)", "refined_p95_ms", ".2f"),
+        ("product page with a colour chosen p50 (ms)", "refined_page_p50_ms", ".1f"),
+        ("product page with a colour chosen p95 (ms)", "refined_page_p95_ms", ".1f"),
+        ("refined lists short of 10", "refined_short", ""),
         ("recall@10 vs plain cdist", "recall", ".4f"),
         ("worker index memory (MB)", "index_mb", ".1f"),
         ("bytes per product, all tables", "total", ",.0f"),

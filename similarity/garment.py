@@ -25,14 +25,19 @@ class GarmentReading:
     signature: np.ndarray
 
 
-def read_garment(image: Image.Image) -> GarmentReading:
-    """The garment's colours and signature from one decoded photo."""
-    if image.width == 0 or image.height == 0:
+def read_garment(photo: Image.Image, model_input: Image.Image | None = None) -> GarmentReading:
+    """The garment's colours and signature from one decoded photo.
+
+    The colours are read off the photo itself, point-sampled, because a smoothed copy blends the
+    two colours of a stripe or check into a third; the signature is read off ``model_input`` (the
+    backbone's small input, made anyway; default: the photo), whose smoothing it wants.
+    """
+    if photo.width == 0 or photo.height == 0:
         raise ValueError("Cannot read an empty image.")
-    sample = work_sample(image)
-    lab = srgb_to_lab(sample)
+    lab = srgb_to_lab(work_sample(photo))
     weights = garment_weights(lab)
-    return GarmentReading(colours_of(lab, weights), garment_signature(image, garment_box(weights, image.size)))
+    small = photo if model_input is None else model_input
+    return GarmentReading(colours_of(lab, weights), garment_signature(small, garment_box(weights, small.size)))
 
 
 def garment_box(weights: np.ndarray, size: tuple[int, int]) -> tuple[float, float, float, float]:

@@ -223,7 +223,10 @@ def wait_for(predicate, *, timeout: float = 180.0, interval: float = 0.5, messag
     raise AssertionError(f"timed out waiting for {message}")
 
 
-DEMO_PRODUCTS = 40
+DEMO_PRODUCTS = 40  # dresses; plus relisted copies of some of them
+DEMO_SKIRTS = 12
+# Relisted copies (near-duplicate listings): 4 dresses and 1 skirt, some twice.
+DEMO_DUPLICATES = 0.1
 
 # For tests that use the database only through the live server and the workers, never in their own
 # process. The marker makes pytest-django create the test database (it creates none when no collected
@@ -239,8 +242,25 @@ def demo_root(tmp_path_factory) -> Path:
     from django.core.management import call_command
 
     root = tmp_path_factory.mktemp("demo")
-    call_command("make_demo_dataset", str(root), products=DEMO_PRODUCTS, seed=11, stdout=io.StringIO())
+    call_command(
+        "make_demo_dataset",
+        str(root),
+        products=DEMO_PRODUCTS,
+        skirts=DEMO_SKIRTS,
+        duplicates=DEMO_DUPLICATES,
+        seed=11,
+        stdout=io.StringIO(),
+    )
     return root
+
+
+def demo_listings(root: Path, category: str) -> int:
+    """Products of a category in a demo dataset (relisted copies included)."""
+    import json
+
+    return len(
+        {row["product"] for row in json.loads((root / "meta" / "json" / f"retrieval_{category}.json").read_text())}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -249,30 +269,46 @@ def indexed_catalogue(demo_root, celery_worker_process, django_db_blocker):
     from django.contrib.auth.models import User
     from django.core.management import call_command
     from django.test import Client
-    from django.urls import reverse
 
     from shop.models import ModelVersion
 
     with django_db_blocker.unblock():
-        call_command("seed_street2shop", root=str(demo_root), category="dresses", stdout=io.StringIO())
-        call_command("index_catalogue", wait=True, stall_timeout=240, stdout=io.StringIO())
+        for category in ("dresses", "skirts"):
+            call_command("seed_street2shop", root=str(demo_root), category=category, stdout=io.StringIO())
+            call_command("index_catalogue", category=category, wait=True, stall_timeout=240, stdout=io.StringIO())
         admin = User.objects.create_superuser("root", "root@example.com", "pw")
         client = Client()
         client.force_login(admin)
-        response = client.post(reverse("admin:shop_modelversion_train"))
-        assert response.status_code == 302
-        version = ModelVersion.objects.get()
-        wait_for(
-            lambda: ModelVersion.objects.filter(pk=version.pk, status__in=["active", "failed"]).exists(),
-            timeout=600,
-            message="the training run",
-        )
-        version.refresh_from_db()
-        assert version.status == "active", version.error
-    yield version
+        # The button with no category (an older form) trains dresses; then the skirts' own run.
+        dresses = _train_through_the_admin(client, {})
+        before = ModelVersion.objects.values().get(pk=dresses.pk)
+        skirts = _train_through_the_admin(client, {"category": "skirts"})
+        assert (dresses.category, skirts.category) == ("dresses", "skirts")
+        # Each category trains, gates and activates its own model: the dresses' is untouched.
+        assert ModelVersion.objects.values().get(pk=dresses.pk) == before
+    yield dresses
     with django_db_blocker.unblock():
         # The fixture committed its rows: wipe them so later modules start clean.
         call_command("flush", interactive=False, verbosity=0)
+
+
+def _train_through_the_admin(client, data: dict):
+    from django.urls import reverse
+
+    from shop.models import ModelVersion
+
+    known = set(ModelVersion.objects.values_list("pk", flat=True))
+    response = client.post(reverse("admin:shop_modelversion_train"), data)
+    assert response.status_code == 302
+    version = ModelVersion.objects.exclude(pk__in=known).get()
+    wait_for(
+        lambda: ModelVersion.objects.filter(pk=version.pk, status__in=["active", "failed"]).exists(),
+        timeout=600,
+        message=f"the {version.category} training run",
+    )
+    version.refresh_from_db()
+    assert version.status == "active", version.error
+    return version
 
 
 def free_port() -> int:

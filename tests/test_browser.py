@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.chromium import CHROMIUM_ARGS
-from tests.conftest import LIVE_STACK
+from tests.conftest import LIVE_STACK, demo_listings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_PHOTOS = REPO.parent / "shared" / "street2shop" / "photos"
@@ -540,13 +540,14 @@ def show_page(watch, kind: str, viewport: dict, demo_root: Path):
 # --------------------------------------------------------------------------- the journeys (in this order)
 
 
-def test_it_shows_ten_similar_dresses_on_a_product_page(watch):
+def test_it_shows_ten_similar_dresses_on_a_product_page(watch, demo_root):
     page = watch.new_page()
     page.goto("/")
     cards = page.locator(".grid a.card")
     expect(page.locator("h1")).to_have_text("Catalogue")
     assert cards.count() > 10
-    expect(page.locator(".filters .count")).to_have_text("40 products")
+    listed = demo_listings(demo_root, "dresses") + demo_listings(demo_root, "skirts")
+    expect(page.locator(".filters .count")).to_have_text(f"{listed} products")
     screenshot(page, "catalogue")
 
     title = cards.nth(2).locator(".meta div").first.inner_text()
@@ -571,6 +572,55 @@ def test_it_shows_ten_similar_dresses_on_a_product_page(watch):
     with page.expect_navigation():
         page.locator("#similar-items a.card").first.click()
     expect(page.locator("#similar-items a.card")).to_have_count(10)
+    watch.assert_clean()
+
+
+def test_it_narrows_similar_items_to_a_colour_chosen_from_the_chips(watch):
+    page = watch.new_page()
+    page.goto("/?category=dresses")
+    watch.leave(page)
+    with page.expect_navigation():
+        page.locator(".grid a.card").first.click()
+    own = page.locator("#product-colours").inner_text().removeprefix("Colours: ").split(", ")
+    chips = page.locator("#colour-chips a[data-colour]")
+    offered = chips.evaluate_all("links => links.map((a) => a.dataset.colour)")
+    assert offered, "no colour chips"
+    expect(page.locator("#colour-any")).to_have_attribute("aria-current", "true")
+    # "Like this, in another colour": a chip the product itself does not carry, if one is offered.
+    colour = next((name for name in offered if name not in own), offered[0])
+    watch.leave(page)
+    with page.expect_navigation():
+        chips.locator(f"text={colour}").first.click()
+    assert f"colour={colour.replace(' ', '+')}" in page.url, page.url
+    expect(page.locator("#similar-heading")).to_have_text(f"Similar items in {colour}")
+    expect(page.locator(f'#colour-chips a[data-colour="{colour}"]')).to_have_attribute("aria-current", "true")
+    hrefs = page.locator("#similar-items a.card").evaluate_all("cards => cards.map((c) => c.pathname)")
+    assert 1 <= len(hrefs) <= 10 and len(set(hrefs)) == len(hrefs)
+    screenshot(page, "product-colour")
+    for href in hrefs:  # every item shown carries the colour chosen
+        page.goto(href)
+        assert colour in page.locator("#product-colours").inner_text().removeprefix("Colours: ").split(", "), href
+    page.go_back()
+    watch.leave(page)
+    with page.expect_navigation():
+        page.locator("#colour-any").click()
+    expect(page.locator("#similar-items a.card")).to_have_count(10)
+    watch.assert_clean()
+
+
+def test_it_searches_skirts_when_the_shopper_chooses_skirts(watch, demo_root):
+    pair = json.loads((demo_root / "meta" / "json" / "test_pairs_skirts.json").read_text())[0]
+    page = watch.new_page()
+    page.goto("/search/")
+    expect(page.locator("#id_category")).to_have_value("dresses")
+    page.select_option("#id_category", "skirts")
+    choose_photo(page, demo_root / "photos" / f"{pair['photo']:09d}.jpg")
+    for name in ("left", "top", "width", "height"):
+        page.fill(f"#id_box_{name}", str(pair["bbox"][name]))
+    submit_search(watch, page)
+    expect(page.locator("#search-summary")).to_contain_text("closest skirts")
+    titles = page.locator("#search-results a.card .meta div:first-child").all_inner_texts()
+    assert len(titles) == 10 and all(title.endswith("skirt") for title in titles), titles
     watch.assert_clean()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from django.core.files.base import ContentFile
 from django.urls import reverse
 
 from shop.models import ModelVersion, Product, ProductEmbedding, ProductImage, SearchQuery, vector_to_bytes
@@ -12,7 +13,7 @@ from shop.services.recommendations import rebuild_recommendations
 from similarity.colour import PALETTE_NAMES, GarmentColours, colour_mask
 from similarity.embedding import COLOUR_DIM
 from similarity.garment import SIGNATURE_DIM
-from tests.factories import make_product, make_version
+from tests.factories import jpeg_bytes, make_product, make_version
 
 pytestmark = pytest.mark.django_db
 PALETTE_USED = ("navy", "red", "green", "black")
@@ -184,3 +185,37 @@ def test_it_splits_a_group_when_a_photo_is_replaced(settings):
     duplicates.regroup(product_ids=[original.pk])
     groups = dict(Product.objects.values_list("id", "duplicate_group"))
     assert groups == {original.pk: None, copy.pk: copy.pk, third.pk: copy.pk}
+
+
+def test_it_keeps_the_colours_every_photo_of_a_product_shows():
+    product = _photographed(0, ["navy", "white"])
+    worn = ProductImage(product=product, position=1, colours=_look(["navy", "pink", "brown"]))  # skin and hair
+    worn.image.save("worn.jpg", ContentFile(jpeg_bytes()), save=True)
+    colours.update_product_colours(product_ids=[product.pk])
+    product.refresh_from_db()
+    assert product.colours == ["navy"] and product.colour_mask == colour_mask(["navy"])
+
+
+def test_it_shows_a_search_whose_result_left_the_index(client):
+    version, products, vectors = _catalogue(30)
+    query = SearchQuery.objects.create(
+        image="x.jpg",
+        status=SearchQuery.Status.DONE,
+        version=version,
+        results=[{"product_id": p.pk, "distance": 0.0} for p in products[:10]],
+        vector=vectors[0].tobytes(),
+    )
+    client.get(reverse("search-results", args=[query.pk]))  # the index is loaded with every product
+    ProductEmbedding.objects.filter(product=products[3]).delete()  # a photo being replaced, say
+    response = client.get(reverse("search-results", args=[query.pk]))
+    assert response.status_code == 200
+    shown = _shown(response)
+    assert products[3].pk not in shown and len(shown) == 10
+
+
+def test_it_sees_colours_read_after_a_product_was_embedded():
+    version, products, _vectors = _catalogue(12)
+    cached = embedding_index.version_index(version)
+    Product.objects.filter(pk=products[0].pk).update(colour_mask=colour_mask(["purple"]))
+    embedding_index.version_index(version, recount=True)
+    assert cached.colour_masks[cached.positions[products[0].pk]] == colour_mask(["purple"])

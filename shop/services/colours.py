@@ -17,9 +17,10 @@ def colour_weight(version: ModelVersion) -> float:
 
 
 def update_product_colours(*, product_ids: Sequence[int]) -> int:
-    """Set each product's colours from its first shop photo that has them (the studio photo;
-    later ones are often worn by a model, whose skin and hair would count as colours)."""
-    first: dict[int, dict[str, object]] = {}
+    """Set each product's colours from its shop photos: the colours every one of them shows, in the
+    order of the first, whose descriptor the product takes. A photo worn by a model adds skin and
+    hair, and a stripe's edge can pass for a third colour: neither survives a second photo."""
+    looks: dict[int, list[GarmentColours]] = {}
     photos = (
         ProductImage.objects.filter(product_id__in=product_ids)
         .exclude(colours={})
@@ -27,13 +28,14 @@ def update_product_colours(*, product_ids: Sequence[int]) -> int:
         .values_list("product_id", "colours")
     )
     for product_id, stored in photos:
-        first.setdefault(product_id, stored)
-    products = list(Product.objects.filter(pk__in=first))
+        looks.setdefault(product_id, []).append(GarmentColours.from_json(stored))
+    products = list(Product.objects.filter(pk__in=looks))
     for product in products:
-        look = GarmentColours.from_json(first[product.pk])
-        product.colours = list(look.names)
-        product.colour_mask = colour_mask(look.names)
-        product.colour_descriptor = np.asarray(look.descriptor, dtype=np.float32).tobytes()
+        first, *others = looks[product.pk]
+        shown_by_all = [name for name in first.names if all(name in other.names for other in others)]
+        product.colours = shown_by_all or [first.main]
+        product.colour_mask = colour_mask(product.colours)
+        product.colour_descriptor = np.asarray(first.descriptor, dtype=np.float32).tobytes()
     Product.objects.bulk_update(products, ["colours", "colour_mask", "colour_descriptor"])
     return len(products)
 

@@ -63,7 +63,9 @@ def regroup(*, product_ids: Sequence[int]) -> int:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
         for category, mask in sorted(masks.items()):
-            changed += _regroup_category(category, mask, product_ids)
+            # Listings of one garment share a category: a dress and a skirt are never one group.
+            own = Product.objects.filter(pk__in=product_ids, category=category).values_list("id", flat=True)
+            changed += _regroup_category(category, mask, list(own))
     return changed
 
 
@@ -84,7 +86,7 @@ def _regroup_category(category: str, mask: int, product_ids: Sequence[int]) -> i
     ids = sorted(old)
     position = {product_id: row for row, product_id in enumerate(ids)}
     # Every photo of these listings, whatever their colours now (a group's old members included).
-    looked_at = _Photos(ProductImage.objects.filter(product_id__in=ids))
+    looked_at = _Photos(ProductImage.objects.filter(product_id__in=ids, product__category=category))
     owners = np.array([position[int(p)] for p in looked_at.owner], dtype=np.int64)
     labels = group_labels(ids, owners, looked_at.signatures, rule())
     relabel: dict[int | None, list[int]] = {}

@@ -90,11 +90,12 @@ def _append(cached: CachedIndex, rows: list[EmbeddingRow]) -> bool:
     product_ids = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
     matrix = np.stack([vector_from_bytes(r[2]) for r in rows])
     start = len(cached.index)
+    # Masks first: a request thread reading without the lock may see the new rows, never rows without masks.
+    masks = np.fromiter((r[3] for r in rows), dtype=np.int64, count=len(rows))
+    cached.colour_masks = np.concatenate([cached.colour_masks, masks])
     cached.index.add(product_ids, matrix)
     cached.positions.update({int(p): start + i for i, p in enumerate(product_ids.tolist())})
     cached.kth = np.concatenate([cached.kth, np.full(len(rows), np.inf)])
-    masks = np.fromiter((r[3] for r in rows), dtype=np.int64, count=len(rows))
-    cached.colour_masks = np.concatenate([cached.colour_masks, masks])
     cached.last_id = max(cached.last_id, max(row[0] for row in rows))
     return True
 
@@ -136,6 +137,7 @@ def version_index(
                 if ProductEmbedding.objects.filter(version_id=version_id).count() != len(cached.index):
                     cached = None
                 else:
+                    _refresh_colours(version_id, cached)
                     cached.counted_at = time.monotonic()
         if cached is None:
             cached = _load(version_id)
@@ -145,6 +147,18 @@ def version_index(
             _indexes[version_id] = cached
         _keep_recent(version_id)
         return cached
+
+
+def _refresh_colours(version_id: int, cached: CachedIndex) -> None:
+    """Re-read the rows' colour masks: colours read after a product was embedded (photos indexed
+    before colours existed, a second photo dropping a colour) change no embedding row."""
+    masks = cached.colour_masks.copy()
+    rows = ProductEmbedding.objects.filter(version_id=version_id).values_list("product_id", "product__colour_mask")
+    for product_id, mask in rows.iterator(chunk_size=10000):
+        position = cached.positions.get(product_id)
+        if position is not None:
+            masks[position] = mask
+    cached.colour_masks = masks
 
 
 def _keep_recent(version_id: int) -> None:

@@ -154,9 +154,9 @@ def index_product_images(*, product_image_ids: Sequence[int]) -> ImageResults:
         if made:
             thumbnails[item.pk] = tuple(made)
         model_input = backbone_input(image, size=backbone.input_size)
-        # Read off the backbone's small input, not the photo: ~1.6 ms a photo against a forward pass
-        # of 20 ms (bf16) to 115 ms (float32) here (benchmarks/bench_worker_extras.py).
-        reading = read_garment(model_input)
+        # ~1.6 ms a photo against a forward pass of 20 ms (bf16) to 115 ms (float32) here
+        # (benchmarks/bench_worker_extras.py).
+        reading = read_garment(image, model_input)
         looks[item.pk] = PhotoLook(reading.signature.astype(np.float16).tobytes(), reading.colours.to_json())
         return model_input
 
@@ -183,8 +183,10 @@ def index_product_images(*, product_image_ids: Sequence[int]) -> ImageResults:
         from shop.services.catalogue import delete_unreferenced_files
 
         delete_unreferenced_files(orphans)
-    if results.stored:
-        touched = sorted({item.product_id for item in todo if item.pk in set(results.stored)})
+    # Every product named, not only those with new photos: one that lost a photo may lose a colour
+    # or leave a group of listings.
+    touched = sorted(set(ProductImage.objects.filter(pk__in=product_image_ids).values_list("product_id", flat=True)))
+    if touched:
         colours.update_product_colours(product_ids=touched)
         duplicates.regroup(product_ids=touched)
     return results

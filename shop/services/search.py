@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from shop import runtime, selectors
 from shop.models import Category, ModelVersion, SearchQuery
-from shop.services import colours, embedding_index, enqueue
+from shop.services import colours, enqueue
 from similarity.images import ImageError, ImageHeader
 
 if TYPE_CHECKING:
@@ -179,12 +179,9 @@ def nearest_products(version: ModelVersion, vector: np.ndarray) -> list[Match]:
     """The catalogue's nearest products to a vector, one listing per garment, nearest first."""
     from shop.services import similar_lists
 
-    try:
-        found = similar_lists.ranked_products(version, vector)
-    except embedding_index.ProductsVanished:
-        raise SearchUnavailable("The catalogue changed during the search; please try again.") from None
+    found = similar_lists.ranked_products(version, vector)
     if found is None:
-        raise SearchUnavailable("The catalogue is not indexed yet.")
+        raise SearchUnavailable("The catalogue is not indexed yet, or is changing; please try again.")
     return [{"product_id": product_id, "distance": distance} for product_id, distance in found[0]]
 
 

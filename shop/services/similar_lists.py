@@ -80,12 +80,17 @@ def ranked_products(
         nearby = _nearest(cached, vector, exclude, max(CHIP_NEIGHBOURS, 3 * k))
         chips = _colours(cached.colour_masks[nearby])
         if bit is None and stored is not None:
-            shown = _collapse(stored, skipped, k)
+            # Only products the index still holds: one deleted or being re-embedded since the list
+            # was stored is left out rather than named (the check below would refuse it).
+            shown = _collapse([(p, d) for p, d in stored if p in cached.positions], skipped, k)
             if len(shown) == k or len(stored) >= len(cached.index) - len(exclude):
                 return shown, chips
         return _rank(cached, vector, bit=bit, exclude=exclude, skip_groups=skipped, k=k), chips
 
-    checked = embedding_index.with_existing_products(version.pk, compute, lambda found: [p for p, _ in found[0]])
+    try:
+        checked = embedding_index.with_existing_products(version.pk, compute, lambda found: [p for p, _ in found[0]])
+    except embedding_index.ProductsVanished:
+        return None  # the catalogue is changing under this request: pages show what they stored
     return None if checked is None else checked[1]
 
 

@@ -125,7 +125,9 @@ class Command(BaseCommand):
         category, evaluate."""
         root = self._seed(products=products, seed=seed)
         for category in CATEGORIES:
-            self.stdout.write(f"indexing the {category} (VGG19 features, colours and photo hashes on the worker)…")
+            self.stdout.write(
+                f"indexing the {category} (VGG19 features, colours and garment signatures on the worker)…"
+            )
             call_command("index_catalogue", category=category, wait=True, stdout=self.stdout)
         for category in CATEGORIES:
             if selectors.active_version(category=category) is None:
