@@ -46,6 +46,17 @@ def _catalogue(size: int, *, seed: int = 0, groups: dict[int, int] | None = None
     return version, products, vectors
 
 
+def _finished_search(version, results: list[Product], vector: np.ndarray) -> SearchQuery:
+    """A search the worker finished: its results as stored, and its photo's vector."""
+    return SearchQuery.objects.create(
+        image="x.jpg",
+        status=SearchQuery.Status.DONE,
+        version=version,
+        results=[{"product_id": p.pk, "distance": 0.0} for p in results],
+        vector=vector.tobytes(),
+    )
+
+
 def _shown(response) -> list[int]:
     return [item.product.pk for item in response.context["similar"].items]
 
@@ -115,13 +126,7 @@ def test_it_reads_a_product_page_in_constant_queries(client, django_assert_max_n
 
 def test_it_refines_a_photo_search_by_colour(client):
     version, products, vectors = _catalogue(50)
-    query = SearchQuery.objects.create(
-        image="x.jpg",
-        status=SearchQuery.Status.DONE,
-        version=version,
-        results=[{"product_id": p.pk, "distance": 0.0} for p in products[:10]],
-        vector=vectors[7].tobytes(),
-    )
+    query = _finished_search(version, products[:10], vectors[7])
     response = client.get(reverse("search-results", args=[query.pk]), {"colour": "green"})
     assert response.status_code == 200
     green = [i for i in range(50) if i % 4 == 2]
@@ -198,13 +203,7 @@ def test_it_keeps_the_colours_every_photo_of_a_product_shows():
 
 def test_it_shows_a_search_whose_result_left_the_index(client):
     version, products, vectors = _catalogue(30)
-    query = SearchQuery.objects.create(
-        image="x.jpg",
-        status=SearchQuery.Status.DONE,
-        version=version,
-        results=[{"product_id": p.pk, "distance": 0.0} for p in products[:10]],
-        vector=vectors[0].tobytes(),
-    )
+    query = _finished_search(version, products[:10], vectors[0])
     client.get(reverse("search-results", args=[query.pk]))  # the index is loaded with every product
     ProductEmbedding.objects.filter(product=products[3]).delete()  # a photo being replaced, say
     response = client.get(reverse("search-results", args=[query.pk]))

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from shop import selectors
+from shop.management.versions import chosen_version
 from shop.models import Category, ModelVersion, Split
 from shop.services.evaluation import evaluate_category
 from similarity.metrics import Gate
@@ -30,13 +30,7 @@ class Command(BaseCommand):
     def handle(
         self, *args: Any, category: str, split: str, model_version: int | None, as_json: bool, **options: Any
     ) -> None:
-        model = (
-            selectors.model_version(version_id=model_version)
-            if model_version
-            else selectors.active_version(category=category)
-        )
-        if model_version and model is None:
-            raise CommandError(f"no model version {model_version}")
+        model = chosen_version(category=category, version_id=model_version)
         try:
             result = evaluate_category(category=category, split=split, version=model)
         except ValueError as error:

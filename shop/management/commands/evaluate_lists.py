@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from shop import selectors
+from shop.management.versions import chosen_version
 from shop.models import Category
 from shop.services.list_evaluation import evaluate_lists
 
@@ -30,15 +30,9 @@ class Command(BaseCommand):
     def handle(
         self, *args: Any, dataset: Path, category: str, model_version: int | None, as_json: bool, **options: Any
     ) -> None:
-        version = (
-            selectors.model_version(version_id=model_version)
-            if model_version
-            else selectors.active_version(category=category)
-        )
+        version = chosen_version(category=category, version_id=model_version)
         if version is None:
-            raise CommandError(
-                "no such model version" if model_version else f"no active {category} model: train one first"
-            )
+            raise CommandError(f"no active {category} model: train one first")
         try:
             result = evaluate_lists(root=dataset, category=category, version=version)
         except ValueError as error:
