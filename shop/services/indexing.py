@@ -183,13 +183,17 @@ def index_product_images(*, product_image_ids: Sequence[int]) -> ImageResults:
         from shop.services.catalogue import delete_unreferenced_files
 
         delete_unreferenced_files(orphans)
-    # Every product named, not only those with new photos: one that lost a photo may lose a colour
-    # or leave a group of listings.
+    _update_products_looks(product_image_ids)
+    return results
+
+
+def _update_products_looks(product_image_ids: Sequence[int]) -> None:
+    """The colours and duplicate group of every product named, not only those with new photos:
+    one that lost a photo may lose a colour or leave a group of listings."""
     touched = sorted(set(ProductImage.objects.filter(pk__in=product_image_ids).values_list("product_id", flat=True)))
     if touched:
         colours.update_product_colours(product_ids=touched)
         duplicates.regroup(product_ids=touched)
-    return results
 
 
 def _store_image_results(
