@@ -169,6 +169,8 @@ def _search_results_page(request: HttpRequest, query: SearchQuery, colour: str |
     context = {
         "query": query,
         "similar": similar,
+        # A colour chosen while the search is pending: the page it waits for is refined too.
+        "colour_query": urlencode({"colour": colour}) if colour else "",
         "chips": _chips(similar),
         "box": _box_overlay(query),
         "owner": _owns(request, query.pk),
@@ -210,10 +212,13 @@ def search_wait(request: HttpRequest, pk: UUID) -> JsonResponse:
         return JsonResponse({"error": "no such search"}, status=404)
     body = {"status": status}
     if status != SearchQuery.Status.PENDING and request.GET.get("include") == "page":
+        colour = request.GET.get("colour") or None
+        if colour is not None and colour not in PALETTE_NAMES:
+            return JsonResponse({"error": "no such colour"}, status=404)
         query = selectors.search_query(query_id=pk)
         if query is None:
             return JsonResponse({"error": "no such search"}, status=404)
-        body["page"] = _search_results_page(request, query)
+        body["page"] = _search_results_page(request, query, colour)
     return JsonResponse(body)
 
 

@@ -218,3 +218,12 @@ def test_it_sees_colours_read_after_a_product_was_embedded():
     Product.objects.filter(pk=products[0].pk).update(colour_mask=colour_mask(["purple"]))
     embedding_index.version_index(version, recount=True)
     assert cached.colour_masks[cached.positions[products[0].pk]] == colour_mask(["purple"])
+
+
+def test_it_keeps_the_colour_chosen_while_a_search_was_pending(client):
+    version, products, vectors = _catalogue(40)
+    query = _finished_search(version, products[:10], vectors[3])
+    url = reverse("search-wait", args=[query.pk])
+    body = client.get(url, {"include": "page", "colour": "green"}).json()
+    assert body["status"] == "done" and "closest dresses in green" in body["page"]
+    assert client.get(url, {"include": "page", "colour": "chartreuse"}).status_code == 404

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from django.db import transaction
 
 from shop.models import ModelVersion, Product, ProductImage
 from similarity.colour import GarmentColours, colour_mask
@@ -20,23 +21,27 @@ def update_product_colours(*, product_ids: Sequence[int]) -> int:
     """Set each product's colours from its shop photos: the colours every one of them shows, in the
     order of the first, whose descriptor the product takes. A photo worn by a model adds skin and
     hair, and a stripe's edge can pass for a third colour: neither survives a second photo."""
-    looks: dict[int, list[GarmentColours]] = {}
-    photos = (
-        ProductImage.objects.filter(product_id__in=product_ids)
-        .exclude(colours={})
-        .order_by("product_id", "position", "id")
-        .values_list("product_id", "colours")
-    )
-    for product_id, stored in photos:
-        looks.setdefault(product_id, []).append(GarmentColours.from_json(stored))
-    products = list(Product.objects.filter(pk__in=looks))
-    for product in products:
-        first, *others = looks[product.pk]
-        shown_by_all = [name for name in first.names if all(name in other.names for other in others)]
-        product.colours = shown_by_all or [first.main]
-        product.colour_mask = colour_mask(product.colours)
-        product.colour_descriptor = np.asarray(first.descriptor, dtype=np.float32).tobytes()
-    Product.objects.bulk_update(products, ["colours", "colour_mask", "colour_descriptor"])
+    with transaction.atomic():
+        # The products' locks first, then their photos: two workers storing photos of one product
+        # each read every photo stored before they write, so neither writes colours missing the other's.
+        products = list(Product.objects.select_for_update().filter(pk__in=product_ids).order_by("id"))
+        looks: dict[int, list[GarmentColours]] = {}
+        photos = (
+            ProductImage.objects.filter(product_id__in=[p.pk for p in products])
+            .exclude(colours={})
+            .order_by("product_id", "position", "id")
+            .values_list("product_id", "colours")
+        )
+        for product_id, stored in photos:
+            looks.setdefault(product_id, []).append(GarmentColours.from_json(stored))
+        products = [p for p in products if p.pk in looks]
+        for product in products:
+            first, *others = looks[product.pk]
+            shown_by_all = [name for name in first.names if all(name in other.names for other in others)]
+            product.colours = shown_by_all or [first.main]
+            product.colour_mask = colour_mask(product.colours)
+            product.colour_descriptor = np.asarray(first.descriptor, dtype=np.float32).tobytes()
+        Product.objects.bulk_update(products, ["colours", "colour_mask", "colour_descriptor"])
     return len(products)
 
 
