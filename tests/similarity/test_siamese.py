@@ -240,4 +240,5 @@ def test_it_serialises_every_field_of_the_train_config():
         "hard_negative_share": 0.5,
         "hard_negative_pool": 10,
         "patience": 6,
+        "colour_weight": 0.0,
     }

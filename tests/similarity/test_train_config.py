@@ -41,6 +41,13 @@ def test_it_checks_a_config_built_directly_too():
         TrainConfig(patience=-1)
 
 
+@pytest.mark.parametrize("weight", [-0.1, 1.0, 2])
+def test_it_keeps_the_colour_weight_below_one(weight):
+    # At 1 the tower's part of a product vector would vanish: lists would rank by colour alone.
+    with pytest.raises(InvalidTrainConfig, match="colour_weight"):
+        TrainConfig(colour_weight=weight)
+
+
 def test_it_reads_command_line_strings_as_the_fields_types():
     config = TrainConfig.from_mapping({"epochs": "5", "learning_rate": "3e-4", "architecture": "mlp", "margin": 2})
 
