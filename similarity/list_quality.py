@@ -90,3 +90,26 @@ def refined_precision(
             shares.append(float(np.mean((truth[candidates[nearest]] & bit) != 0)))
         result[int(bit)] = float(np.mean(shares)) if shares else 0.0
     return result
+
+
+def balance_ceiling(colours: Sequence[object], cuts: Sequence[object], *, rows: Sequence[int], k: int = 10) -> float:
+    """The most any list of k other products could reach, knowing the true attributes: the mean
+    over ``rows`` of the best min(share with the row's colour, share with its cut).
+
+    A list holds a products with both, b with the colour only and c with the cut only (and none
+    with neither, which helps no share); the best split is searched exhaustively (k is small).
+    """
+    colour = np.asarray(colours, dtype=object)
+    cut = np.asarray(cuts, dtype=object)
+    best_shares = []
+    for row in rows:
+        others = np.arange(len(colour)) != row
+        same_colour, same_cut = others & (colour == colour[row]), others & (cut == cut[row])
+        both = int(np.sum(same_colour & same_cut))
+        colour_only, cut_only = int(np.sum(same_colour & ~same_cut)), int(np.sum(same_cut & ~same_colour))
+        best = 0
+        for a in range(min(both, k) + 1):
+            for b in range(min(colour_only, k - a) + 1):
+                best = max(best, min(a + b, a + min(cut_only, k - a - b)))
+        best_shares.append(best / k)
+    return float(np.mean(best_shares)) if best_shares else 0.0

@@ -23,7 +23,7 @@ from shop.street2shop.demo.plan import COLOURS
 from shop.street2shop.metadata import load_demo_products
 from similarity.colour import colour_mask, name_colour
 from similarity.embedding import embed, with_colour
-from similarity.list_quality import agreement, choose_colour_weight, refined_precision
+from similarity.list_quality import agreement, balance_ceiling, choose_colour_weight, refined_precision
 from similarity.neighbours import top_k
 from similarity.training_data import validation_products
 
@@ -87,6 +87,8 @@ def evaluate_lists(*, root: Path, category: str, version: ModelVersion, k: int =
             f"trained + colour (weight {choice.weight:g})": agreement(blended, labels, rows=test_rows, k=k),
         },
         "chosen_weight": choice.weight,
+        # What no ranking can beat on this catalogue: few products share both a colour and a cut.
+        "ceiling": balance_ceiling(labels["colour"], labels["cut"], rows=test_rows, k=k),
         "validation_sweep": {f"{w:g}": shares for w, shares in choice.tried.items()},
         "refined": _refinement(blended, detected, truth_masks, rows=test_rows, k=k),
         "street": _street_accuracy(version, tower, ids, blended, detected, main, k=k, weight=choice.weight),

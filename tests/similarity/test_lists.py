@@ -8,7 +8,7 @@ import pytest
 from similarity.duplicates import DuplicateRule, components, group_labels, matches, one_per_group
 from similarity.embedding import COLOUR_DIM, with_colour
 from similarity.garment import SIGNATURE_DIM
-from similarity.list_quality import agreement, choose_colour_weight, refined_precision
+from similarity.list_quality import agreement, balance_ceiling, choose_colour_weight, refined_precision
 from similarity.neighbours import VectorIndex, search_among, top_k
 
 
@@ -122,3 +122,14 @@ def test_it_measures_what_a_colour_choice_shows():
     truth = np.array([1, 1, 0, 1, 0, 1])  # row 2 was detected as carrying bit 1 wrongly
     shares = refined_precision(vectors, detected, truth, rows=[0], colours=[1], k=2)
     assert shares[1] == pytest.approx(0.5)  # rows 1 and 2 are shown, only 1 carries it
+
+
+def test_it_bounds_what_any_list_can_share():
+    # Row 0 is red a-line. Others: one red a-line, two red sheath, three blue a-line, four blue sheath.
+    colours = ["red", "red", "red", "red", "blue", "blue", "blue", "blue", "blue", "blue", "blue"]
+    cuts = ["a", "a", "s", "s", "a", "a", "a", "s", "s", "s", "s"]
+    # k=4: both (1) + 1 red sheath + 2 blue a-line gives colour 2/4 and cut 3/4; no list has min above 2/4.
+    assert balance_ceiling(colours, cuts, rows=[0], k=4) == pytest.approx(0.5)
+    # k=2: both + one of either: min(2, 1)/2.
+    assert balance_ceiling(colours, cuts, rows=[0], k=2) == pytest.approx(0.5)
+    assert balance_ceiling(["x", "x"], ["y", "y"], rows=[0], k=1) == pytest.approx(1.0)

@@ -47,6 +47,9 @@ class Command(BaseCommand):
         self.stdout.write(f"{'10 similar items sharing…':<34}{'colour':>8}{'pattern':>9}{'cut':>7}")
         for name, shares in result["lists"].items():
             self.stdout.write(f"{name:<34}{shares['colour']:>8.1%}{shares['pattern']:>9.1%}{shares['cut']:>7.1%}")
+        self.stdout.write(
+            f"best min(colour, cut) any list could reach, knowing the true attributes: {result['ceiling']:.1%}"
+        )
         refined = result["refined"]
         if refined["mean"] is not None:
             per = ", ".join(f"{c} {s:.0%}" for c, s in sorted(refined["per_colour"].items()))
