@@ -57,7 +57,7 @@ def colour_bit(colour: str) -> int:
 
 def ranked_products(
     version: ModelVersion,
-    vector: np.ndarray,
+    query: np.ndarray | int,
     *,
     colour: str | None = None,
     exclude: Sequence[int] = (),
@@ -66,7 +66,8 @@ def ranked_products(
     k: int | None = None,
 ) -> tuple[Ranked, list[str]] | None:
     """(the nearest products as (id, distance), one listing per garment, and the colours found
-    among the nearest products), or None when the version has no embeddings.
+    among the nearest products), or None when the version has no embeddings. ``query`` is a
+    vector, or a product id whose vector in the version's index is the query (None without one).
 
     With ``colour``, only products carrying it are ranked, as far down as it takes to fill k.
     Without, ``stored`` (a precomputed list, nearest first) is used when it still fills k once
@@ -76,7 +77,11 @@ def ranked_products(
     bit = colour_bit(colour) if colour else None
     skipped = list(skip_groups)
 
-    def compute(cached: embedding_index.CachedIndex) -> tuple[Ranked, list[str]]:
+    def compute(cached: embedding_index.CachedIndex) -> tuple[Ranked, list[str]] | None:
+        if isinstance(query, int) and query not in cached.positions:
+            return None
+        # Read off the index this computation uses: one refresh of it per request, not two.
+        vector = cached.index.vectors[cached.positions[query]] if isinstance(query, int) else query
         nearby = _nearest(cached, vector, exclude, max(CHIP_NEIGHBOURS, 3 * k))
         chips = _colours(cached.colour_masks[nearby])
         if bit is None and stored is not None:
@@ -88,7 +93,12 @@ def ranked_products(
         return _rank(cached, vector, bit=bit, exclude=exclude, skip_groups=skipped, k=k), chips
 
     try:
-        checked = embedding_index.with_existing_products(version.pk, compute, lambda found: [p for p, _ in found[0]])
+        checked = embedding_index.with_existing_products(
+            version.pk,
+            compute,
+            lambda found: [p for p, _ in found[0]],
+            ensure=[query] if isinstance(query, int) else (),
+        )
     except embedding_index.ProductsVanished:
         return None  # the catalogue is changing under this request: pages show what they stored
     return None if checked is None else checked[1]
@@ -149,11 +159,8 @@ def for_product(product: Product, version: ModelVersion | None, *, colour: str |
     chips: list[str] = []
     if version is not None:
         stored = stored_rows(selectors.similar_rows(product_id=product.pk, version=version))
-        vector = _product_vector(version, product.pk)
-        found = (
-            ranked_products(version, vector, colour=colour, exclude=[product.pk], skip_groups=own_group, stored=stored)
-            if vector is not None
-            else None
+        found = ranked_products(
+            version, product.pk, colour=colour, exclude=[product.pk], skip_groups=own_group, stored=stored
         )
         if found is not None:
             ranked, chips = found
@@ -162,13 +169,6 @@ def for_product(product: Product, version: ModelVersion | None, *, colour: str |
     listings = _listings(ranked, extra_groups=own_group)
     others = listings.pop(-1).others if own_group else []
     return SimilarList(items=listings, chips=chips, colour=colour, others=[p for p in others if p.pk != product.pk])
-
-
-def _product_vector(version: ModelVersion, product_id: int) -> np.ndarray | None:
-    cached = embedding_index.version_index(version, ensure=[product_id])
-    if cached is None or product_id not in cached.positions:
-        return None
-    return np.array(cached.index.vectors[cached.positions[product_id]])
 
 
 def _listings(ranked: Ranked, *, extra_groups: Sequence[int] = ()) -> list[Listing]:
