@@ -403,11 +403,12 @@ def run_child(kind: str, version_id: int, env: dict) -> dict:
 def make_tower(version_id: int, data_dir: str) -> None:
     """A small random tower for the evaluation to embed with (its quality is not what is measured)."""
     from shop.models import ModelVersion
-    from similarity.siamese import build_embedding_model, save_tower
+    from shop.services.training import store_tower
+    from similarity.siamese import build_embedding_model
 
-    path = Path(data_dir) / "bench-tower.keras"
-    checksum = save_tower(build_embedding_model(FEATURE_DIM, hidden_dim=256, embedding_dim=EMBEDDING_DIM), path)
-    ModelVersion.objects.filter(pk=version_id).update(artifact_path=str(path), checksum=checksum)
+    tower = build_embedding_model(FEATURE_DIM, hidden_dim=256, embedding_dim=EMBEDDING_DIM)
+    name, checksum = store_tower(tower, f"siamese/bench-v{version_id}.keras")
+    ModelVersion.objects.filter(pk=version_id).update(artifact_name=name, checksum=checksum)
 
 
 def vacuum() -> None:

@@ -103,7 +103,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         "hyperparameters",
         "dataset_counts",
         "loss_table",
-        "artifact_path",
+        "artifact_name",
         "checksum",
         "error",
         "gate_overridden",

@@ -190,7 +190,9 @@ class ModelVersion(models.Model):
     history = models.JSONField(default=list, blank=True, help_text="Per-epoch losses and validation metrics.")
     metrics = models.JSONField(default=dict, blank=True)
     progress = models.JSONField(default=dict, blank=True)
-    artifact_path = models.CharField(max_length=500, blank=True)
+    # The tower's name in the "models" storage (a folder or a bucket) and its sha256, checked by
+    # every host that copies it (similarity.artifacts).
+    artifact_name = models.CharField(max_length=500, blank=True)
     checksum = models.CharField(max_length=64, blank=True)
     error = models.TextField(blank=True)
     gate_overridden = models.BooleanField(default=False)

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from django.conf import settings
 
@@ -16,6 +18,7 @@ if TYPE_CHECKING:
     import keras
 
     from shop.models import ModelVersion
+    from similarity.artifacts import Store
     from similarity.backbone import Backbone
 
 logger = logging.getLogger("shop")
@@ -40,7 +43,9 @@ def get_backbone() -> Backbone:
             backbone = load_backbone(
                 key[0],
                 weights=key[1],
-                store_dir=Path(settings.MODEL_STORE),
+                store=model_store(),
+                cache_dir=Path(settings.MODEL_CACHE_DIR),
+                lock=creation_lock,
                 seed=key[2],
                 allow_download=settings.BACKBONE_ALLOW_DOWNLOAD,
                 precision=precision,
@@ -60,20 +65,47 @@ def _precision_reason(setting: str, precision: str) -> str:
     return "detected: the CPU has no native bf16 (neither avx512_bf16 nor amx_bf16)"
 
 
+def model_store() -> Store:
+    """Where model files live for every host: the "models" storage (a folder or a bucket)."""
+    from django.core.files.storage import storages
+
+    return cast("Store", storages["models"])
+
+
+@contextmanager
+def creation_lock(name: str) -> Iterator[None]:
+    """Held while a model file every host shares is made (the random backbone): on the broker's
+    Redis, which every host reaches, so two hosts never make two different files."""
+    import redis
+
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    try:
+        # Making VGG19's random weights takes a minute or two on a small machine; waiters wait.
+        with client.lock(f"fashion-similarity:model-file:{name}", timeout=1800, blocking_timeout=3600):
+            yield
+    finally:
+        client.close()
+
+
 def tower_for(version: ModelVersion) -> keras.Model:
     """The embedding tower of a model version (the one way the shop gets a tower)."""
-    return get_tower(version_id=version.pk, artifact_path=version.artifact_path, checksum=version.checksum)
+    return get_tower(version_id=version.pk, artifact_name=version.artifact_name, checksum=version.checksum)
 
 
-def get_tower(*, version_id: int, artifact_path: str, checksum: str) -> keras.Model:
-    """The embedding tower of one model version, verified against its checksum once."""
+def get_tower(*, version_id: int, artifact_name: str, checksum: str) -> keras.Model:
+    """The embedding tower of one model version: copied from the model store into this host's
+    cache once and checked against its checksum (artifacts.ArtifactError, a ValueError, if not)."""
+    from similarity.artifacts import ArtifactError, fetch
     from similarity.siamese import load_tower
 
+    if not checksum:
+        raise ArtifactError(f"Model version {version_id} records no checksum for {artifact_name!r}; retrain it.")
     key = (version_id, checksum)
     with _lock:
         tower = _towers.pop(key, None)
         if tower is None:
-            tower = load_tower(Path(artifact_path), expected_sha256=checksum or None)
+            path = fetch(model_store(), artifact_name, sha256=checksum, cache_dir=Path(settings.MODEL_CACHE_DIR))
+            tower = load_tower(path, expected_sha256=checksum)
         _towers[key] = tower  # last = most recently used
         while len(_towers) > KEPT_TOWERS:
             _towers.pop(next(iter(_towers)))

@@ -138,20 +138,53 @@ for _name, _other in (("DATA_DIR", DATA_DIR), ("MEDIA_ROOT", MEDIA_ROOT), ("STAT
         raise ImproperlyConfigured(
             f"SEARCH_UPLOAD_ROOT={SEARCH_UPLOAD_ROOT} must be a folder of its own, not {_name} or around or inside it"
         )
-STORAGES: dict[str, dict[str, Any]] = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    "searches": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": SEARCH_UPLOAD_ROOT, "base_url": None},
-    },
-}
+# Where trained siamese versions and the saved random backbone live (a folder, unless a bucket is set).
+MODEL_STORE = envpath("MODEL_STORE", DATA_DIR / "models")
+# Each host's copies of the model files it loads, named by their sha256 (checked when copied).
+MODEL_CACHE_DIR = envpath("MODEL_CACHE_DIR", DATA_DIR / "model-cache")
+
+# Every file the shop keeps goes through these storages, never a local path, so web servers and
+# workers on hosts that share no disk see the same files. Local folders by default; an
+# S3-compatible bucket when AWS_STORAGE_BUCKET_NAME is set (photos under media/, shoppers' uploads
+# under searches/, models under models/).
+AWS_STORAGE_BUCKET_NAME = envstr("AWS_STORAGE_BUCKET_NAME", "")
+if AWS_STORAGE_BUCKET_NAME:
+    _bucket: dict[str, Any] = {
+        "bucket_name": AWS_STORAGE_BUCKET_NAME,
+        # Empty: AWS itself; set it for MinIO, Ceph, R2 or a test server.
+        "endpoint_url": envstr("AWS_S3_ENDPOINT_URL", "") or None,
+        "region_name": envstr("AWS_S3_REGION_NAME", "") or None,
+        # Empty: boto3's own chain (an instance role, ~/.aws); set both for keys.
+        "access_key": envstr("AWS_ACCESS_KEY_ID", "") or None,
+        "secret_key": envstr("AWS_SECRET_ACCESS_KEY", "") or None,
+        # Private objects: pages link photos by short-lived signed URLs.
+        "default_acl": None,
+        "querystring_auth": True,
+    }
+    _s3 = "storages.backends.s3.S3Storage"
+    STORAGES: dict[str, dict[str, Any]] = {
+        "default": {"BACKEND": _s3, "OPTIONS": {**_bucket, "location": "media", "file_overwrite": False}},
+        "searches": {"BACKEND": _s3, "OPTIONS": {**_bucket, "location": "searches", "file_overwrite": False}},
+        # Model files are written once under a name their row records; a retry rewrites the same name.
+        "models": {"BACKEND": _s3, "OPTIONS": {**_bucket, "location": "models", "file_overwrite": True}},
+    }
+else:
+    STORAGES = {
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+        "searches": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": SEARCH_UPLOAD_ROOT, "base_url": None},
+        },
+        "models": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": MODEL_STORE, "base_url": None, "allow_overwrite": True},
+        },
+    }
+STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
 
 LOGIN_URL = "admin:login"
 
 # --- Similarity -----------------------------------------------------------------------
-# Where trained siamese versions and the saved random backbone live.
-MODEL_STORE = envpath("MODEL_STORE", DATA_DIR / "models")
 # "auto" (ImageNet where obtainable, else seeded random with a warning), "imagenet",
 # "random", or a path to a local VGG19 weights file.
 BACKBONE_WEIGHTS = envstr("BACKBONE_WEIGHTS", "auto")

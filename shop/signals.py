@@ -40,5 +40,5 @@ def _deletes_products(origin: object) -> bool:
 @receiver(post_delete, sender=ModelVersion, dispatch_uid="shop.model_version_deleted")
 def model_version_deleted(sender: type[ModelVersion], instance: ModelVersion, **kwargs: Any) -> None:
     """A deleted version's trained tower leaves the model store once the deletion commits."""
-    if instance.artifact_path:
-        transaction.on_commit(lambda: model_versions.delete_artifact(path=instance.artifact_path))
+    if instance.artifact_name:
+        transaction.on_commit(lambda: model_versions.delete_artifact(name=instance.artifact_name))

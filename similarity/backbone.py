@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from PIL import Image
 
+from similarity.artifacts import Folder, Lock, Store, file_sha256, hash_cache_dir
 from similarity.images import preprocess_image, preprocess_image_mobilenet
 from similarity.precision import DTYPE_POLICIES, Precision, dtype_policy, float32_outputs
-from similarity.weights_store import ensure_random_weights, file_sha256, hash_cache_dir, random_weights_path
+from similarity.weights_store import ensure_random_weights
 
 if TYPE_CHECKING:
     import keras
@@ -320,12 +321,19 @@ def load_backbone(
     name: str = "vgg19-fc2",
     *,
     weights: str = "auto",
-    store_dir: Path,
+    store_dir: Path | None = None,
+    store: Store | None = None,
+    cache_dir: Path | None = None,
+    lock: Lock | None = None,
     seed: int = 1234,
     allow_download: bool = True,
     precision: Precision = "float32",
 ) -> Backbone:
-    """Build a backbone and load its weights; random weights come from a shared file in store_dir.
+    """Build a backbone and load its weights; random weights come from a shared file in the model store.
+
+    The store is ``store`` (a bucket or any Storage; its files are copied into ``cache_dir``, this
+    host's cache, and checked) or the local folder ``store_dir`` (loaded in place). ``lock`` is
+    held while the random weights are made, once for every host of the store.
 
     precision "bfloat16" builds the model under Keras' mixed_bfloat16 policy: the weights stay
     float32 variables (the same files load the same way), the maths runs in bf16, and features
@@ -333,16 +341,16 @@ def load_backbone(
     """
     if precision not in DTYPE_POLICIES:
         raise ValueError(f"Unknown backbone precision {precision!r}; use float32 or bfloat16.")
+    store, cache_dir = _model_store(store_dir, store, cache_dir)
     spec = get_spec(name)
     resolved = resolve_weights(weights, allow_download=allow_download, name=name)
     policy = DTYPE_POLICIES[precision]
     with dtype_policy(policy):
         base = spec.build_base()
     if resolved.kind == "random":
-        path = _shared_random_weights(spec, base, Path(store_dir), seed=seed)
+        path, sha = _shared_random_weights(spec, base, store, cache_dir=cache_dir, lock=lock, seed=seed)
         # Load even right after creating it, so this process matches every other one bit for bit.
         base.load_weights(str(path))
-        sha = file_sha256(path, cache_dir=hash_cache_dir(Path(store_dir)))
         weights_id = f"{name}/random-s{seed}-{sha[:12]}"
         logger.warning("Backbone %s: %s", weights_id, resolved.warning)
     else:
@@ -351,7 +359,7 @@ def load_backbone(
         if resolved.kind == "imagenet":
             weights_id = f"{name}/imagenet"
         else:
-            sha = file_sha256(resolved.path, cache_dir=hash_cache_dir(Path(store_dir)))
+            sha = file_sha256(resolved.path, cache_dir=hash_cache_dir(cache_dir))
             weights_id = f"{name}/file-{sha[:12]}"
     with dtype_policy(policy):
         model = spec.build_features(base)
@@ -369,6 +377,15 @@ def load_backbone(
     )
 
 
+def _model_store(store_dir: Path | None, store: Store | None, cache_dir: Path | None) -> tuple[Store, Path]:
+    """The store and this host's cache: a given store (a bucket needs a cache_dir), or a local folder."""
+    if store is not None and cache_dir is not None:
+        return store, Path(cache_dir)
+    if store_dir is None:
+        raise ValueError("load_backbone needs a model store: store and cache_dir, or store_dir.")
+    return store or Folder(Path(store_dir)), Path(cache_dir or store_dir)
+
+
 def _load_weights_file(model: keras.Model, path: Path) -> None:
     try:
         model.load_weights(str(path))
@@ -376,13 +393,11 @@ def _load_weights_file(model: keras.Model, path: Path) -> None:
         raise WeightsUnavailable(f"Could not load backbone weights from {path}: {exc}") from exc
 
 
-def _shared_random_weights(spec: BackboneSpec, base: keras.Model, store_dir: Path, *, seed: int) -> Path:
-    """The random weights file this backbone loads: its own, or the one of random_weights_of."""
-    if spec.random_weights_of is None:
-        return ensure_random_weights(spec.name, base, store_dir, seed=seed)
-    owner = get_spec(spec.random_weights_of)
-    path = random_weights_path(store_dir, owner.name, seed)
-    if path.is_file():
-        return path
-    # Only when the owner's file is missing: for VGG19 that means building all 143M parameters.
-    return ensure_random_weights(owner.name, owner.build_base(), store_dir, seed=seed)
+def _shared_random_weights(
+    spec: BackboneSpec, base: keras.Model, store: Store, *, cache_dir: Path, lock: Lock | None, seed: int
+) -> tuple[Path, str]:
+    """The random weights file this backbone loads (its own, or the one of random_weights_of) and its sha256."""
+    owner = spec if spec.random_weights_of is None else get_spec(spec.random_weights_of)
+    # Only when the owner's file is missing is its base built: for VGG19, all 143M parameters.
+    make_base = (lambda: base) if owner is spec else owner.build_base
+    return ensure_random_weights(owner.name, make_base, store, seed=seed, cache_dir=cache_dir, lock=lock)

@@ -1,21 +1,18 @@
-"""The weights files backbones share: seeded random weights made once per store, and their cached SHA-256.
+"""The weights files backbones share: seeded random weights made once per model store, and cached SHA-256s.
 
 Keras is imported inside functions so that importing this module stays cheap.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from similarity.files import atomic_path, atomic_write_bytes, exclusive_lock, sha256_file
+from similarity.artifacts import Lock, Store, fetch_or_create, file_lock
 
 if TYPE_CHECKING:
     import keras
@@ -23,28 +20,45 @@ if TYPE_CHECKING:
 logger = logging.getLogger("similarity")
 
 
+def random_weights_name(name: str, seed: int) -> str:
+    """The model store's name for the shared random initialisation of a backbone."""
+    return f"backbones/{name}-random-seed{seed}.weights.h5"
+
+
 def random_weights_path(store_dir: Path, name: str, seed: int) -> Path:
-    """Where the shared random initialisation of a backbone lives."""
-    return Path(store_dir) / "backbones" / f"{name}-random-seed{seed}.weights.h5"
+    """Where that file lives in a model store kept in a local folder."""
+    return Path(store_dir) / random_weights_name(name, seed)
 
 
-def ensure_random_weights(name: str, base: keras.Model, store_dir: Path, *, seed: int) -> Path:
-    """Create backbone ``name``'s seeded random weights file (of ``base``) once, safely against concurrent processes."""
-    target = random_weights_path(store_dir, name, seed)
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(target.with_name(target.name + ".lock")):
-        # Another process may have finished while we waited for the lock.
-        if target.is_file():
-            return target
+def ensure_random_weights(
+    name: str,
+    make_base: Callable[[], keras.Model],
+    store: Store,
+    *,
+    seed: int,
+    cache_dir: Path,
+    lock: Lock | None = None,
+) -> tuple[Path, str]:
+    """A local, checked copy of backbone ``name``'s seeded random weights and its sha256.
+
+    Made once for every worker of the store, under ``lock`` (one held across hosts; by default
+    a file lock, enough on one host): HDF5 records write times, so two hosts that each made the
+    file would hold different bytes and tag their features differently.
+    """
+
+    def create(path: Path) -> None:
+        base = make_base()
         _seeded_init(base, seed)
-        # Keras insists on the .weights.h5 suffix, so the temporary name ends with the target's.
-        with atomic_path(target, prefix=".tmp-", suffix=f"-{target.name}") as temporary:
-            base.save_weights(str(temporary))
-            _remember_sha256(temporary, final=target, cache_dir=hash_cache_dir(store_dir))
-        logger.info("Created random backbone weights %s", target)
-    return target
+        base.save_weights(str(path))
+        logger.info("Created random backbone weights %s", random_weights_name(name, seed))
+
+    return fetch_or_create(
+        store,
+        random_weights_name(name, seed),
+        cache_dir=cache_dir,
+        create=create,
+        lock=lock or file_lock(store, cache_dir),
+    )
 
 
 def _seeded_init(model: keras.Model, seed: int) -> None:
@@ -101,47 +115,3 @@ def _depthwise_kernels(model: keras.Model) -> set[int]:
     import keras
 
     return {id(layer.kernel) for layer in _all_layers(model) if isinstance(layer, keras.layers.DepthwiseConv2D)}
-
-
-def hash_cache_dir(store_dir: Path) -> Path:
-    return Path(store_dir) / "backbones" / "sha256"
-
-
-def _hash_key(path: Path) -> str:
-    return hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()
-
-
-def _stat_key(path: Path) -> dict[str, Any]:
-    stat = os.stat(path)
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-def _write_sidecar(cache_dir: Path, path: Path, sha: str, stat_key: dict[str, Any]) -> None:
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    sidecar = cache_dir / f"{_hash_key(path)}.json"
-    record = json.dumps({"path": str(Path(path).resolve()), "sha256": sha, **stat_key})
-    # No fsync: a lost or empty sidecar only costs hashing the file again.
-    atomic_write_bytes(sidecar, record.encode(), prefix=".tmp-", suffix=f"-{sidecar.name}", fsync=False)
-
-
-def _remember_sha256(temporary: Path, *, final: Path, cache_dir: Path) -> None:
-    # os.replace keeps size and mtime, so the sidecar written for the temp file stays valid.
-    _write_sidecar(cache_dir, final, sha256_file(temporary), _stat_key(temporary))
-
-
-def file_sha256(path: Path, *, cache_dir: Path) -> str:
-    """SHA-256 of a (large) file, cached in a sidecar keyed by path, size and mtime."""
-    stat_key = _stat_key(path)
-    sidecar = Path(cache_dir) / f"{_hash_key(path)}.json"
-    try:
-        cached = json.loads(sidecar.read_text())
-        if {key: cached.get(key) for key in stat_key} == stat_key:
-            return str(cached["sha256"])
-    except (OSError, ValueError, KeyError):
-        pass
-    sha = sha256_file(path)
-    try:
-        _write_sidecar(Path(cache_dir), path, sha, stat_key)
-    except OSError:
-        logger.debug("Could not cache the sha256 of %s", path, exc_info=True)
-    return sha

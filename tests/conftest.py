@@ -33,6 +33,22 @@ def _is_loopback(family: int, address) -> bool:
     return all(ipaddress.ip_address(info[4][0].split("%", 1)[0]).is_loopback for info in infos)
 
 
+@pytest.fixture
+def model_storage(settings, tmp_path):
+    """The "models" storage in this test's own folder (a folder store, overwriting in place as a bucket does)."""
+    from django.core.files.storage import storages
+
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "models": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": tmp_path / "models", "allow_overwrite": True},
+        },
+    }
+    settings.MODEL_CACHE_DIR = tmp_path / "model-cache"
+    return storages["models"]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _loopback_only():
     """The suite sends traffic to loopback addresses only: any other connect raises before a packet

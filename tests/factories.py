@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 from django.core.files.base import ContentFile
+from django.core.files.storage import storages
 from PIL import Image
 
 from shop.models import (
@@ -50,6 +52,16 @@ def make_street_photo(product: Product, *, split: str = "train", colour=(180, 40
 def make_version(*, status: str = "ready", category: str = "dresses", **fields) -> ModelVersion:
     """A finished model version row, without training anything."""
     return ModelVersion.objects.create(status=status, category=category, progress={"stage": "ready"}, **fields)
+
+
+def store_model_file(version: ModelVersion, data: bytes = b"a tower") -> ModelVersion:
+    """Give a version a model file in the "models" storage, as training does: activation checks it.
+    Use with the model_storage fixture, so the file lands in the test's own folder."""
+    name = f"siamese/v{version.pk}-{version.category}.keras"
+    storages["models"].save(name, ContentFile(data))
+    ModelVersion.objects.filter(pk=version.pk).update(artifact_name=name, checksum=hashlib.sha256(data).hexdigest())
+    version.refresh_from_db()
+    return version
 
 
 def make_embedding(product: Product, version: ModelVersion) -> ProductEmbedding:

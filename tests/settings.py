@@ -27,14 +27,18 @@ else:
     TEST_RUN_DIR = Path(os.environ.setdefault("TEST_RUN_DIR", tempfile.mkdtemp(prefix="fashion-test-")))
 MEDIA_ROOT = TEST_RUN_DIR / "media"
 SEARCH_UPLOAD_ROOT = TEST_RUN_DIR / "searches"
-STORAGES = {
-    **STORAGES,
-    "searches": {**STORAGES["searches"], "OPTIONS": {"location": SEARCH_UPLOAD_ROOT, "base_url": None}},
-}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(TEST_RUN_DIR / "test-db.sqlite3")}
 # The ~550 MB random VGG19 is saved once per machine and reused by every run and worker.
 MODEL_STORE = envpath("TEST_MODEL_STORE", DATA_DIR / "test-models")
+# A worker started with its own TEST_MODEL_CACHE_DIR stands for a worker on another host.
+MODEL_CACHE_DIR = envpath("TEST_MODEL_CACHE_DIR", MODEL_STORE)
+if not AWS_STORAGE_BUCKET_NAME:  # a bucket (the many-hosts test) keeps every file in it
+    STORAGES = {
+        **STORAGES,
+        "searches": {**STORAGES["searches"], "OPTIONS": {"location": SEARCH_UPLOAD_ROOT, "base_url": None}},
+        "models": {**STORAGES["models"], "OPTIONS": {**STORAGES["models"]["OPTIONS"], "location": MODEL_STORE}},
+    }
 BACKBONE = "vgg19-fc2"
 BACKBONE_WEIGHTS = "random"
 BACKBONE_ALLOW_DOWNLOAD = False

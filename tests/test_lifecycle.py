@@ -59,7 +59,7 @@ def test_it_walks_a_run_through_every_stage_to_active(lifecycle):
     assert first.hyperparameters == run_config({"epochs": 6}).to_dict()  # every field, as requested
     assert first.dataset_counts["validation_products"] >= 1
     assert first.progress["stage"] == "ready"
-    assert first.checksum and first.artifact_path
+    assert first.checksum and first.artifact_name
 
 
 @pytest.mark.django_db

@@ -476,10 +476,11 @@ def test_it_keeps_only_the_most_recently_used_towers(monkeypatch):
     from shop import runtime
 
     monkeypatch.setattr("similarity.siamese.load_tower", lambda path, expected_sha256=None: object())
+    monkeypatch.setattr("similarity.artifacts.fetch", lambda store, name, sha256, cache_dir: Path(name))
     monkeypatch.setattr(runtime, "_towers", {})
-    towers = [runtime.get_tower(version_id=v, artifact_path=f"/m/{v}", checksum="c") for v in (1, 2, 3)]
-    assert runtime.get_tower(version_id=1, artifact_path="/m/1", checksum="c") is towers[0]  # 1 used again
-    runtime.get_tower(version_id=4, artifact_path="/m/4", checksum="c")
+    towers = [runtime.get_tower(version_id=v, artifact_name=f"m/{v}", checksum="c") for v in (1, 2, 3)]
+    assert runtime.get_tower(version_id=1, artifact_name="m/1", checksum="c") is towers[0]  # 1 used again
+    runtime.get_tower(version_id=4, artifact_name="m/4", checksum="c")
     assert sorted(v for v, _ in runtime._towers) == [1, 3, 4]  # 2 was the least recently used
 
 
@@ -502,19 +503,23 @@ def test_it_deletes_a_deleted_versions_model_file_once_committed(
 ):
     from tests.factories import make_version
 
-    settings.MODEL_STORE = tmp_path / "store"
+    store = tmp_path / "store"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "models": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": store}},
+    }
     kept_file = tmp_path / "elsewhere.keras"
     kept_file.write_bytes(b"not ours")
     files = []
     for name in ("v1.keras", "v2.keras"):
-        path = settings.MODEL_STORE / "siamese" / name
+        path = store / "siamese" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"tower")
         files.append(path)
-    doomed = make_version(artifact_path=str(files[0]))
-    outside = make_version(artifact_path=str(kept_file))
-    make_version(artifact_path=str(files[1]))
-    shared = make_version(artifact_path=str(files[1]))  # two rows, one file: the file stays
+    doomed = make_version(artifact_name="siamese/v1.keras")
+    outside = make_version(artifact_name=str(kept_file))  # a path from before the store: never deleted
+    make_version(artifact_name="siamese/v2.keras")
+    shared = make_version(artifact_name="siamese/v2.keras")  # two rows, one file: the file stays
 
     with django_capture_on_commit_callbacks(execute=True):
         for version in (doomed, outside, shared):

@@ -7,7 +7,7 @@ import pytest
 
 from shop.models import ModelVersion, Product, ProductEmbedding, SimilarProduct, vector_to_bytes
 from shop.services import embedding_index, recommendations, training
-from tests.factories import make_similar
+from tests.factories import make_similar, store_model_file
 
 Status = ModelVersion.Status
 
@@ -20,11 +20,16 @@ def _fresh_indexes(settings):
     embedding_index.forget()
 
 
+# Every run here ends with a model file, which activation checks: in the test's own folder.
+pytestmark = pytest.mark.usefixtures("model_storage")
+
+
 def _embedding_run(products: list[Product], *, gate_passed: bool = True) -> ModelVersion:
     """A version at the end of training: embedded, evaluated, waiting for its lists."""
     version = ModelVersion.objects.create(
         status=Status.EMBEDDING, metrics={"gate": {"passed": gate_passed, "reason": "test"}}, weights_id="w"
     )
+    store_model_file(version)
     vectors = np.random.default_rng(version.pk).normal(size=(len(products), 8)).astype(np.float32)
     ProductEmbedding.objects.bulk_create(
         [ProductEmbedding(product=p, version=version, vector=vector_to_bytes(v)) for p, v in zip(products, vectors)]

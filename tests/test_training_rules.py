@@ -17,7 +17,7 @@ from shop.models import RUNNING_STATUSES, ModelVersion
 from shop.services import model_versions, training, training_stages
 from shop.services.training_config import SETTING_NAMES, default_config, run_config
 from similarity.train_config import InvalidTrainConfig, TrainConfig
-from tests.factories import make_version
+from tests.factories import make_version, store_model_file
 from tests.similarity.test_metrics import STORED
 
 pytestmark = pytest.mark.django_db
@@ -111,8 +111,8 @@ def test_it_needs_an_override_only_for_a_refused_version_that_never_served():
     assert not make_version(metrics=refused, activated_at=timezone.now()).needs_override  # a rollback
 
 
-def test_it_activates_a_refused_version_only_with_a_recorded_override():
-    refused = make_version(metrics={"gate": {"passed": False, "reason": "below the baseline"}})
+def test_it_activates_a_refused_version_only_with_a_recorded_override(model_storage):
+    refused = store_model_file(make_version(metrics={"gate": {"passed": False, "reason": "below the baseline"}}))
 
     with pytest.raises(model_versions.ActivationRefused, match="needs an override"):
         model_versions.activate_version(version_id=refused.pk)
@@ -134,11 +134,11 @@ def test_it_lists_the_running_statuses_once_for_the_constraint_and_the_code():
 
 
 def test_it_refuses_to_pass_a_run_it_could_not_compare_with_the_active_model(monkeypatch, caplog):
-    active = make_version(status="active", weights_id="w", artifact_path="/gone/v1.keras", checksum="0" * 64)
+    active = make_version(status="active", weights_id="w", artifact_name="/gone/v1.keras", checksum="0" * 64)
     new = make_version(status="evaluating", weights_id="w")
 
     def unreadable(version):
-        raise FileNotFoundError(f"no file {version.artifact_path}")
+        raise FileNotFoundError(f"no file {version.artifact_name}")
 
     monkeypatch.setattr(training_stages.runtime, "tower_for", unreadable)
     with caplog.at_level(logging.ERROR, logger="shop"):
@@ -151,7 +151,7 @@ def test_it_refuses_to_pass_a_run_it_could_not_compare_with_the_active_model(mon
 
 
 def test_it_compares_nothing_across_backbone_weights(monkeypatch):
-    make_version(status="active", weights_id="other", artifact_path="/v1.keras")
+    make_version(status="active", weights_id="other", artifact_name="/v1.keras")
     monkeypatch.setattr(training_stages.runtime, "tower_for", lambda version: pytest.fail("loaded"))
 
     assert training_stages.active_for_comparison(make_version(status="evaluating", weights_id="w")) == (

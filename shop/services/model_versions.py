@@ -7,12 +7,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from shop import selectors
+from shop import runtime, selectors
 from shop.models import ModelVersion
 from shop.services import enqueue, indexing
 from similarity.metrics import Gate
@@ -32,8 +31,15 @@ def activate_version(*, version_id: int, override: bool = False, user: Any = Non
     A version the gate refused goes live only with `override`, which is recorded; a version
     that was live before (a rollback) needs none (see ModelVersion.needs_override).
     """
+    candidate = ModelVersion.objects.get(pk=version_id)
+    if candidate.status != Status.ACTIVE:
+        # Outside the transaction: reading a file back from a bucket must not hold the row locks.
+        try:
+            check_stored_tower(candidate)
+        except ValueError as error:
+            raise ActivationRefused(str(error)) from error
     with transaction.atomic():
-        category = ModelVersion.objects.values_list("category", flat=True).get(pk=version_id)
+        category = candidate.category
         # Lock the category's serving versions with this one, in id order: the order in which list
         # writers (recommendations.remove_from_lists) take them, so the two never deadlock.
         locked = (
@@ -125,12 +131,20 @@ def embed_for_version(*, version_id: int, product_ids: list[int]) -> int:
     return embedded
 
 
-def delete_artifact(*, path: str) -> bool:
+def delete_artifact(*, name: str) -> bool:
     """Delete a trained tower's file from the model store unless another version still uses it."""
-    store = Path(settings.MODEL_STORE).resolve()
-    file = Path(path).resolve()
-    if not file.is_relative_to(store) or ModelVersion.objects.filter(artifact_path=path).exists():
-        return False
-    file.unlink(missing_ok=True)
-    logger.info("deleted the model file %s of a deleted version", file)
+    if not name or Path(name).is_absolute() or ModelVersion.objects.filter(artifact_name=name).exists():
+        return False  # an absolute path predates the store (outside it, or a row migration left alone)
+    runtime.model_store().delete(name)
+    logger.info("deleted the model file %s of a deleted version", name)
     return True
+
+
+def check_stored_tower(version: ModelVersion) -> None:
+    """Read the version's tower file in the model store and check it is the one recorded
+    (artifacts.ArtifactError, a ValueError, if not): what every other host would load."""
+    from similarity.artifacts import ArtifactError, verify
+
+    if not version.artifact_name or not version.checksum:
+        raise ArtifactError(f"{version} records no model file")
+    verify(runtime.model_store(), version.artifact_name, sha256=version.checksum)

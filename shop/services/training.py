@@ -7,12 +7,13 @@ shop.services.model_versions. Any failure leaves the live model serving and says
 from __future__ import annotations
 
 import logging
+import tempfile
 import traceback
 from collections.abc import Mapping
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -21,9 +22,12 @@ from django.utils import timezone
 from shop import runtime, selectors
 from shop.models import RUNNING_STATUSES, Category, ModelVersion
 from shop.services import enqueue, training_stages
-from shop.services.model_versions import ActivationRefused, activate_version
+from shop.services.model_versions import ActivationRefused, activate_version, check_stored_tower
 from shop.services.recommendations import rank_slice, slice_bounds
 from shop.services.training_config import run_config
+
+if TYPE_CHECKING:
+    import keras
 
 logger = logging.getLogger("shop")
 
@@ -105,8 +109,6 @@ def run_training(*, version_id: int) -> None:
 
 def _run(version: ModelVersion) -> None:
     """The stages of a claimed run, up to queuing its ranking slices."""
-    from similarity.siamese import save_tower
-
     record = partial(_update, version)
     # Stored whole at request; validated again, and completed for rows recorded before a field existed.
     config = run_config(version.hyperparameters)
@@ -116,10 +118,8 @@ def _run(version: ModelVersion) -> None:
     data = training_stages.training_data(category=version.category, weights_id=version.weights_id, seed=config.seed)
     result = training_stages.fit(version, data, config, record)
 
-    path = Path(settings.MODEL_STORE) / "siamese" / f"v{version.pk}-{version.category}.keras"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    checksum = save_tower(result.tower, path)
-    record(status=Status.EVALUATING, artifact_path=str(path), checksum=checksum, progress={"stage": "evaluating"})
+    name, checksum = store_tower(result.tower, f"siamese/v{version.pk}-{version.category}.keras")
+    record(status=Status.EVALUATING, artifact_name=name, checksum=checksum, progress={"stage": "evaluating"})
     metrics = training_stages.evaluate(version, result.tower, data, best_epoch=result.best_epoch)
     cost = training_stages.backbone_cost(version, backbone)
     record(metrics={**metrics.to_json(), "backbone": cost.to_json()})
@@ -127,6 +127,19 @@ def _run(version: ModelVersion) -> None:
     record(status=Status.EMBEDDING, progress={"stage": "embedding", "done": 0})
     training_stages.embed_catalogue(version, record)
     _rank_in_slices(version)
+
+
+def store_tower(tower: keras.Model, name: str) -> tuple[str, str]:
+    """Save a tower into the model store (for every host) and this host's cache: (its name, its sha256)."""
+    from similarity.artifacts import publish
+    from similarity.siamese import save_tower
+
+    cache = Path(settings.MODEL_CACHE_DIR)
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache, prefix=".saving-") as folder:
+        local = Path(folder) / Path(name).name
+        save_tower(tower, local)
+        return publish(runtime.model_store(), local, name, cache_dir=cache)
 
 
 def _error_text(error: BaseException) -> str:
@@ -179,6 +192,15 @@ def _finish_run(version_id: int) -> None:
     )
     version = ModelVersion.objects.get(pk=version_id)
     if not finished:
+        return
+    try:
+        check_stored_tower(version)
+    except ValueError as error:
+        # Never live on a file other hosts would refuse: the live version keeps serving.
+        ModelVersion.objects.filter(pk=version_id, status=Status.READY).update(
+            status=Status.FAILED, error=str(error), updated_at=timezone.now()
+        )
+        logger.error("%s failed: %s", version, error)
         return
     gate = version.run_metrics.gate
     if gate is None or not gate.passed:

@@ -120,7 +120,7 @@ def active_for_comparison(version: ModelVersion) -> Comparison:
     if active is None or active.pk == version.pk or active.weights_id != version.weights_id:
         return Comparison()  # a first model, or one on other weights: nothing comparable
     problem = "it has no model file"
-    if active.artifact_path:
+    if active.artifact_name:
         try:
             return Comparison(version=active, tower=runtime.tower_for(active))
         except (OSError, ValueError) as error:  # a missing, unreadable or replaced (checksum) file

@@ -187,7 +187,11 @@ def test_it_creates_random_weights_once_when_two_processes_start_together(tmp_pa
     assert report_a == report_b
     assert np.array_equal(features_a, features_b)
     names = sorted(p.name for p in lock.parent.iterdir() if p.is_file())
-    assert names == ["tiny-test-random-seed3.weights.h5", "tiny-test-random-seed3.weights.h5.lock"]
+    assert names == [
+        "tiny-test-random-seed3.weights.h5",
+        "tiny-test-random-seed3.weights.h5.lock",
+        "tiny-test-random-seed3.weights.h5.sha256",  # every host checks its copy against it
+    ]
 
 
 def test_it_falls_back_to_random_when_imagenet_is_not_cached_and_download_is_off(empty_keras_home, caplog):
