@@ -10,7 +10,7 @@ def main() -> None:
     # TensorFlow's C++ start-up chatter drowns the commands' own output.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if sys.argv[1:2] == ["demo"]:
-        # The demo is a development server on 127.0.0.1 (runserver, media served by Django).
+        # The demo is a development shop on 127.0.0.1 (the Procfile's gunicorn, media served by Django).
         os.environ.setdefault("DEBUG", "true")
     from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line

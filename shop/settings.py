@@ -274,7 +274,13 @@ CELERY_TASK_IGNORE_RESULT = True
 # Tasks are idempotent, so a worker killed mid-task may safely have its task redelivered.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# One message per pool process on both queues: a search reserved behind another search on a busy host
+# would wait while another host's process is idle, and a message reserved behind a training run for hours.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# And none fetched while every pool process is busy (Redis only): training is acked on receipt
+# (workers/tasks.py), which frees its prefetch slot, so the `worker` process would otherwise hold the
+# next indexing batch through the whole run, or hand it to a second host after the visibility timeout.
+CELERY_WORKER_DISABLE_PREFETCH = envbool("CELERY_WORKER_DISABLE_PREFETCH", True)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=1),
@@ -283,15 +289,50 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_throttle": 1,
 }
 CELERY_WORKER_CONCURRENCY = envint("CELERY_WORKER_CONCURRENCY", 1, minimum=1)
-# Shoppers' searches get their own queue (and, in the demo, their own worker) so they never
-# wait behind a training run or a catalogue's worth of indexing.
+# KiB. A pool process whose peak memory (billiard reads ru_maxrss) passed this is replaced after its task.
+# Loading VGG19 fc2 in float32 peaks at 2.9 GB (2.1 GB after), so 4 GiB is passed only by growth:
+# TensorFlow's allocator over many batches, or a training run's data, given back once the run ends.
+# The next task on the new process reloads the backbone (~5 s). 0 turns it off.
+CELERY_WORKER_MAX_MEMORY_PER_CHILD = envint("CELERY_WORKER_MAX_MEMORY_PER_CHILD", 4 * 1024 * 1024, minimum=0)
+# No CELERY_WORKER_MAX_TASKS_PER_CHILD: every new process reloads VGG19, and memory, not age, is what grows.
+
+# Time limits in seconds. The soft one raises celery.exceptions.SoftTimeLimitExceeded inside the task, so
+# it records why it stopped; the hard one, a grace period later, kills the pool process where the soft one
+# cannot land (deep inside one TensorFlow call). Each group's soft limit can be set from the environment.
+# Batches (the default: indexing 32 products' photos, a slice of the lists, the hourly purge) take
+# minutes at most. Keep them under CELERY_VISIBILITY_TIMEOUT: Redis hands a late-acked task still
+# running past it to a second worker. What a stopped batch stored stays; `index_catalogue` queues the rest.
+_batch_soft = envint("CELERY_BATCH_TIME_LIMIT", 15 * 60, minimum=1)
+CELERY_TASK_SOFT_TIME_LIMIT = _batch_soft
+CELERY_TASK_TIME_LIMIT = _batch_soft + 60
+# Searches stop well before SEARCH_TIMEOUT_SECONDS would end them anyway, failed with the "took too long"
+# message; half the timeout leaves a fresh pool process time to load VGG19 first.
+_search_soft = envint("CELERY_SEARCH_TIME_LIMIT", max(1, SEARCH_TIMEOUT_SECONDS // 2), minimum=1)
+_search_grace = max(1, SEARCH_TIMEOUT_SECONDS // 4)
+_search_limits = {"soft_time_limit": _search_soft, "time_limit": _search_soft + _search_grace}
+if _search_soft + _search_grace > SEARCH_TIMEOUT_SECONDS:
+    raise ImproperlyConfigured(
+        f"CELERY_SEARCH_TIME_LIMIT={_search_soft}: with its grace of {_search_grace} s a search would "
+        f"outlive SEARCH_TIMEOUT_SECONDS={SEARCH_TIMEOUT_SECONDS}"
+    )
+# Training takes hours on a large catalogue; acked on receipt, it is not bound by the visibility timeout.
+# A run stopped at its soft limit is marked failed with the error, and the live model keeps serving.
+_training_soft = envint("CELERY_TRAINING_TIME_LIMIT", 6 * 3600, minimum=1)
+CELERY_TASK_ANNOTATIONS = {
+    "workers.run_search": _search_limits,
+    "workers.end_overdue_searches": _search_limits,  # one UPDATE every 30 s on the search worker
+    "workers.train_model_version": {"soft_time_limit": _training_soft, "time_limit": _training_soft + 10 * 60},
+}
+# Shoppers' searches get their own queue (and their own `search` process in the Procfile) so they
+# never wait behind a training run or a catalogue's worth of indexing.
 CELERY_TASK_ROUTES = {
     "workers.run_search": {"queue": "search"},
     # Short periodic jobs about searches: on the search worker, never behind an hour-long training run.
     "workers.end_overdue_searches": {"queue": "search"},
     "workers.purge_searches": {"queue": "search"},
 }
-# Periodic jobs (a worker started with --beat, as the demo's search worker is).
+# Periodic jobs, sent by the one `beat` process of the Procfile (exactly one per shop, or each job runs
+# once per beat). `celery beat` reads its schedule file's path from here.
 CELERY_BEAT_SCHEDULE = {
     "end-overdue-searches": {"task": "workers.end_overdue_searches", "schedule": 30.0},
     "purge-searches": {"task": "workers.purge_searches", "schedule": 3600.0},

@@ -1,4 +1,4 @@
-"""Bring the whole shop up on the offline demo catalogue: Redis, a Celery worker, the web server."""
+"""Bring the whole shop up on the offline demo catalogue: Redis, then the Procfile's processes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from django.conf import settings
@@ -17,11 +18,37 @@ from django.core.management.base import BaseCommand, CommandError
 from shop import selectors
 from shop.embedded_redis import EmbeddedRedis, ping
 from shop.models import Product
+from shop.procfile import read_procfile
 
 CATEGORIES = ("dresses", "skirts")
 # Skirts per dress in the demo, and the share of products listed a second time by another retailer.
 SKIRT_SHARE = 0.4
 DUPLICATES = 0.1
+# The processes the demo runs are the Procfile's, as in production; `web` is left out with --no-serve.
+PROCFILE = Path(settings.BASE_DIR) / "Procfile"
+WEB = "web"
+
+
+def demo_processes(procfile: Mapping[str, str], *, serve: bool) -> dict[str, str]:
+    """The Procfile's processes the demo starts, in the Procfile's order."""
+    return {name: command for name, command in procfile.items() if serve or name != WEB}
+
+
+def demo_env(base: Mapping[str, str], *, broker: str, port: int, concurrency: int) -> dict[str, str]:
+    """The children's environment: the demo's broker, web server and worker size over the caller's."""
+    return {
+        **base,
+        "CELERY_BROKER_URL": broker,
+        "REDIS_URL": broker,
+        # Read by the Procfile's web line (the demo stays on 127.0.0.1) and the worker's settings.
+        "PORT": str(port),
+        "WEB_HOST": "127.0.0.1",
+        "CELERY_WORKER_CONCURRENCY": str(concurrency),
+        # gunicorn serves /media/ through Django only where SERVE_MEDIA is on (DEBUG, which the demo sets, or this).
+        "SERVE_MEDIA": "true",
+        # The Procfile names `gunicorn` and `celery`: this interpreter's, even from an unactivated venv.
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), base.get("PATH", os.defpath)]),
+    }
 
 
 def _interrupt(signum, frame) -> None:
@@ -65,10 +92,9 @@ class Command(BaseCommand):
             call_command("migrate", interactive=False, verbosity=0)
             self._admin_user()
             broker, embedded = self._broker()
-            env = {**os.environ, "CELERY_BROKER_URL": broker, "REDIS_URL": broker}
-            children += self._start_workers(env=env, concurrency=concurrency, logs=logs)
-            if not no_serve:
-                children.append(self._start_web(env=env, port=port, logs=logs))
+            env = demo_env(os.environ, broker=broker, port=port, concurrency=concurrency)
+            processes = demo_processes(read_procfile(PROCFILE), serve=not no_serve)
+            children += self._start_processes(processes, env=env, logs=logs)
             self._build_catalogue(products=products, seed=seed)
             self.stdout.write(self.style.SUCCESS(f"ready in {(time.monotonic() - started) / 60:.1f} min"))
             if not no_serve:
@@ -97,28 +123,11 @@ class Command(BaseCommand):
         app.conf.broker_url = broker
         return broker, embedded
 
-    def _start_workers(self, *, env: dict, concurrency: int, logs: Path) -> list[subprocess.Popen]:
-        """One worker for indexing and training, one for searches (which also runs the periodic jobs)."""
-        workers = []
-        for queue in ("celery", "search"):
-            command = [
-                *(sys.executable, "-m", "celery", "-A", "workers", "worker", "--loglevel=INFO"),
-                f"--concurrency={concurrency if queue == 'celery' else 1}",
-                f"--queues={queue}",
-                f"--hostname={queue}@%h",
-            ]
-            if queue == "search":
-                # Ending overdue searches and purging old ones.
-                command += ["--beat", f"--schedule={Path(settings.DATA_DIR) / 'celerybeat-schedule'}"]
-            workers.append(self._spawn(command, env=env, log=logs / f"worker-{queue}.log"))
-        self.stdout.write(f"started Celery workers for indexing/training and for searches (logs in {logs})")
-        return workers
-
-    def _start_web(self, *, env: dict, port: int, logs: Path) -> subprocess.Popen:
-        command = [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]
-        web = self._spawn(command, env=env, log=logs / "web.log")
-        self.stdout.write(f"started the web server at http://127.0.0.1:{port}/ (log: {logs / 'web.log'})")
-        return web
+    def _start_processes(self, processes: Mapping[str, str], *, env: dict, logs: Path) -> list[subprocess.Popen]:
+        """Each process in its own session, logging to DATA_DIR/logs/NAME.log."""
+        children = [self._spawn(command, env=env, log=logs / f"{name}.log") for name, command in processes.items()]
+        self.stdout.write(f"started {', '.join(processes)} from {PROCFILE.name} (logs in {logs})")
+        return children
 
     def _build_catalogue(self, *, products: int, seed: int) -> None:
         """Seed (each new product is queued for the worker as it arrives), index, train once per
@@ -145,12 +154,18 @@ class Command(BaseCommand):
             time.sleep(1)
         raise CommandError("a child process exited; see the logs in " + str(logs))
 
-    def _spawn(self, command: list[str], *, env: dict, log: Path) -> subprocess.Popen:
+    def _spawn(self, command: str, *, env: dict, log: Path) -> subprocess.Popen:
         handle = log.open("ab")
         # Own session: a terminal's Ctrl-C reaches only this command, which then stops the
-        # children in order, instead of every child dying at once mid-task.
+        # children in order, instead of every child dying at once mid-task. `exec`: the shell
+        # becomes the command, so the SIGTERM of _stop reaches the worker itself (a warm shutdown).
         return subprocess.Popen(
-            command, env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=settings.BASE_DIR, start_new_session=True
+            ["/bin/sh", "-c", f"exec {command}"],
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=settings.BASE_DIR,
+            start_new_session=True,
         )
 
     def _seed(self, *, products: int, seed: int) -> Path:
