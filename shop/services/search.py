@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from uuid import UUID
 
 import numpy as np
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
@@ -24,6 +25,7 @@ from django.utils import timezone
 from shop import runtime, selectors
 from shop.models import Category, ModelVersion, SearchQuery
 from shop.services import colours, enqueue
+from similarity.artifacts import ArtifactError
 from similarity.images import ImageError, ImageHeader
 
 if TYPE_CHECKING:
@@ -219,9 +221,12 @@ def run_search_query(*, query_id: UUID) -> None:
     except (ImageError, BadBox, SearchUnavailable) as error:  # messages written for shoppers
         logger.warning("search %s failed: %s", query_id, error)
         _fail(query, str(error))
-    except OSError:  # a model file, the disk: the shop's trouble, not the photo's
+    except (OSError, ArtifactError):  # a model file (missing, corrupted), the disk: the shop's trouble, not the photo's
         logger.exception("search %s failed", query_id)
         _fail(query, UNAVAILABLE)
+    except SoftTimeLimitExceeded:  # the task's time limit (CELERY_SEARCH_TIME_LIMIT): end it now, not at the sweep
+        logger.warning("search %s stopped at its time limit", query_id)
+        _fail(query, OVERDUE)
     except Exception:
         logger.exception("search %s failed", query_id)
         _fail(query, "Search failed unexpectedly.")
