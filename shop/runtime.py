@@ -80,8 +80,12 @@ def creation_lock(name: str) -> Iterator[None]:
 
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     try:
-        # Making VGG19's random weights takes a minute or two on a small machine; waiters wait.
-        with client.lock(f"fashion-similarity:model-file:{name}", timeout=1800, blocking_timeout=3600):
+        # Making VGG19's random weights takes a minute or two on a small machine; waiters wait. A lock
+        # that ran out meanwhile is no reason to fail a file already made and checked.
+        lock = client.lock(
+            f"fashion-similarity:model-file:{name}", timeout=1800, blocking_timeout=3600, raise_on_release_error=False
+        )
+        with lock:
             yield
     finally:
         client.close()

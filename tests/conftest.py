@@ -137,7 +137,7 @@ def _database_url(settings_dict: dict) -> str:
 class WorkerProcess:
     """A real `celery -A workers worker` (prefork) subprocess on the test database and broker."""
 
-    def __init__(self, *, env: dict, queues: str, name: str, log) -> None:
+    def __init__(self, *, env: dict, queues: str, name: str, log, cwd: Path = REPO) -> None:
         self.log = log
         self.name = f"{name}@{socket.gethostname()}"
         self._handle = log.open("wb")
@@ -158,7 +158,7 @@ class WorkerProcess:
                 "--without-mingle",
                 "--without-heartbeat",
             ],
-            cwd=REPO,
+            cwd=cwd,
             env=env,
             stdout=self._handle,
             stderr=subprocess.STDOUT,
@@ -336,7 +336,7 @@ def free_port() -> int:
 class LiveShop:
     """The shop's real web server (gunicorn) on 127.0.0.1, with DEBUG off and production headers."""
 
-    def __init__(self, *, env: dict, log: Path, extra_env: dict | None = None) -> None:
+    def __init__(self, *, env: dict, log: Path, extra_env: dict | None = None, cwd: Path = REPO) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -355,7 +355,7 @@ class LiveShop:
                 "--graceful-timeout=5",
                 "--no-control-socket",
             ],
-            cwd=REPO,
+            cwd=cwd,
             env={**env, **(extra_env or {})},
             stdout=self._handle,
             stderr=subprocess.STDOUT,
@@ -372,7 +372,7 @@ class LiveShop:
             try:
                 if requests.get(f"{self.url}/healthz", timeout=2).status_code == 200:
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # still starting, on a busy machine
                 pass
             time.sleep(0.2)
         self.stop()
