@@ -294,3 +294,60 @@ def _street_photo(demo_root: Path) -> bytes:
     """A test street photo of the demo set (a person wearing one of the catalogue's dresses)."""
     pairs = json.loads((demo_root / "meta" / "json" / "test_pairs_dresses.json").read_text())
     return next((demo_root / "photos").glob(f"{pairs[0]['photo']:09d}.*")).read_bytes()
+
+
+def test_it_refuses_a_corrupted_model_file_in_the_bucket_and_the_live_version_keeps_serving(
+    layout, bucket, demo_root, hosts_env, django_db_blocker
+):
+    import boto3
+    from django.test import override_settings
+
+    from shop.models import ModelVersion
+    from shop.services import model_versions
+
+    _, _, shop = layout
+    client = boto3.client("s3", endpoint_url=bucket, region_name=REGION, **_boto_keys())
+    with django_db_blocker.unblock():
+        live = ModelVersion.objects.get(category="dresses", status="active")
+        # A second version whose tower was damaged in the bucket after it was recorded.
+        tower = client.get_object(Bucket=BUCKET, Key=f"models/{live.artifact_name}")["Body"].read()
+        candidate = ModelVersion.objects.create(
+            category="dresses",
+            status="ready",
+            weights_id=live.weights_id,
+            artifact_name="siamese/v-damaged-dresses.keras",
+            checksum=live.checksum,
+            progress={"stage": "ready"},
+        )
+        client.put_object(Bucket=BUCKET, Key="models/siamese/v-damaged-dresses.keras", Body=tower[: len(tower) // 2])
+        refused = pytest.raises(
+            model_versions.ActivationRefused, match="v-damaged-dresses.keras.*replaced or corrupted"
+        )
+        with override_settings(STORAGES=_bucket_storages(bucket)), refused:
+            model_versions.activate_version(version_id=candidate.pk, override=True)
+        live.refresh_from_db()
+        candidate.refresh_from_db()
+        assert (live.status, candidate.status) == ("active", "ready")
+
+    outcome = _search(shop, _street_photo(demo_root))
+    assert outcome["status"] == "done", outcome
+    _assert_nothing_left_the_machine(hosts_env)
+
+
+def _bucket_storages(endpoint: str) -> dict:
+    """This process's storages on the test's bucket, as the hosts' settings make them."""
+    from django.conf import settings
+
+    options = {
+        "bucket_name": BUCKET,
+        "endpoint_url": endpoint,
+        "region_name": REGION,
+        "access_key": KEYS["AWS_ACCESS_KEY_ID"],
+        "secret_key": KEYS["AWS_SECRET_ACCESS_KEY"],
+    }
+    s3 = "storages.backends.s3.S3Storage"
+    return {
+        **settings.STORAGES,
+        "default": {"BACKEND": s3, "OPTIONS": {**options, "location": "media"}},
+        "models": {"BACKEND": s3, "OPTIONS": {**options, "location": "models", "file_overwrite": True}},
+    }
