@@ -148,9 +148,8 @@ def layout(hosts_env, tmp_path_factory, demo_root, django_db_blocker):
 
 
 def _wait_ready(worker: WorkerProcess, broker: str, timeout: float = 120) -> None:
-    from celery import Celery
 
-    app = Celery(broker=broker)
+    app = _broker_app(broker)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if worker.process.poll() is not None:
@@ -158,6 +157,14 @@ def _wait_ready(worker: WorkerProcess, broker: str, timeout: float = 120) -> Non
         if app.control.ping(destination=[worker.name], timeout=1.0):
             return
     pytest.fail(f"{worker.name} did not answer:\n{worker.log.read_text()[-4000:]}")
+
+
+def _broker_app(broker: str):
+    """A Celery client on the hosts' broker. Not the current app: the shop's tasks are shared tasks,
+    and would otherwise send every later test's messages to this broker."""
+    from celery import Celery
+
+    return Celery("many-hosts-client", broker=broker, set_as_current=False)
 
 
 def _manage(command: list[str], *, env: dict, cwd: Path) -> str:
@@ -245,7 +252,6 @@ def test_it_runs_the_shop_on_a_bucket_with_two_workers_that_share_no_disk(
 
 def test_it_ranks_the_same_on_either_host(layout, demo_root, hosts_env, django_db_blocker):
     """One photo searched on each host: the same products in the same order, distances within 1e-5."""
-    from celery import Celery
 
     from shop.models import SearchQuery
 
@@ -263,7 +269,7 @@ def test_it_ranks_the_same_on_either_host(layout, demo_root, hosts_env, django_d
         for clone in clones:
             clone.__dict__.update(status="pending", results=[], started_at=None, finished_at=None, vector=None)
             clone.save(force_insert=True)
-    sender = Celery(broker=hosts_env["CELERY_BROKER_URL"])
+    sender = _broker_app(hosts_env["CELERY_BROKER_URL"])
     sent = [
         sender.send_task("workers.run_search", args=[str(clone.pk)], queue=host) for clone, host in zip(clones, HOSTS)
     ]
