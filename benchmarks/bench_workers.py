@@ -488,10 +488,11 @@ def measure(root: Path, args: argparse.Namespace, server: str | None, databases:
             flush=True,
         )
         rounds = []
-        for count in args.workers:
-            round_dir = root / f"round-{count}"
+        # Counts may repeat (1 2 1 2): alternating rounds show how much of a difference is the machine's noise.
+        for number, count in enumerate(args.workers):
+            round_dir = root / f"round-{number}-{count}"
             round_dir.mkdir()
-            name = f"bench_workers_{os.getpid()}_{count}"
+            name = f"bench_workers_{os.getpid()}_{number}_{count}"
             database = fresh_database(server, round_dir, name)
             if server:
                 databases.append(name)
