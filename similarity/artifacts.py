@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -107,6 +108,7 @@ def fetch(store: Store, name: str, *, sha256: str, cache_dir: Path) -> Path:
     downloaded now and checked. A missing or different file raises ArtifactError; nothing
     unchecked is ever left in the cache."""
     sha256 = sha256.lower()
+    check_name(name)
     local = local_path(store, name)
     if local is not None:
         if not local.is_file():
@@ -121,13 +123,9 @@ def fetch(store: Store, name: str, *, sha256: str, cache_dir: Path) -> Path:
     with exclusive_lock(target.with_name(f".{target.name}.lock")):
         if target.is_file():
             return target
-        try:
-            source = store.open(name, "rb")
-        except (FileNotFoundError, OSError) as error:
-            raise ArtifactError(f"The model file {name!r} is not in the model store ({error}).") from error
-        with source, atomic_path(target, suffix=f"-{target.name}") as temporary:
+        with atomic_path(target, suffix=f"-{target.name}") as temporary:
             with open(temporary, "wb") as copy:
-                actual = digest_of(source, copy_to=copy)
+                actual = _read_stored(store, name, copy_to=copy)
             _check(name, actual, sha256)
         logger.info("cached model file %s (sha256 %s…) at %s", name, sha256[:12], target)
     return target
@@ -135,12 +133,29 @@ def fetch(store: Store, name: str, *, sha256: str, cache_dir: Path) -> Path:
 
 def verify(store: Store, name: str, *, sha256: str) -> None:
     """Read the stored file itself (not a host's copy) and check its sha256: before a version goes live."""
+    check_name(name)
+    _check(name, _read_stored(store, name), sha256.lower())
+
+
+def check_name(name: str) -> None:
+    """Refuse what is not a name inside the store: a local path recorded before the store existed
+    (an older install whose file lay outside MODEL_STORE), or one that climbs out of it."""
+    if not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise ArtifactError(
+            f"The model file {name!r} is not a name in the model store (a path from an older install?): "
+            "put the file into the store and record its name, or retrain."
+        )
+
+
+def _read_stored(store: Store, name: str, *, copy_to: IO[bytes] | None = None) -> str:
+    """The sha256 of a stored file, read to its end (and copied); any failure of the store is an ArtifactError."""
     try:
-        with store.open(name, "rb") as handle:
-            actual = digest_of(handle)
-    except (FileNotFoundError, OSError) as error:
+        with store.open(name, "rb") as source:
+            return digest_of(source, copy_to=copy_to)
+    except FileNotFoundError as error:
         raise ArtifactError(f"The model file {name!r} is not in the model store ({error}).") from error
-    _check(name, actual, sha256.lower())
+    except Exception as error:  # a bucket's client errors have no common base to name here
+        raise ArtifactError(f"The model store could not be read for {name!r}: {error}") from error
 
 
 def _check(name: str, actual: str, expected: str) -> None:
@@ -157,13 +172,19 @@ def publish(store: Store, local: Path, name: str, *, cache_dir: Path) -> tuple[s
     Returns (the stored name, its sha256). The store keeps the name asked for; a store that
     renamed it (a folder store refusing to overwrite) is an error, as readers look it up by name.
     """
+    check_name(name)
     sha256 = sha256_file(local)
+    folder = local_path(store, name)
+    if folder is not None:
+        # Django's folder storage writes in place: a crash would leave half a file under the name.
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder, suffix=f"-{folder.name}") as temporary:
+            shutil.copyfile(local, temporary)
+        return name, sha256  # a folder store is its own cache
     with open(local, "rb") as handle:
         stored = store.save(name, handle)
     if stored != name:
         raise ArtifactError(f"The model store saved {name!r} as {stored!r}; it must overwrite in place.")
-    if local_path(store, name) is not None:
-        return stored, sha256  # a folder store is its own cache
     target = cached_path(cache_dir, name, sha256)
     target.parent.mkdir(parents=True, exist_ok=True)
     if not target.is_file():
@@ -184,6 +205,11 @@ def read_text(store: Store, name: str) -> str | None:
 def write_text(store: Store, name: str, text: str) -> None:
     from io import BytesIO
 
+    folder = local_path(store, name)
+    if folder is not None:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(folder, text.encode(), suffix=f"-{folder.name}")
+        return
     store.save(name, BytesIO(text.encode()))
 
 
@@ -220,13 +246,19 @@ def fetch_or_create(
     loads the same bytes. A file without its sidecar (made before sidecars) is hashed once and
     the sidecar added.
     """
-    sha256 = read_text(store, sidecar_name(name))
+    sha256 = _recorded_sha256(store, name)
     if sha256 is None:
         with lock(name):
-            sha256 = read_text(store, sidecar_name(name))
+            sha256 = _recorded_sha256(store, name)
             if sha256 is None:
                 sha256 = _adopt_or_create(store, name, cache_dir=cache_dir, create=create)
     return fetch(store, name, sha256=sha256, cache_dir=cache_dir), sha256
+
+
+def _recorded_sha256(store: Store, name: str) -> str | None:
+    """The sha256 kept beside a file, or None (none yet, or a sidecar a crash left empty or cut short)."""
+    text = read_text(store, sidecar_name(name))
+    return text if text is not None and re.fullmatch(r"[0-9a-f]{64}", text) else None
 
 
 def _adopt_or_create(store: Store, name: str, *, cache_dir: Path, create: Callable[[Path], None]) -> str:

@@ -149,3 +149,38 @@ def test_it_adopts_a_file_stored_before_its_checksum_was(tmp_path):
 
 def open_bytes(tmp_path: Path, data: bytes) -> io.BytesIO:
     return io.BytesIO(data)
+
+
+def test_it_refuses_a_local_path_recorded_by_an_older_install(tmp_path):
+    for name in ("/srv/old/var/models/siamese/v1-dresses.keras", "../elsewhere.keras"):
+        with pytest.raises(ArtifactError, match="not a name in the model store"):
+            fetch(Bucket(tmp_path / "bucket"), name, sha256=sha(b"x"), cache_dir=tmp_path / "host")
+        with pytest.raises(ArtifactError, match="not a name in the model store"):
+            verify(Folder(tmp_path / "folder"), name, sha256=sha(b"x"))
+
+
+def test_it_says_so_when_the_store_itself_fails(tmp_path):
+    class Unreachable(Bucket):
+        def open(self, name: str, mode: str = "rb") -> Any:
+            raise RuntimeError("Could not connect to the endpoint URL")
+
+    with pytest.raises(ArtifactError, match="could not be read for 'siamese/v1-dresses.keras'.*endpoint"):
+        fetch(Unreachable(tmp_path / "bucket"), NAME, sha256=sha(b"x"), cache_dir=tmp_path / "host")
+    assert [p for p in (tmp_path / "host").iterdir() if not p.name.startswith(".")] == []
+
+
+def test_it_hashes_again_a_file_whose_sidecar_a_crash_cut_short(tmp_path):
+    bucket = Bucket(tmp_path / "bucket")
+    bucket.save("backbones/x.weights.h5", open_bytes(tmp_path, b"weights"))
+    bucket.save(sidecar_name("backbones/x.weights.h5"), open_bytes(tmp_path, b""))
+
+    _, digest = fetch_or_create(
+        bucket,
+        "backbones/x.weights.h5",
+        cache_dir=tmp_path / "host",
+        create=lambda path: pytest.fail("made again"),
+        lock=lock_held_across_hosts(),
+    )
+
+    assert digest == sha(b"weights")
+    assert (tmp_path / "bucket" / sidecar_name("backbones/x.weights.h5")).read_text() == digest
