@@ -64,3 +64,17 @@ def envfloat(name: str, default: float) -> float:
 def envpath(name: str, default: Path) -> Path:
     value = os.environ.get(name)
     return Path(value).expanduser().resolve() if value else default
+
+
+def bucket_origins() -> str:
+    """Where a browser fetches photos from the bucket (AWS_* variables): the endpoint's origin, or AWS's own hosts."""
+    from urllib.parse import urlsplit
+
+    endpoint = os.environ.get("AWS_S3_ENDPOINT_URL", "")
+    if endpoint:
+        parts = urlsplit(endpoint)
+        return f"{parts.scheme}://{parts.netloc}"
+    bucket = os.environ.get("AWS_STORAGE_BUCKET_NAME", "")
+    region = os.environ.get("AWS_S3_REGION_NAME", "")
+    hosts = [f"https://{bucket}.s3.amazonaws.com"] + ([f"https://{bucket}.s3.{region}.amazonaws.com"] if region else [])
+    return " ".join(hosts)

@@ -8,7 +8,7 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from shop.env import envbool, envfloat, envint, envpath, envstr, required_unless
+from shop.env import bucket_origins, envbool, envfloat, envint, envpath, envstr, required_unless
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -45,11 +45,11 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 # Sent by shop.middleware.ContentSecurityPolicy: scripts and styles come from our own static
 # files only (no inline code), photos from our media and the previews the upload page makes.
-CONTENT_SECURITY_POLICY = envstr(
-    "CONTENT_SECURITY_POLICY",
+_DEFAULT_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+CONTENT_SECURITY_POLICY = envstr("CONTENT_SECURITY_POLICY", _DEFAULT_CSP)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -166,7 +166,11 @@ if AWS_STORAGE_BUCKET_NAME:
         "default": {"BACKEND": _s3, "OPTIONS": {**_bucket, "location": "media", "file_overwrite": False}},
         "searches": {"BACKEND": _s3, "OPTIONS": {**_bucket, "location": "searches", "file_overwrite": False}},
         # Model files are written once under a name their row records; a retry rewrites the same name.
-        "models": {"BACKEND": _s3, "OPTIONS": {**_bucket, "location": "models", "file_overwrite": True}},
+        # A download over 64 MB spills to a temporary file instead of memory (the backbone is 575 MB).
+        "models": {
+            "BACKEND": _s3,
+            "OPTIONS": {**_bucket, "location": "models", "file_overwrite": True, "max_memory_size": 64 << 20},
+        },
     }
 else:
     STORAGES = {
@@ -181,6 +185,9 @@ else:
         },
     }
 STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+if AWS_STORAGE_BUCKET_NAME and CONTENT_SECURITY_POLICY == _DEFAULT_CSP:
+    # Photos then come from the bucket's signed URLs: the default policy would block every one.
+    CONTENT_SECURITY_POLICY = _DEFAULT_CSP.replace("img-src 'self'", f"img-src 'self' {bucket_origins()}", 1)
 
 LOGIN_URL = "admin:login"
 

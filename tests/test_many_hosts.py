@@ -74,7 +74,7 @@ def hosts_env(postgres, worker_env, redis_url, bucket, tmp_path_factory):
     guard_log = tmp_path_factory.mktemp("guard") / "blocked.log"
     guard_log.touch()
     shared = {key: value for key, value in worker_env.items() if key not in ("TEST_MODEL_STORE", "TEST_RUN_DIR")}
-    return {
+    env = {
         **shared,
         "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "hostguard"), str(REPO)]),
         "LOOPBACK_GUARD_LOG": str(guard_log),
@@ -86,6 +86,17 @@ def hosts_env(postgres, worker_env, redis_url, bucket, tmp_path_factory):
         "AWS_EC2_METADATA_DISABLED": "true",
         **KEYS,
     }
+    _prove_the_guard_is_on(env, guard_log)
+    return env
+
+
+def _prove_the_guard_is_on(env: dict, guard_log: Path) -> None:
+    """A process started like the hosts' refuses a connect to 192.0.2.1 (TEST-NET-1) before any packet, and records it."""
+    probe = "import socket; socket.create_connection(('192.0.2.1', 9), timeout=1)"
+    done = subprocess.run([sys.executable, "-c", probe], env=env, cwd="/", capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "host guard: no connects outside" in done.stderr, done.stderr[-2000:]
+    assert "192.0.2.1" in guard_log.read_text()
+    guard_log.write_text("")
 
 
 def host_env(shared: dict, root: Path) -> dict:
@@ -244,6 +255,10 @@ def test_it_runs_the_shop_on_a_bucket_with_two_workers_that_share_no_disk(
 
     page = requests.get(f"{shop.url}/products/{product.pk}/", timeout=30)
     assert page.status_code == 200 and page.text.count('class="card"') >= 10
+    # The photos are the bucket's signed URLs, and the page's policy lets the browser load them.
+    sources = re.findall(r'<img[^>]* src="([^"]+)"', page.text)
+    assert sources and all(src.startswith(f"{bucket}/{BUCKET}/media/") for src in sources), sources[:3]
+    assert f"img-src 'self' {bucket} " in page.headers["Content-Security-Policy"]
 
     outcome = _search(shop, _street_photo(demo_root))
     assert outcome["status"] == "done", outcome
@@ -253,9 +268,9 @@ def test_it_runs_the_shop_on_a_bucket_with_two_workers_that_share_no_disk(
 def test_it_ranks_the_same_on_either_host(layout, demo_root, hosts_env, django_db_blocker):
     """One photo searched on each host: the same products in the same order, distances within 1e-5."""
 
-    from shop.models import SearchQuery
+    from shop.models import ModelVersion, SearchQuery
 
-    _, workers, shop = layout
+    roots, workers, shop = layout
     first = _search(shop, _street_photo(demo_root))
     assert first["status"] == "done", first
     with django_db_blocker.unblock():
@@ -286,8 +301,12 @@ def test_it_ranks_the_same_on_either_host(layout, demo_root, hosts_env, django_d
     a, b = (query.results for query in finished)
     assert [row["product_id"] for row in a] == [row["product_id"] for row in b]
     assert max(abs(x["distance"] - y["distance"]) for x, y in zip(a, b)) <= 1e-5
+    with django_db_blocker.unblock():
+        checksum = ModelVersion.objects.get(category="dresses", status="active").checksum
     for task, host in zip(sent, HOSTS):
         assert f"workers.run_search[{task.id}] succeeded" in workers[host].log.read_text()
+        # Whichever host trained, both now hold the live tower, checked and named by its sha256.
+        assert (roots[host] / "model-cache" / f"{checksum}.keras").is_file(), host
     _assert_nothing_left_the_machine(hosts_env)
 
 
