@@ -139,14 +139,18 @@ def test_it_ends_a_search_as_failed_when_the_whole_worker_is_killed_or_the_broke
         env=worker_env, queues=SEARCH_QUEUE, name="doomed-search", log=tmp_path / "doomed.log"
     ).wait_ready()
     killed, flushed = _pending_search(), _pending_search()
-    run_search.apply_async((str(killed.pk),), queue=SEARCH_QUEUE)
-    wait_for(
-        lambda: SearchQuery.objects.filter(pk=killed.pk, started_at__isnull=False).exists(),
-        timeout=60,
-        interval=0.05,
-        message="the search to start",
-    )
-    doomed.kill()  # the whole worker: its message stays unacknowledged for the visibility timeout
+    try:
+        run_search.apply_async((str(killed.pk),), queue=SEARCH_QUEUE)
+        wait_for(
+            lambda: SearchQuery.objects.filter(pk=killed.pk, started_at__isnull=False).exists(),
+            timeout=60,
+            interval=0.05,
+            message="the search to start",
+        )
+    finally:
+        # The whole worker: its message stays unacknowledged for the visibility timeout. Killed on a
+        # failure too: a worker left behind would take the next run's messages on this queue.
+        doomed.kill()
 
     # A message the broker lost (a restart of a Redis that keeps nothing on disk).
     run_search.apply_async((str(flushed.pk),), queue="nobody-listens")
