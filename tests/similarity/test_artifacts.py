@@ -136,15 +136,20 @@ def test_it_adopts_a_file_stored_before_its_checksum_was(tmp_path):
     bucket = Bucket(tmp_path / "bucket")
     bucket.save("backbones/x.weights.h5", open_bytes(tmp_path, b"old weights"))
 
-    path, digest = fetch_or_create(
+    path, digest = fetch_without_making(bucket, tmp_path)
+
+    assert digest == sha(b"old weights") and path.read_bytes() == b"old weights"
+
+
+def fetch_without_making(bucket: Bucket, tmp_path: Path) -> tuple[Path, str]:
+    """The stored backbones/x.weights.h5 through fetch_or_create, failing the test if it would make one."""
+    return fetch_or_create(
         bucket,
         "backbones/x.weights.h5",
         cache_dir=tmp_path / "host",
         create=lambda path: pytest.fail("made again"),
         lock=lock_held_across_hosts(),
     )
-
-    assert digest == sha(b"old weights") and path.read_bytes() == b"old weights"
 
 
 def open_bytes(tmp_path: Path, data: bytes) -> io.BytesIO:
@@ -174,13 +179,7 @@ def test_it_hashes_again_a_file_whose_sidecar_a_crash_cut_short(tmp_path):
     bucket.save("backbones/x.weights.h5", open_bytes(tmp_path, b"weights"))
     bucket.save(sidecar_name("backbones/x.weights.h5"), open_bytes(tmp_path, b""))
 
-    _, digest = fetch_or_create(
-        bucket,
-        "backbones/x.weights.h5",
-        cache_dir=tmp_path / "host",
-        create=lambda path: pytest.fail("made again"),
-        lock=lock_held_across_hosts(),
-    )
+    _, digest = fetch_without_making(bucket, tmp_path)
 
     assert digest == sha(b"weights")
     assert (tmp_path / "bucket" / sidecar_name("backbones/x.weights.h5")).read_text() == digest
