@@ -35,7 +35,13 @@ def test_it_refuses_to_activate_a_version_whose_stored_file_was_corrupted(model_
 
 def test_it_fails_a_finished_run_whose_stored_file_was_corrupted_and_the_live_version_keeps_serving(model_storage):
     live = stored_version(model_storage, "siamese/v1-dresses.keras", b"tower one", status="active")
-    run = stored_version(model_storage, "siamese/v2-dresses.keras", b"tower two", status="embedding")
+    run = stored_version(
+        model_storage,
+        "siamese/v2-dresses.keras",
+        b"tower two",
+        status="embedding",
+        metrics={"gate": {"passed": True, "reason": "better than the live version"}},
+    )
     model_storage.delete("siamese/v2-dresses.keras")
 
     training._finish_run(run.pk)

@@ -25,6 +25,10 @@ class ActivationRefused(Exception):
     """A version cannot go live (not ready, or products lack its embedding)."""
 
 
+class StoredFileRefused(ActivationRefused):
+    """The version's tower in the model store is missing or not the recorded file: it can never go live."""
+
+
 def activate_version(*, version_id: int, override: bool = False, user: Any = None) -> ModelVersion:
     """Make a ready version the live one in one transaction (pages never see a mix).
 
@@ -37,7 +41,7 @@ def activate_version(*, version_id: int, override: bool = False, user: Any = Non
         try:
             check_stored_tower(candidate)
         except ValueError as error:
-            raise ActivationRefused(str(error)) from error
+            raise StoredFileRefused(str(error)) from error
     with transaction.atomic():
         category = candidate.category
         # Lock the category's serving versions with this one, in id order: the order in which list

@@ -22,7 +22,7 @@ from django.utils import timezone
 from shop import runtime, selectors
 from shop.models import RUNNING_STATUSES, Category, ModelVersion
 from shop.services import enqueue, training_stages
-from shop.services.model_versions import ActivationRefused, activate_version, check_stored_tower
+from shop.services.model_versions import ActivationRefused, StoredFileRefused, activate_version
 from shop.services.recommendations import rank_slice, slice_bounds
 from shop.services.training_config import run_config
 
@@ -193,21 +193,18 @@ def _finish_run(version_id: int) -> None:
     version = ModelVersion.objects.get(pk=version_id)
     if not finished:
         return
-    try:
-        check_stored_tower(version)
-    except ValueError as error:
-        # Never live on a file other hosts would refuse: the live version keeps serving.
-        ModelVersion.objects.filter(pk=version_id, status=Status.READY).update(
-            status=Status.FAILED, error=str(error), updated_at=timezone.now()
-        )
-        logger.error("%s failed: %s", version, error)
-        return
     gate = version.run_metrics.gate
     if gate is None or not gate.passed:
         logger.warning("%s stays ready, not active: %s", version, gate.reason if gate else "not evaluated")
         return
     try:
-        activate_version(version_id=version.pk)
+        activate_version(version_id=version.pk)  # reads the stored tower back and checks it first
+    except StoredFileRefused as error:
+        # Never live on a file other hosts would refuse: the live version keeps serving.
+        ModelVersion.objects.filter(pk=version_id, status=Status.READY).update(
+            status=Status.FAILED, error=str(error), updated_at=timezone.now()
+        )
+        logger.error("%s failed: %s", version, error)
     except ActivationRefused as error:
         logger.warning("%s stays ready: %s", version, error)
 
